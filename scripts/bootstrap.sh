@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what the project needs into ./.venv and ./node_modules. Idempotent and quick on a
+# second run: it reinstalls only when requirements*.txt or package-lock.json changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+stamp_of() { cat "$@" 2>/dev/null | sha256sum | cut -c1-16; }
+
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv"
+  "$PYTHON" -m venv .venv
+fi
+py_stamp=$(stamp_of requirements.txt requirements-dev.txt)
+if [ "$(cat .venv/.installed 2>/dev/null)" != "$py_stamp" ]; then
+  echo "==> installing Python packages (pinned)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$py_stamp" > .venv/.installed
+fi
+
+node_stamp=$(stamp_of package-lock.json)
+if [ "$(cat node_modules/.installed 2>/dev/null)" != "$node_stamp" ]; then
+  echo "==> installing Azurite (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+  echo "$node_stamp" > node_modules/.installed
+fi
+
+# The Azure SQL engine's tests load Microsoft's ODBC driver, which needs unixODBC's libodbc.
+# Install it where we can (root with apt, as in CI); elsewhere those tests skip with a reason.
+if ! ldconfig -p 2>/dev/null | grep -q 'libodbc.so.2'; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing unixodbc (apt)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null) \
+      || echo "    (could not install unixodbc; Azure SQL driver tests will skip)"
+  fi
+fi

@@ -1,0 +1,147 @@
+"""The warehouse interface: run named T-SQL files with bound parameters, bulk load, query.
+
+Two engines implement it: DuckDB (embedded, the local default) and Azure SQL (pyodbc).
+Services take a ``Warehouse`` and never know which one they have. Engine differences live in
+class-level capability flags and in the few methods a subclass overrides (the SQLMesh
+engine-adapter shape), never in ``if engine == ...`` branches in services.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, load_statements, migrations, split_statements
+from shared.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+Row = dict[str, Any]
+_TABLE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+def checked_table_name(table: str) -> str:
+    """Table names come from code, never from input; this guards that promise."""
+    if not _TABLE.match(table):
+        raise ValueError(f"not a schema-qualified table name: {table!r}")
+    return table
+
+
+class Warehouse(abc.ABC):
+    """A SQL warehouse that runs the T-SQL files under ``sql/``."""
+
+    DIALECT: ClassVar[str]
+    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
+
+    def __init__(self, sql_root: Path = SQL_ROOT) -> None:
+        self.sql_root = sql_root
+
+    # ---- statements --------------------------------------------------------------------
+    @abc.abstractmethod
+    def _execute(self, statement: Statement, params: Mapping[str, Any]) -> list[Row] | None:
+        """Run one T-SQL statement; rows if it returns any, else None."""
+
+    def run(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run every statement of ``sql/<name>.sql``; returns the rows of the last one that has rows."""
+        return self._run_statements(self._statements(name), params or {})
+
+    def query(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Alias of ``run`` that reads better where a file is a SELECT."""
+        return self.run(name, params)
+
+    def run_sql(self, tsql: str, params: Mapping[str, Any] | None = None) -> list[Row]:
+        """Run ad-hoc T-SQL (tests, operator tools). Values must still be @parameters."""
+        return self._run_statements(split_statements(tsql, "<inline>"), params or {})
+
+    def _run_statements(self, statements: Sequence[Statement], params: Mapping[str, Any]) -> list[Row]:
+        result: list[Row] = []
+        for statement in statements:
+            missing = statement.parameter_names - params.keys()
+            if missing:
+                raise BuildError(f"{statement.sql_file}: statement {statement.index} needs parameters {sorted(missing)}")
+            rows = self._execute(statement, {k: params[k] for k in statement.parameter_names})
+            if rows is not None:
+                result = rows
+        return result
+
+    def _statements(self, name: str) -> tuple[Statement, ...]:
+        if self.sql_root == SQL_ROOT:
+            return load_statements(name)
+        path = self.sql_root / f"{name}.sql"
+        return split_statements(path.read_text(encoding="utf-8"), name)
+
+    # ---- loading and transactions ------------------------------------------------------
+    @abc.abstractmethod
+    def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Append rows to ``table`` in batches, streaming; returns the number of rows.
+
+        Empty strings are loaded as NULL on every engine (the CSV path of DuckDB cannot tell
+        them apart, so the others follow for identical results).
+        """
+
+    @abc.abstractmethod
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """A transaction; re-entrant (an inner block joins the outer one)."""
+
+    def close(self) -> None:  # noqa: B027 - optional for engines without resources
+        """Release connections."""
+
+    # ---- schema ------------------------------------------------------------------------
+    def table_exists(self, schema: str, table: str) -> bool:
+        rows = self.run_sql(
+            "SELECT COUNT(*) AS n FROM INFORMATION_SCHEMA.TABLES WHERE TABLE_SCHEMA = @schema AND TABLE_NAME = @table",
+            {"schema": schema, "table": table},
+        )
+        return bool(rows and rows[0]["n"])
+
+    def apply_schema(self, now: dt.datetime | None = None) -> list[int]:
+        """Apply the migrations under sql/schema not yet applied; returns their versions.
+
+        Each migration runs in its own transaction together with its bookkeeping row, so a
+        failure leaves the warehouse at the previous version. A changed, already-applied
+        migration is an error: migrations are append-only.
+        """
+        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        applied = self._applied_migrations()
+        done: list[int] = []
+        for version, name in migrations(self.sql_root):
+            checksum = hashlib.sha256((self.sql_root / f"{name}.sql").read_bytes()).hexdigest()
+            if version in applied:
+                if applied[version] != checksum:
+                    raise BuildError(f"migration {name} changed after it was applied; add a new migration instead")
+                continue
+            with self.transaction():
+                self.run(name)
+                if version == 1 or not self.table_exists("ops", "schema_migrations"):
+                    self.run_sql(_MIGRATIONS_TABLE)
+                self.run_sql(
+                    "INSERT INTO ops.schema_migrations (version, name, checksum, applied_at) "
+                    "VALUES (@version, @name, @checksum, @applied_at)",
+                    {"version": version, "name": name, "checksum": checksum, "applied_at": now},
+                )
+            log.info("applied migration %s", name)
+            done.append(version)
+        return done
+
+    def _applied_migrations(self) -> dict[int, str]:
+        if not self.table_exists("ops", "schema_migrations"):
+            return {}
+        rows = self.run_sql("SELECT version, checksum FROM ops.schema_migrations")
+        return {int(r["version"]): r["checksum"] for r in rows}
+
+
+_MIGRATIONS_TABLE = """
+CREATE TABLE ops.schema_migrations (
+    version INT NOT NULL PRIMARY KEY,
+    name NVARCHAR(200) NOT NULL,
+    checksum NVARCHAR(64) NOT NULL,
+    applied_at DATETIME2(6) NOT NULL
+)
+"""

@@ -1,0 +1,134 @@
+"""Embedded DuckDB warehouse: the local and CI default.
+
+Runs the T-SQL files after translation (translate.py). One connection per process, guarded
+by a lock: DuckDB allows one read-write process per file, and the Functions worker may run
+invocations on several threads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import os
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Any, ClassVar
+
+import duckdb
+
+from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name
+from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
+from shared.adapters.warehouse.translate import to_duckdb
+from shared.errors import BuildError
+
+_COLUMN = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+class DuckDBWarehouse(Warehouse):
+    DIALECT: ClassVar[str] = "duckdb"
+    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
+    BULK_BATCH_ROWS: ClassVar[int] = 100_000
+
+    def __init__(self, path: str | Path = ":memory:", sql_root: Path = SQL_ROOT, memory_limit: str | None = None) -> None:
+        super().__init__(sql_root)
+        if str(path) != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.path = str(path)
+        self._con = duckdb.connect(self.path)
+        if memory_limit:
+            self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+        self._lock = threading.RLock()
+        self._depth = 0
+
+    def _execute(self, statement: Statement, params: Mapping[str, Any]) -> list[Row] | None:
+        sql = to_duckdb(statement)
+        if sql is None:
+            return None
+        with self._lock:
+            try:
+                cursor = self._con.execute(sql, dict(params)) if params else self._con.execute(sql)
+            except duckdb.Error as exc:
+                raise BuildError(f"{statement.sql_file}: statement {statement.index} failed: {type(exc).__name__}: {exc}") from exc
+            if cursor.description is None:
+                return None
+            names = [d[0] for d in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._con.execute("BEGIN TRANSACTION")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
+            else:
+                self._con.execute("COMMIT")
+            finally:
+                self._depth = 0
+
+    def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Stream rows through a temporary CSV file and COPY, one batch at a time.
+
+        COPY is ~3x faster than INSERT ... unnest and ~100x faster than executemany here, and
+        a batch at a time keeps memory flat however many rows come.
+        """
+        table = checked_table_name(table)
+        for column in columns:
+            if not column or set(column) - set(_COLUMN):
+                raise ValueError(f"not a column name: {column!r}")
+        column_list = ", ".join(columns)
+        total = 0
+        iterator = iter(rows)
+        fd, tmp = tempfile.mkstemp(prefix="bulk_", suffix=".csv")
+        os.close(fd)
+        try:
+            while True:
+                batch = list(islice(iterator, self.BULK_BATCH_ROWS))
+                if not batch:
+                    break
+                with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.writer(handle, lineterminator="\n")
+                    writer.writerows([_csv_value(v) for v in row] for row in batch)
+                with self._lock:
+                    # The path is ours (mkstemp), not input; COPY cannot take it as a parameter.
+                    self._con.execute(
+                        f"COPY {table} ({column_list}) FROM '{tmp}' (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NULL '', NEW_LINE '\\n', AUTO_DETECT false, MAX_LINE_SIZE 67108864)"
+                    )
+                total += len(batch)
+        except duckdb.Error as exc:
+            raise BuildError(f"bulk load into {table} failed: {type(exc).__name__}: {exc}") from exc
+        finally:
+            os.unlink(tmp)
+        return total
+
+    def close(self) -> None:
+        with self._lock:
+            self._con.close()
+
+
+def _csv_value(value: Any) -> Any:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat(sep=" ")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

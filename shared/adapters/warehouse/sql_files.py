@@ -1,0 +1,92 @@
+"""Loading SQL files from ``sql/`` and splitting them into statements.
+
+``sql/`` holds T-SQL only. A file is referenced by its path without extension, e.g.
+``"analytics/company_daily_activity__build"``. Parameters are written ``@name`` (T-SQL
+variable syntax, so ``sqlfluff --dialect tsql`` parses the files); files never DECLARE
+variables, so every ``@name`` is a bound parameter.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlglot.dialects.tsql import TSQL
+from sqlglot.tokens import TokenType
+
+SQL_ROOT = Path(__file__).resolve().parents[3] / "sql"
+_NAME = re.compile(r"^[a-z0-9_]+(/[a-z0-9_]+)*$")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One T-SQL statement of a file, as written, with the parameters it references in order."""
+
+    sql_file: str
+    index: int
+    text: str
+    parameters: tuple[str, ...]  # in order of appearance, repeats kept (for positional binding)
+
+    @property
+    def parameter_names(self) -> frozenset[str]:
+        return frozenset(self.parameters)
+
+
+def sql_path(name: str) -> Path:
+    if not _NAME.match(name):
+        raise ValueError(f"not a SQL file name: {name!r}")
+    path = SQL_ROOT / f"{name}.sql"
+    if not path.is_file():
+        raise FileNotFoundError(f"no SQL file {name}.sql under {SQL_ROOT}")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def load_statements(name: str) -> tuple[Statement, ...]:
+    """The statements of ``sql/<name>.sql`` (cached: files do not change while a process runs)."""
+    return split_statements(sql_path(name).read_text(encoding="utf-8"), name)
+
+
+def split_statements(script: str, sql_file: str = "<inline>") -> tuple[Statement, ...]:
+    """Split a T-SQL script at top-level semicolons, keeping each statement's original text.
+
+    The tokenizer (not a regex) finds the semicolons, so those inside strings and comments
+    do not split. A statement with no tokens (only comments) is dropped.
+    """
+    tokens = TSQL().tokenize(script)
+    statements: list[Statement] = []
+    start_token = 0
+    for i, token in enumerate([*tokens, None]):
+        if token is not None and token.token_type != TokenType.SEMICOLON:
+            continue
+        chunk = tokens[start_token:i]
+        start_token = i + 1
+        if not chunk:
+            continue
+        text = script[chunk[0].start : chunk[-1].end + 1]
+        params = tuple(
+            chunk[j + 1].text
+            for j, tok in enumerate(chunk[:-1])
+            if tok.token_type == TokenType.PARAMETER and chunk[j + 1].start == tok.end + 1
+        )
+        statements.append(Statement(sql_file, len(statements) + 1, text, params))
+    return tuple(statements)
+
+
+def list_sql_files() -> list[str]:
+    """Every SQL file name under sql/ (for tests that parse and translate them all)."""
+    return sorted(str(p.relative_to(SQL_ROOT).with_suffix("")) for p in SQL_ROOT.rglob("*.sql"))
+
+
+def migrations(root: Path = SQL_ROOT) -> list[tuple[int, str]]:
+    """Ordered (version, file name) pairs of ``sql/schema/NNNN_name.sql``."""
+    found = []
+    for path in sorted((root / "schema").glob("*.sql")):
+        version = int(path.name.split("_", 1)[0])
+        found.append((version, f"schema/{path.stem}"))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError("two migrations share a version number under sql/schema")
+    return found

@@ -1,0 +1,101 @@
+"""T-SQL → DuckDB translation: sqlglot plus a small explicit rewrite layer.
+
+The T-SQL in ``sql/`` is the single source of truth. Each statement is parsed with
+``ErrorLevel.RAISE`` (statements are split first, so a construct sqlglot cannot read never
+swallows the ones after it), rewritten where DuckDB differs, and generated with
+``unsupported_level=RAISE``. Anything we have no rule for raises ``TranslationError`` naming
+the file and statement, rather than running something subtly different.
+
+Rewrites (each has a golden test in tests/translation/):
+- ``BIT`` → ``BOOLEAN`` (DuckDB's BIT is a bit string, not a flag).
+- ``FLOAT`` → ``DOUBLE`` (T-SQL FLOAT is 8 bytes; sqlglot emits 4-byte REAL).
+- ``PRIMARY KEY (a, b)``: sqlglot adds ``NULLS FIRST`` to key columns, which DuckDB rejects.
+- ``DATEADD(DAY, n, d)`` → ``d + n``: stays a DATE (DuckDB's ``d + INTERVAL`` is a TIMESTAMP).
+  Our T-SQL uses DATEADD(DAY, ...) on DATE values only; on a timestamp DuckDB fails loudly.
+- ``MERGE ... UPDATE SET tgt.col = ...``: DuckDB wants unqualified SET targets.
+- ``CREATE INDEX``: skipped; DuckDB's zone maps serve our range filters, and ART indexes would
+  only slow bulk loads and hold memory. (Primary keys are kept: they enforce the grain.)
+Refused with a clear error: reading the clock (SYSUTCDATETIME, GETDATE, CURRENT_TIMESTAMP:
+the run date and load time are parameters), IF/WHILE blocks, DECLARE, IDENTITY columns,
+``DELETE alias FROM ...``, recursive CTEs, temp tables (#t).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import sqlglot
+from sqlglot import ErrorLevel, exp
+from sqlglot.errors import ParseError, UnsupportedError
+
+from shared.adapters.warehouse.sql_files import Statement
+from shared.errors import TranslationError
+
+_CLOCK_FUNCTIONS = {"SYSUTCDATETIME", "SYSDATETIME", "GETDATE", "GETUTCDATE", "SYSDATETIMEOFFSET", "NOW"}
+
+
+@functools.lru_cache(maxsize=4096)
+def to_duckdb(statement: Statement) -> str | None:
+    """DuckDB SQL for one T-SQL statement, or None when the statement is a deliberate no-op."""
+    try:
+        parsed = sqlglot.parse(statement.text, read="tsql", error_level=ErrorLevel.RAISE)
+    except ParseError as exc:
+        raise TranslationError(statement.sql_file, statement.index, f"cannot parse T-SQL: {_first_line(exc)}") from exc
+    if len(parsed) != 1 or parsed[0] is None:
+        raise TranslationError(statement.sql_file, statement.index, "expected exactly one statement")
+    tree = parsed[0]
+    _refuse_unsupported(tree, statement)
+    if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "INDEX":
+        return None
+    tree = tree.transform(_rewrite)
+    try:
+        return tree.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+    except UnsupportedError as exc:
+        raise TranslationError(statement.sql_file, statement.index, f"unsupported in DuckDB: {exc}") from exc
+
+
+def _rewrite(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.DataType):
+        if node.this == exp.DataType.Type.BIT:
+            return exp.DataType.build("BOOLEAN")
+        if node.this == exp.DataType.Type.FLOAT:
+            return exp.DataType.build("DOUBLE")
+    if isinstance(node, exp.PrimaryKey):
+        node.set("expressions", [e.this if isinstance(e, exp.Ordered) else e for e in node.expressions])
+    if isinstance(node, exp.DateAdd) and (node.unit is None or node.unit.name.upper() in {"DAY", "DD", "D"}):
+        return exp.Add(this=node.this, expression=node.expression)
+    if isinstance(node, exp.Merge):
+        for when in node.find_all(exp.When):
+            then = when.args.get("then")
+            if isinstance(then, exp.Update):
+                for eq in then.expressions:
+                    if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column) and eq.this.table:
+                        eq.set("this", exp.column(eq.this.name))
+    return node
+
+
+def _refuse_unsupported(tree: exp.Expression, statement: Statement) -> None:
+    def refuse(reason: str) -> None:
+        raise TranslationError(statement.sql_file, statement.index, reason)
+
+    if isinstance(tree, exp.Declare):
+        refuse("DECLARE is not supported: pass values as @parameters")
+    if isinstance(tree, (exp.Command, exp.IfBlock, exp.WhileBlock)):
+        refuse(f"statement kind not supported by the translation layer: {tree.sql(dialect='tsql')[:60]!r}")
+    for node in tree.walk():
+        if isinstance(node, (exp.CurrentTimestamp, exp.CurrentDate, exp.CurrentTime)):
+            refuse("SQL must not read the clock: pass the time as a parameter")
+        if isinstance(node, exp.Anonymous) and node.name.upper() in _CLOCK_FUNCTIONS:
+            refuse(f"SQL must not read the clock ({node.name}): pass the time as a parameter")
+        if isinstance(node, exp.GeneratedAsIdentityColumnConstraint):
+            refuse("IDENTITY columns are not supported: generate keys in the loader")
+        if isinstance(node, exp.With) and node.args.get("recursive"):
+            refuse("recursive CTEs are not supported")
+        if isinstance(node, exp.Table) and isinstance(node.this, exp.Identifier) and node.this.args.get("temporary"):
+            refuse("temp tables (#name) are not supported: use a landing table keyed by load_id")
+    if isinstance(tree, exp.Delete) and tree.args.get("tables"):
+        refuse("DELETE alias FROM ... is not supported: use DELETE FROM t WHERE EXISTS (...)")
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

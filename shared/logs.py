@@ -1,0 +1,107 @@
+"""Structured logging: every record carries run_id, step and date.
+
+The context is set once at an entry point (a function invocation, a CLI command) with
+``log_context(...)`` and read by a logging filter, so modules just use
+``logging.getLogger(__name__)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pipeline_log_context", default={})
+
+# Anything that looks like a credential is masked before a record is written. Settings also
+# register their secret values here (see register_secret), which catches what no pattern can.
+_SECRET_PATTERNS = [
+    re.compile(r"(?i)(AccountKey|SharedAccessSignature|Password|PWD|sig|code|key|token)=([^;&\s]+)"),
+    re.compile(r"(?i)(Bearer\s+)([A-Za-z0-9._~+/=-]+)"),
+]
+_SECRETS: set[str] = set()
+
+
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret value so that redact() masks it wherever it appears."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    for secret in _SECRETS:
+        text = text.replace(secret, "***")
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(lambda m: f"{m.group(1)}{'' if m.group(1).endswith(' ') else '='}***", text)
+    return text
+
+
+def current_context() -> dict[str, Any]:
+    return dict(_CONTEXT.get())
+
+
+@contextlib.contextmanager
+def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
+    """Add fields (run_id, step, date, ...) to every log record inside the block."""
+    merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
+    token = _CONTEXT.set(merged)
+    try:
+        yield merged
+    finally:
+        _CONTEXT.reset(token)
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current context onto the record so formatters can use it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _CONTEXT.get()
+        record.ctx = ctx
+        for key in ("run_id", "step", "date"):
+            setattr(record, key, ctx.get(key, "-"))
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: what log search in Application Insights or a terminal grep wants."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": redact(record.getMessage()),
+            **getattr(record, "ctx", {}),
+        }
+        extra = getattr(record, "fields", None)
+        if isinstance(extra, dict):
+            payload.update(extra)
+        if record.exc_info:
+            payload["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(payload, default=str)
+
+
+def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
+    """Install the context filter and formatter on the root logger (idempotent)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if not any(isinstance(f, ContextFilter) for h in root.handlers for f in h.filters):
+        handler = logging.StreamHandler()
+        handler.addFilter(ContextFilter())
+        handler.setFormatter(
+            JsonFormatter()
+            if json_lines
+            else logging.Formatter("%(asctime)s %(levelname)s %(name)s [run=%(run_id)s step=%(step)s date=%(date)s] %(message)s")
+        )
+        root.addHandler(handler)
+    # The Azure SDK logs every HTTP request at INFO; keep it to warnings.
+    logging.getLogger("azure").setLevel(logging.WARNING)

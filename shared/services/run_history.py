@@ -1,0 +1,83 @@
+"""Run history in ops.pipeline_runs: every invocation records start, end, status, rows, error.
+
+Use ``with record_run(warehouse, step=..., run_id=..., run_date=...) as run:`` and set
+``run.rows_in`` / ``run.rows_out``; an exception marks the row failed (with its type and a
+redacted message) and is re-raised.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from shared.adapters.warehouse.base import Warehouse
+from shared.logs import redact
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    step: str
+    run_date: dt.date | None
+    trigger_name: str | None
+    started_at: dt.datetime
+    rows_in: int | None = None
+    rows_out: int | None = None
+    status: str = "running"
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+@contextlib.contextmanager
+def record_run(
+    warehouse: Warehouse,
+    *,
+    step: str,
+    run_id: str,
+    run_date: dt.date | None = None,
+    trigger_name: str | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> Iterator[RunRecord]:
+    record = RunRecord(run_id, step, run_date, trigger_name, clock())
+    warehouse.run(
+        "ops/pipeline_runs__start",
+        {"run_id": run_id, "step": step, "run_date": run_date, "trigger_name": trigger_name, "started_at": record.started_at},
+    )
+    started = time.monotonic()
+    try:
+        yield record
+    except BaseException as exc:
+        record.status = "failed"
+        _finish(warehouse, record, started, clock, error=exc)
+        raise
+    else:
+        record.status = "succeeded" if record.status == "running" else record.status
+        _finish(warehouse, record, started, clock)
+
+
+def _finish(
+    warehouse: Warehouse,
+    record: RunRecord,
+    started: float,
+    clock: Callable[[], dt.datetime],
+    error: BaseException | None = None,
+) -> None:
+    warehouse.run(
+        "ops/pipeline_runs__finish",
+        {
+            "run_id": record.run_id,
+            "step": record.step,
+            "status": record.status,
+            "rows_in": record.rows_in,
+            "rows_out": record.rows_out,
+            "finished_at": clock(),
+            "duration_ms": int((time.monotonic() - started) * 1000),
+            "error_type": type(error).__name__ if error else None,
+            "error_message": redact(str(error))[:2000] if error else None,
+        },
+    )

@@ -1,0 +1,113 @@
+"""Builds clients, engines and services from Settings: lazily, once per process.
+
+Only this module and ``shared/tools`` construct adapters; services receive them. The
+Functions worker imports ``function_app`` once per process and reuses this container across
+invocations (the "manage connections" guidance: one client per process, not per call).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import threading
+from typing import TYPE_CHECKING, Any
+
+from shared.logs import configure_logging
+from shared.settings import Settings, WarehouseEngine
+
+if TYPE_CHECKING:
+    from shared.adapters.blob_store import BlobStore
+    from shared.adapters.queue_store import BuildQueue
+    from shared.adapters.table_state import StateTable
+    from shared.adapters.warehouse.base import Warehouse
+    from shared.services.alerts import AlertSink
+
+
+class Services:
+    """The process-wide set of adapters and the three entry points the bindings call."""
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self.settings = settings
+        # Tests and tools may inject any adapter by name (warehouse=..., alerts=..., ...).
+        self._overrides = overrides
+        self._lock = threading.Lock()
+
+    def _get(self, name: str, build: Any) -> Any:
+        if name in self._overrides:
+            return self._overrides[name]
+        with self._lock:
+            if name not in self._overrides:
+                self._overrides[name] = build()
+        return self._overrides[name]
+
+    # ---- adapters --------------------------------------------------------------------------
+    @property
+    def warehouse(self) -> Warehouse:
+        return self._get("warehouse", self._build_warehouse)
+
+    def _build_warehouse(self) -> Warehouse:
+        if self.settings.warehouse_engine == WarehouseEngine.AZURE_SQL:
+            from shared.adapters.warehouse.azure_sql import AzureSqlWarehouse
+
+            engine: Warehouse = AzureSqlWarehouse.from_settings(self.settings)
+        else:
+            from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+
+            engine = DuckDBWarehouse(self.settings.duckdb_path)
+        engine.apply_schema()
+        return engine
+
+    @property
+    def blobs(self) -> BlobStore:
+        from shared.adapters.blob_store import BlobStore
+
+        return self._get("blobs", lambda: BlobStore.from_settings(self.settings))
+
+    @property
+    def build_queue(self) -> BuildQueue:
+        from shared.adapters.queue_store import BuildQueue
+
+        return self._get("build_queue", lambda: BuildQueue.from_settings(self.settings))
+
+    @property
+    def state_table(self) -> StateTable:
+        from shared.adapters.table_state import StateTable
+
+        return self._get("state_table", lambda: StateTable.from_settings(self.settings))
+
+    @property
+    def alerts(self) -> AlertSink:
+        def build() -> AlertSink:
+            from shared.services.alerts import LogAlertSink
+
+            if self.settings.alert_webhook_url is None:
+                return LogAlertSink()
+            from shared.adapters.webhook import WebhookAlertSink
+
+            return WebhookAlertSink.from_settings(self.settings)
+
+        return self._get("alerts", build)
+
+    # ---- entry points (one per binding) ----------------------------------------------------
+    def stage_crm_blob(self, blob_name: str) -> Any:
+        from shared.services import crm_staging
+
+        return crm_staging.stage_crm_blob(blob_name, self)
+
+    def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
+        from shared.services import usage_ingest
+
+        return usage_ingest.run_usage_tick(now, past_due, self)
+
+    def handle_build_message(self, body: bytes, dequeue_count: int = 1) -> Any:
+        from shared.services import builder
+
+        return builder.handle_build_message(body, dequeue_count, self)
+
+
+@functools.lru_cache(maxsize=1)
+def services() -> Services:
+    """The container the Functions host uses, from app settings (environment variables)."""
+    settings = Settings.from_environment()
+    configure_logging(settings.log_level)
+    return Services(settings)

@@ -1,0 +1,19 @@
+-- Purpose: company attributes over time (SCD type 2), derived from the CRM snapshots.
+-- Grain: one row per (company_id, valid_from). valid_to is exclusive (the snapshot date that
+-- ended the version) and NULL while open. A company absent from a snapshot has its version
+-- closed at that snapshot date; if it comes back, a new version opens.
+CREATE TABLE dim.companies (
+    company_id NVARCHAR(64) NOT NULL,
+    valid_from DATE NOT NULL,
+    valid_to DATE NULL,
+    is_current BIT NOT NULL,
+    company_name NVARCHAR(400) NULL,
+    country NVARCHAR(100) NULL,
+    industry_tag NVARCHAR(200) NULL,
+    last_contact_at DATETIME2(6) NULL,
+    attributes_hash NVARCHAR(64) NOT NULL,
+    run_id NVARCHAR(64) NOT NULL,
+    PRIMARY KEY (company_id, valid_from)
+);
+
+CREATE INDEX ix_companies_valid ON dim.companies (valid_from, valid_to);

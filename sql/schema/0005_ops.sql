@@ -1,0 +1,58 @@
+-- Purpose: operational tables: run history, build state, data-quality results, quarantine log.
+
+-- Every function invocation / CLI step: one row per (run_id, step, run_date).
+CREATE TABLE ops.pipeline_runs (
+    run_id NVARCHAR(64) NOT NULL,
+    step NVARCHAR(64) NOT NULL,
+    run_date DATE NULL,
+    status NVARCHAR(16) NOT NULL,
+    trigger_name NVARCHAR(128) NULL,
+    rows_in BIGINT NULL,
+    rows_out BIGINT NULL,
+    started_at DATETIME2(6) NOT NULL,
+    finished_at DATETIME2(6) NULL,
+    duration_ms BIGINT NULL,
+    error_type NVARCHAR(128) NULL,
+    error_message NVARCHAR(2000) NULL
+);
+
+CREATE INDEX ix_pipeline_runs_run ON ops.pipeline_runs (run_id, step);
+CREATE INDEX ix_pipeline_runs_date ON ops.pipeline_runs (run_date, step);
+
+-- The last successful build of each date and the input versions it used (skip-if-unchanged).
+CREATE TABLE ops.date_builds (
+    activity_date DATE NOT NULL PRIMARY KEY,
+    crm_version NVARCHAR(64) NULL,
+    usage_version NVARCHAR(64) NULL,
+    crm_snapshot_date DATE NULL,
+    row_count INT NOT NULL,
+    built_at DATETIME2(6) NOT NULL,
+    run_id NVARCHAR(64) NOT NULL
+);
+
+-- Data-quality results: one row per (run_id, check_name, check_date).
+CREATE TABLE ops.data_quality_results (
+    run_id NVARCHAR(64) NOT NULL,
+    check_date DATE NOT NULL,
+    check_name NVARCHAR(128) NOT NULL,
+    severity NVARCHAR(8) NOT NULL,
+    status NVARCHAR(8) NOT NULL,
+    observed_value FLOAT NULL,
+    threshold FLOAT NULL,
+    message NVARCHAR(2000) NOT NULL,
+    checked_at DATETIME2(6) NOT NULL
+);
+
+CREATE INDEX ix_data_quality_results_date ON ops.data_quality_results (check_date, check_name);
+
+-- Quarantined inputs, with where the copy and its error report live.
+CREATE TABLE ops.quarantined_files (
+    source_blob NVARCHAR(1024) NOT NULL,
+    snapshot_date DATE NULL,
+    quarantine_blob NVARCHAR(1024) NOT NULL,
+    report_blob NVARCHAR(1024) NOT NULL,
+    reason NVARCHAR(2000) NOT NULL,
+    rejected_row_count INT NOT NULL,
+    quarantined_at DATETIME2(6) NOT NULL,
+    run_id NVARCHAR(64) NOT NULL
+);
