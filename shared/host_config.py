@@ -26,7 +26,7 @@ class QueueHostConfig:
     max_polling_interval: dt.timedelta = dt.timedelta(minutes=1)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def queue_config(path: Path = HOST_JSON) -> QueueHostConfig:
     queues = json.loads(path.read_text(encoding="utf-8")).get("extensions", {}).get("queues", {})
     defaults = QueueHostConfig()

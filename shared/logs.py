@@ -16,7 +16,9 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pipeline_log_context", default={})
+# An immutable default: context is only ever replaced (log_context sets a new dict), never mutated.
+_EMPTY: dict[str, Any] = {}
+_CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pipeline_log_context", default=_EMPTY)
 
 # Anything that looks like a credential is masked before a record is written. Settings also
 # register their secret values here (see register_secret), which catches what no pattern can.
@@ -100,7 +102,9 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         handler.setFormatter(
             JsonFormatter()
             if json_lines
-            else logging.Formatter("%(asctime)s %(levelname)s %(name)s [run=%(run_id)s step=%(step)s date=%(date)s] %(message)s")
+            else logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [run=%(run_id)s step=%(step)s date=%(date)s] %(message)s"
+            )
         )
         root.addHandler(handler)
     # The Azure SDK logs every HTTP request at INFO; keep it to warnings.

@@ -15,23 +15,32 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from shared.errors import ConfigurationError
 from shared.logs import register_secret
 
 
-class WarehouseEngine(str, Enum):
+class WarehouseEngine(StrEnum):
     DUCKDB = "duckdb"
     AZURE_SQL = "azure_sql"
 
 
-class AzureSqlAuth(str, Enum):
-    SQL_PASSWORD = "sql_password"  # credentials inside AZURE_SQL_CONNECTION_STRING
+class AzureSqlAuth(StrEnum):
+    SQL_PASSWORD = "sql_password"  # noqa: S105 - credentials inside AZURE_SQL_CONNECTION_STRING
     MANAGED_IDENTITY = "managed_identity"  # token from DefaultAzureCredential
 
 
@@ -45,7 +54,9 @@ class Settings(BaseModel):
     pipeline_name: str = Field("company-activity", validation_alias=AliasChoices("PIPELINE_NAME", "pipeline_name"))
 
     # --- Storage. The name "PIPELINE_STORAGE" is also the `connection=` of every binding.
-    pipeline_storage: SecretStr | None = Field(None, validation_alias=AliasChoices("PIPELINE_STORAGE", "pipeline_storage"))
+    pipeline_storage: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("PIPELINE_STORAGE", "pipeline_storage")
+    )
     pipeline_storage_account_name: str | None = Field(
         None, validation_alias=AliasChoices("PIPELINE_STORAGE__accountName", "pipeline_storage_account_name")
     )
@@ -192,7 +203,12 @@ class Settings(BaseModel):
         return value
 
     def model_post_init(self, __context: Any) -> None:
-        for secret in (self.pipeline_storage, self.usage_api_key, self.azure_sql_connection_string, self.alert_webhook_url):
+        for secret in (
+            self.pipeline_storage,
+            self.usage_api_key,
+            self.azure_sql_connection_string,
+            self.alert_webhook_url,
+        ):
             if secret is not None:
                 register_secret(secret.get_secret_value())
 
@@ -213,7 +229,9 @@ class Settings(BaseModel):
         return cls.from_values({k: v for k, v in env.items() if k.lower() in known})
 
     @classmethod
-    def from_local_settings(cls, path: str | Path = "local.settings.json", environ: Mapping[str, str] | None = None) -> Settings:
+    def from_local_settings(
+        cls, path: str | Path = "local.settings.json", environ: Mapping[str, str] | None = None
+    ) -> Settings:
         """local.settings.json Values, overridden by the environment (as Core Tools does)."""
         values: dict[str, Any] = {}
         file = Path(path)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shared.adapters.table_state import StateTable
     from shared.adapters.warehouse.base import Warehouse
     from shared.services.alerts import AlertSink
+    from shared.services.readiness import ReadinessGate
 
 
 class Services:
@@ -74,6 +75,14 @@ class Services:
         from shared.adapters.table_state import StateTable
 
         return self._get("state_table", lambda: StateTable.from_settings(self.settings))
+
+    @property
+    def readiness(self) -> ReadinessGate:
+        from shared.services.readiness import ReadinessGate
+
+        return self._get(
+            "readiness", lambda: ReadinessGate(self.state_table, self.build_queue, self.settings.crm_grace_hours)
+        )
 
     @property
     def alerts(self) -> AlertSink:

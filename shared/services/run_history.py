@@ -46,7 +46,13 @@ def record_run(
     record = RunRecord(run_id, step, run_date, trigger_name, clock())
     warehouse.run(
         "ops/pipeline_runs__start",
-        {"run_id": run_id, "step": step, "run_date": run_date, "trigger_name": trigger_name, "started_at": record.started_at},
+        {
+            "run_id": run_id,
+            "step": step,
+            "run_date": run_date,
+            "trigger_name": trigger_name,
+            "started_at": record.started_at,
+        },
     )
     started = time.monotonic()
     try:

@@ -65,7 +65,9 @@ class Warehouse(abc.ABC):
         for statement in statements:
             missing = statement.parameter_names - params.keys()
             if missing:
-                raise BuildError(f"{statement.sql_file}: statement {statement.index} needs parameters {sorted(missing)}")
+                raise BuildError(
+                    f"{statement.sql_file}: statement {statement.index} needs parameters {sorted(missing)}"
+                )
             rows = self._execute(statement, {k: params[k] for k in statement.parameter_names})
             if rows is not None:
                 result = rows

@@ -26,6 +26,12 @@ from shared.adapters.warehouse.translate import to_duckdb
 from shared.errors import BuildError
 
 _COLUMN = "abcdefghijklmnopqrstuvwxyz0123456789_"
+# Fixed CSV dialect for bulk loads: no sniffing, RFC 4180 quoting, empty field = NULL,
+# long lines allowed (a CRM field may legitimately be very long).
+_COPY_OPTIONS = (
+    "(FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NULL '', "
+    "NEW_LINE '\\n', AUTO_DETECT false, MAX_LINE_SIZE 67108864)"
+)
 
 
 class DuckDBWarehouse(Warehouse):
@@ -33,7 +39,9 @@ class DuckDBWarehouse(Warehouse):
     SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     BULK_BATCH_ROWS: ClassVar[int] = 100_000
 
-    def __init__(self, path: str | Path = ":memory:", sql_root: Path = SQL_ROOT, memory_limit: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path = ":memory:", sql_root: Path = SQL_ROOT, memory_limit: str | None = None
+    ) -> None:
         super().__init__(sql_root)
         if str(path) != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -52,7 +60,9 @@ class DuckDBWarehouse(Warehouse):
             try:
                 cursor = self._con.execute(sql, dict(params)) if params else self._con.execute(sql)
             except duckdb.Error as exc:
-                raise BuildError(f"{statement.sql_file}: statement {statement.index} failed: {type(exc).__name__}: {exc}") from exc
+                raise BuildError(
+                    f"{statement.sql_file}: statement {statement.index} failed: {type(exc).__name__}: {exc}"
+                ) from exc
             if cursor.description is None:
                 return None
             names = [d[0] for d in cursor.description]
@@ -105,9 +115,7 @@ class DuckDBWarehouse(Warehouse):
                     writer.writerows([_csv_value(v) for v in row] for row in batch)
                 with self._lock:
                     # The path is ours (mkstemp), not input; COPY cannot take it as a parameter.
-                    self._con.execute(
-                        f"COPY {table} ({column_list}) FROM '{tmp}' (FORMAT csv, HEADER false, DELIMITER ',', QUOTE '\"', ESCAPE '\"', NULL '', NEW_LINE '\\n', AUTO_DETECT false, MAX_LINE_SIZE 67108864)"
-                    )
+                    self._con.execute(f"COPY {table} ({column_list}) FROM '{tmp}' {_COPY_OPTIONS}")
                 total += len(batch)
         except duckdb.Error as exc:
             raise BuildError(f"bulk load into {table} failed: {type(exc).__name__}: {exc}") from exc

@@ -43,7 +43,7 @@ def sql_path(name: str) -> Path:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_statements(name: str) -> tuple[Statement, ...]:
     """The statements of ``sql/<name>.sql`` (cached: files do not change while a process runs)."""
     return split_statements(sql_path(name).read_text(encoding="utf-8"), name)
