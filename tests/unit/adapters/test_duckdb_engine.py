@@ -1,0 +1,108 @@
+"""The embedded engine: parameters, transactions, streaming bulk loads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.errors import BuildError
+
+USAGE_COLUMNS = ["load_id", "activity_date", "company_id", "active_users", "events", "source_blob"]
+
+
+@pytest.fixture
+def engine() -> DuckDBWarehouse:
+    wh = DuckDBWarehouse(":memory:")
+    wh.apply_schema()
+    return wh
+
+
+def _landing_rows(engine: DuckDBWarehouse) -> list[dict]:
+    return engine.run_sql("SELECT company_id, source_blob FROM stg.product_usage_landing ORDER BY company_id")
+
+
+def test_bulk_load_keeps_awkward_text_verbatim(engine: DuckDBWarehouse) -> None:
+    awkward = [
+        "a,b",
+        'say "hi"',
+        "line\nbreak",
+        "crlf\r\n",
+        "'); DROP TABLE stg.product_usage;--",
+        "ünïcødé ✓",
+        "x" * 1_000_000,
+    ]
+    rows = [("L1", dt.date(2025, 1, 1), f"c{i}", 1, 2, text) for i, text in enumerate(awkward)]
+    assert engine.bulk_load("stg.product_usage_landing", USAGE_COLUMNS, rows) == len(awkward)
+    assert [r["source_blob"] for r in _landing_rows(engine)] == awkward
+    assert engine.table_exists("stg", "product_usage")
+
+
+def test_bulk_load_streams_in_batches(engine: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(DuckDBWarehouse, "BULK_BATCH_ROWS", 7)
+    consumed: list[int] = []
+
+    def rows():
+        for i in range(50):
+            consumed.append(i)
+            yield ("L1", dt.date(2025, 1, 1), f"c{i:03d}", i, i, "blob")
+
+    assert engine.bulk_load("stg.product_usage_landing", USAGE_COLUMNS, rows()) == 50
+    assert len(_landing_rows(engine)) == 50
+
+
+def test_bulk_load_loads_empty_strings_as_null(engine: DuckDBWarehouse) -> None:
+    engine.bulk_load(
+        "stg.crm_companies_landing",
+        ["load_id", "snapshot_date", "company_id", "company_name", "source_blob", "source_row"],
+        [("L1", dt.date(2025, 1, 1), "c1", "", "b", 2)],
+    )
+    assert engine.run_sql("SELECT company_name FROM stg.crm_companies_landing") == [{"company_name": None}]
+
+
+@pytest.mark.parametrize("table", ["stg.x; DROP TABLE y", "product_usage", "STG.X"])
+def test_bulk_load_refuses_table_names_that_are_not_plain_identifiers(engine: DuckDBWarehouse, table: str) -> None:
+    with pytest.raises(ValueError, match="table name"):
+        engine.bulk_load(table, ["a"], [])
+
+
+def test_transaction_rolls_back_everything_on_error(engine: DuckDBWarehouse) -> None:
+    engine.bulk_load("stg.product_usage_landing", USAGE_COLUMNS, [("L1", dt.date(2025, 1, 1), "c1", 1, 1, "b")])
+    with pytest.raises(RuntimeError), engine.transaction():
+        engine.run_sql("DELETE FROM stg.product_usage_landing WHERE load_id = @id", {"id": "L1"})
+        with engine.transaction():  # inner block joins the outer one
+            engine.bulk_load("stg.product_usage_landing", USAGE_COLUMNS, [("L2", dt.date(2025, 1, 1), "c2", 1, 1, "b")])
+        raise RuntimeError("half way")
+    assert [r["company_id"] for r in _landing_rows(engine)] == ["c1"]
+
+
+def test_missing_parameter_is_a_clear_error(engine: DuckDBWarehouse) -> None:
+    with pytest.raises(BuildError, match=r"needs parameters \['load_id'\]"):
+        engine.run_sql("DELETE FROM stg.product_usage_landing WHERE load_id = @load_id")
+
+
+def test_values_are_bound_never_formatted(engine: DuckDBWarehouse) -> None:
+    hostile = "x' OR '1'='1"
+    engine.bulk_load("stg.product_usage_landing", USAGE_COLUMNS, [("L1", dt.date(2025, 1, 1), "c1", 1, 1, "b")])
+    rows = engine.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage_landing WHERE load_id = @id", {"id": hostile})
+    assert rows == [{"n": 0}]
+
+
+def test_concurrent_threads_share_one_engine_safely(engine: DuckDBWarehouse) -> None:
+    def load(worker: int) -> None:
+        for i in range(20):
+            with engine.transaction():
+                engine.bulk_load(
+                    "stg.product_usage_landing",
+                    USAGE_COLUMNS,
+                    [(f"L{worker}", dt.date(2025, 1, 1), f"c{worker}-{i}", 1, 1, "b")],
+                )
+
+    threads = [threading.Thread(target=load, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert engine.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage_landing") == [{"n": 80}]
