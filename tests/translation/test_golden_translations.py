@@ -30,7 +30,8 @@ def translate(tsql: str) -> str | None:
         pytest.param("SELECT DATEADD(day, 1, @d) AS w", "SELECT $d + 1 AS w", id="parameter-becomes-named"),
         pytest.param(
             "MERGE INTO s.t AS tgt USING s.u AS src ON tgt.a = src.a "
-            "WHEN MATCHED THEN UPDATE SET tgt.b = src.b WHEN NOT MATCHED BY TARGET THEN INSERT (a, b) VALUES (src.a, src.b);",
+            "WHEN MATCHED THEN UPDATE SET tgt.b = src.b "
+            "WHEN NOT MATCHED BY TARGET THEN INSERT (a, b) VALUES (src.a, src.b);",
             "MERGE INTO s.t AS tgt USING s.u AS src ON tgt.a = src.a "
             "WHEN MATCHED THEN UPDATE SET b = src.b WHEN NOT MATCHED THEN INSERT (a, b) VALUES (src.a, src.b)",
             id="merge-set-targets-unqualified",

@@ -23,7 +23,10 @@ def test_every_record_carries_the_context_set_at_the_entry_point() -> None:
 
 
 def test_connection_strings_and_tokens_are_redacted() -> None:
-    text = "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0;EndpointSuffix=x Authorization: Bearer abc.def"
+    text = (
+        "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=c2VjcmV0;EndpointSuffix=x "
+        "Authorization: Bearer abc.def"
+    )
     out = redact(text)
     assert "c2VjcmV0" not in out and "abc.def" not in out
     assert "AccountName=a" in out

@@ -73,7 +73,7 @@ def test_environment_overrides_local_settings_file(tmp_path: Path) -> None:
 def test_broken_local_settings_file_is_a_configuration_error(tmp_path: Path) -> None:
     file = tmp_path / "local.settings.json"
     file.write_text("{ not json")
-    with pytest.raises(ConfigurationError, match="local.settings.json"):
+    with pytest.raises(ConfigurationError, match=r"local\.settings\.json"):
         Settings.from_local_settings(file, environ={})
 
 
