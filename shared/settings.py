@@ -112,6 +112,9 @@ class Settings(BaseModel):
     usage_max_catchup_days: int = Field(
         31, ge=1, le=3660, validation_alias=AliasChoices("USAGE_MAX_CATCHUP_DAYS", "usage_max_catchup_days")
     )
+    usage_reject_threshold: float = Field(
+        0.05, ge=0, le=1, validation_alias=AliasChoices("USAGE_REJECT_THRESHOLD", "usage_reject_threshold")
+    )
 
     # --- Warehouse.
     warehouse_engine: WarehouseEngine = Field(

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from shared.adapters.blob_store import BlobStore
     from shared.adapters.queue_store import BuildQueue
     from shared.adapters.table_state import StateTable
+    from shared.adapters.usage_api import UsageApiClient
     from shared.adapters.warehouse.base import Warehouse
     from shared.services.alerts import AlertSink
     from shared.services.readiness import ReadinessGate
@@ -75,6 +76,13 @@ class Services:
         from shared.adapters.table_state import StateTable
 
         return self._get("state_table", lambda: StateTable.from_settings(self.settings))
+
+    @property
+    def usage_api(self) -> UsageApiClient:
+        """One HTTP session and rate limiter per process; each run takes ``.for_run()``."""
+        from shared.adapters.usage_api import UsageApiClient
+
+        return self._get("usage_api", lambda: UsageApiClient.from_settings(self.settings))
 
     @property
     def readiness(self) -> ReadinessGate:
