@@ -48,14 +48,7 @@ class Services:
         return self._get("warehouse", self._build_warehouse)
 
     def _build_warehouse(self) -> Warehouse:
-        if self.settings.warehouse_engine == WarehouseEngine.AZURE_SQL:
-            from shared.adapters.warehouse.azure_sql import AzureSqlWarehouse
-
-            engine: Warehouse = AzureSqlWarehouse.from_settings(self.settings)
-        else:
-            from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-
-            engine = DuckDBWarehouse(self.settings.duckdb_path)
+        engine = connect_warehouse(self.settings)
         engine.apply_schema()
         return engine
 
@@ -120,6 +113,18 @@ class Services:
         from shared.services import builder
 
         return builder.handle_build_message(body, dequeue_count, self)
+
+
+def connect_warehouse(settings: Settings) -> Warehouse:
+    """The configured engine, connected but without applying migrations (the CLI's `schema apply`
+    wants to report what it applies; every other caller goes through Services.warehouse)."""
+    if settings.warehouse_engine == WarehouseEngine.AZURE_SQL:
+        from shared.adapters.warehouse.azure_sql import AzureSqlWarehouse
+
+        return AzureSqlWarehouse.from_settings(settings)
+    from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+
+    return DuckDBWarehouse(settings.duckdb_path)
 
 
 @functools.lru_cache(maxsize=1)
