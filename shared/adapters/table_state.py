@@ -1,13 +1,25 @@
 """Table Storage wrapper (azure-data-tables) with ETag-conditional writes.
 
-INTERFACE PINNED BY THE FOUNDATION; bodies are implemented by the storage work.
+Entities go in and come out as plain dicts (``PartitionKey``, ``RowKey`` and the properties);
+the service's metadata is reduced to the ETag, which is what optimistic concurrency needs:
+read ``(entity, etag)``, decide, then ``update_if_match(entity, etag)``; a concurrent writer
+makes that raise ConcurrencyConflict (a TransientError: re-read and decide again).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+
+from shared.adapters.storage_common import TABLE_RETRY, connection_string, identity_endpoint, storage_errors
+from shared.errors import ConcurrencyConflict
 from shared.settings import Settings
+
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 
 class StateTable:
@@ -16,32 +28,95 @@ class StateTable:
 
     @classmethod
     def from_settings(cls, settings: Settings, table_name: str | None = None) -> StateTable:
-        raise NotImplementedError
+        name = table_name or settings.state_table
+        conn = connection_string(settings)
+        if conn is not None:
+            return cls(TableClient.from_connection_string(conn, name, **TABLE_RETRY))
+        endpoint, credential = identity_endpoint(settings, "table")
+        return cls(TableClient(endpoint, name, credential=credential, **TABLE_RETRY))
+
+    @property
+    def name(self) -> str:
+        return str(self._table.table_name)
 
     def ensure_exists(self) -> None:
-        raise NotImplementedError
+        with storage_errors(f"create table {self.name}"), contextlib.suppress(ResourceExistsError):
+            self._table.create_table()
 
     def get(self, partition_key: str, row_key: str) -> tuple[dict[str, Any], str] | None:
         """(entity, etag) or None when absent."""
-        raise NotImplementedError
+        with storage_errors(f"get {self.name}({partition_key}, {row_key})"):
+            try:
+                entity = self._table.get_entity(partition_key, row_key)
+            except ResourceNotFoundError:
+                return None
+        return _plain(entity), str(entity.metadata["etag"])
 
     def insert(self, entity: dict[str, Any]) -> str:
         """Create; raises ConcurrencyConflict if it already exists. Returns the new etag."""
-        raise NotImplementedError
+        with storage_errors(f"insert into {self.name}{_key(entity)}"):
+            return str(self._table.create_entity(_typed(entity))["etag"])
 
     def update_if_match(self, entity: dict[str, Any], etag: str) -> str:
-        """Replace only if the stored etag still equals ``etag``; else ConcurrencyConflict."""
-        raise NotImplementedError
+        """Replace only if the stored etag still equals ``etag``; else ConcurrencyConflict
+        (also when the entity was deleted since it was read)."""
+        operation = f"update {self.name}{_key(entity)}"
+        with storage_errors(operation):
+            try:
+                result = self._table.update_entity(
+                    _typed(entity), mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            except ResourceNotFoundError as exc:
+                raise ConcurrencyConflict(f"{operation}: deleted concurrently") from exc
+        return str(result["etag"])
 
     def upsert(self, entity: dict[str, Any]) -> str:
         """Unconditional insert-or-replace (for state no one races on, e.g. receipts)."""
-        raise NotImplementedError
+        with storage_errors(f"upsert {self.name}{_key(entity)}"):
+            return str(self._table.upsert_entity(_typed(entity), mode=UpdateMode.REPLACE)["etag"])
 
     def query(
         self, partition_key: str, row_key_from: str | None = None, row_key_to: str | None = None
     ) -> list[dict[str, Any]]:
-        """Entities of one partition, optionally within [row_key_from, row_key_to]."""
-        raise NotImplementedError
+        """Entities of one partition, optionally within [row_key_from, row_key_to], in RowKey order."""
+        clauses = ["PartitionKey eq @pk"]
+        parameters: dict[str, Any] = {"pk": partition_key}
+        if row_key_from is not None:
+            clauses.append("RowKey ge @rk_from")
+            parameters["rk_from"] = row_key_from
+        if row_key_to is not None:
+            clauses.append("RowKey le @rk_to")
+            parameters["rk_to"] = row_key_to
+        with storage_errors(f"query {self.name}({partition_key})"):
+            entities = self._table.query_entities(" and ".join(clauses), parameters=parameters)
+            return [_plain(entity) for entity in entities]
 
     def delete(self, partition_key: str, row_key: str) -> None:
-        raise NotImplementedError
+        """Delete if present (idempotent)."""
+        with storage_errors(f"delete {self.name}({partition_key}, {row_key})"):
+            self._table.delete_entity(partition_key, row_key)  # the SDK treats 404 as done
+
+    def delete_if_match(self, partition_key: str, row_key: str, etag: str) -> None:
+        """Delete only if unchanged since read; ConcurrencyConflict otherwise. Absent: done."""
+        with storage_errors(f"delete {self.name}({partition_key}, {row_key})"):
+            self._table.delete_entity(partition_key, row_key, etag=etag, match_condition=MatchConditions.IfNotModified)
+
+
+def _typed(entity: dict[str, Any]) -> dict[str, Any]:
+    """Plain dict in, SDK entity out: ints beyond 32 bits need an explicit Int64 type (the SDK
+    would otherwise refuse them), so callers can store any Python int."""
+    return {
+        name: EntityProperty(value, EdmType.INT64)
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT32_MIN <= value <= _INT32_MAX
+        else value
+        for name, value in entity.items()
+    }
+
+
+def _plain(entity: Any) -> dict[str, Any]:
+    """A TableEntity as a plain dict: typed wrappers (Int64, ...) unwrapped to their values."""
+    return {name: value.value if isinstance(value, EntityProperty) else value for name, value in entity.items()}
+
+
+def _key(entity: dict[str, Any]) -> str:
+    return f"({entity.get('PartitionKey')}, {entity.get('RowKey')})"

@@ -1,0 +1,115 @@
+"""Fixtures shared by the whole suite: a private Azurite and per-test storage names.
+
+- ``azurite``: one Azurite per test session, i.e. one per pytest-xdist worker (each worker is its
+  own session), on free loopback ports, in memory, stopped by PID at the end.
+- ``storage_settings``: ``Settings`` pointing at that Azurite, with containers, queue and table
+  names unique to the test (and already created), so tests never see each other's data.
+- ``make_storage_settings(**values)``: the same, with extra settings.
+- ``make_services(settings, **overrides)``: a ``Services`` with the real storage adapters, an
+  in-memory DuckDB warehouse and a ``RecordingAlertSink`` unless overridden.
+
+Tests that use ``azurite`` are marked ``integration`` automatically (and should say so too).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from shared.settings import Settings
+from shared.tools.azurite import AzuriteProcess, provision
+from shared.wiring import Services
+
+StorageSettingsFactory = Callable[..., Settings]
+ServicesFactory = Callable[..., Services]
+
+
+@pytest.fixture(scope="session")
+def azurite() -> Iterator[AzuriteProcess]:
+    with AzuriteProcess.start() as process:
+        yield process
+
+
+def unique_storage_names() -> dict[str, str]:
+    """Names valid for every service and unique per call.
+
+    Containers and queues: 3-63 chars of lowercase letters, digits and hyphens. Tables: 3-63
+    alphanumerics starting with a letter. The build queue leaves room for its "-poison" twin.
+    """
+    suffix = uuid.uuid4().hex[:16]
+    return {
+        "CRM_CONTAINER": f"crm-{suffix}",
+        "QUARANTINE_CONTAINER": f"quarantine-{suffix}",
+        "RAW_CONTAINER": f"raw-{suffix}",
+        "BUILD_QUEUE": f"build-{suffix}",
+        "STATE_TABLE": f"state{suffix}",
+    }
+
+
+@pytest.fixture
+def make_storage_settings(azurite: AzuriteProcess) -> Iterator[StorageSettingsFactory]:
+    created: list[Settings] = []
+
+    def make(**values: Any) -> Settings:
+        settings = Settings.from_values(
+            {
+                "PIPELINE_STORAGE": azurite.connection_string,
+                "DUCKDB_PATH": ":memory:",
+                **unique_storage_names(),
+                **values,
+            }
+        )
+        provision(settings)
+        created.append(settings)
+        return settings
+
+    yield make
+    for settings in created:
+        _drop_storage(settings)
+
+
+@pytest.fixture
+def storage_settings(make_storage_settings: StorageSettingsFactory) -> Settings:
+    return make_storage_settings()
+
+
+@pytest.fixture
+def make_services() -> ServicesFactory:
+    def make(settings: Settings, **overrides: Any) -> Services:
+        from shared.services.alerts import RecordingAlertSink
+
+        overrides.setdefault("alerts", RecordingAlertSink())
+        return Services(settings, **overrides)
+
+    return make
+
+
+def _drop_storage(settings: Settings) -> None:
+    """Free Azurite's memory after a test (best effort: the process is private and in-memory)."""
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+    conn = settings.storage_connection_string()
+    assert conn is not None
+    with contextlib.suppress(Exception):
+        blobs = BlobServiceClient.from_connection_string(conn)
+        for container in (settings.crm_container, settings.quarantine_container, settings.raw_container):
+            with contextlib.suppress(Exception):
+                blobs.delete_container(container)
+        queues = QueueServiceClient.from_connection_string(conn)
+        for queue in (settings.build_queue, f"{settings.build_queue}-poison"):
+            with contextlib.suppress(Exception):
+                queues.delete_queue(queue)
+        TableServiceClient.from_connection_string(conn).delete_table(settings.state_table)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Whatever needs Azurite is an integration test, so `-m "not integration"` skips it."""
+    for item in items:
+        if "azurite" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
