@@ -597,19 +597,15 @@ class TimerScheduler:
         self._hosts = host_blobs.get_container_client(HOSTS_CONTAINER)
         self._next_due: dt.datetime | None = None
         self._past_due_on_start = False
-        self._started = False
+        self._start()  # the host starts each timer listener with the host, not at its first poll
 
     @property
     def next_due(self) -> dt.datetime:
-        self._start()
         assert self._next_due is not None
         return self._next_due
 
     def _start(self) -> None:
         """Pick up the schedule status, as the host does when it starts a timer listener."""
-        if self._started:
-            return
-        self._started = True
         now = self._clock()
         status = self._read_status() if self.trigger.use_monitor else {}
         recorded_next = _parse_instant(status.get("Next"))
@@ -622,7 +618,6 @@ class TimerScheduler:
             self._next_due = recorded_next or self.trigger.next_occurrence(now)
 
     def poll(self, invoke_function: Invoke) -> list[Invocation]:
-        self._start()
         now = self._clock()
         assert self._next_due is not None
         if now < self._next_due:
@@ -637,7 +632,6 @@ class TimerScheduler:
 
     def fire_now(self, invoke_function: Invoke, past_due: bool = False) -> Invocation:
         """Run once now, outside the schedule (what `func`'s admin "run" endpoint does)."""
-        self._start()
         return self._fire(invoke_function, self._clock(), past_due, "Manually fired")
 
     def _fire(self, invoke_function: Invoke, scheduled: dt.datetime, past_due: bool, reason: str) -> Invocation:

@@ -67,14 +67,18 @@ CREATE TABLE stg.usage_pulls (
     activity_date DATE NOT NULL PRIMARY KEY,
     raw_blob NVARCHAR(1024) NOT NULL,
     content_hash NVARCHAR(64) NOT NULL,
+-- api_record_count counts every record the API returned (all pages), so
+-- api = staged + rejected + duplicate + conflicting; content_hash is the usage input's version.
     api_record_count INT NOT NULL,
     staged_row_count INT NOT NULL,
     rejected_record_count INT NOT NULL,
     duplicate_record_count INT NOT NULL,
+    page_count INT NOT NULL,
     fetched_at DATETIME2(6) NOT NULL,
     ingested_at DATETIME2(6) NOT NULL,
     run_id NVARCHAR(64) NOT NULL
 );
+    conflicting_record_count INT NOT NULL,
 
 -- Prefix maximum of activity, so days_since_last_activity never scans history:
 -- for each month start M, the last day before M with usage, per company. Derived from
@@ -90,4 +94,16 @@ CREATE TABLE stg.company_activity_checkpoints (
 CREATE TABLE stg.company_first_usage (
     company_id NVARCHAR(64) NOT NULL PRIMARY KEY,
     first_usage_date DATE NOT NULL
+);
+
+-- Which usage pulls (stg.usage_pulls versions) the two derived tables above reflect. A pull
+-- whose content_hash or ingested_at differs from its row here is "not yet refreshed": the
+-- builder refreshes checkpoints and first usage from the earliest such date before it builds,
+-- so a build never reads a derived table older than staging (whoever staged, in whatever order).
+CREATE TABLE stg.company_activity_refreshed_pulls (
+    activity_date DATE NOT NULL PRIMARY KEY,
+    content_hash NVARCHAR(64) NOT NULL,
+    ingested_at DATETIME2(6) NOT NULL,
+    refreshed_at DATETIME2(6) NOT NULL,
+    run_id NVARCHAR(64) NOT NULL
 );
