@@ -1,6 +1,6 @@
 """The local trigger runner against a real Azurite, with a tiny app whose functions record calls.
 
-Each test uses its own container and queue names, so one Azurite serves the whole module.
+Each test uses its own container, queue and host id, so the session's Azurite serves them all.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import dataclasses
 import datetime as dt
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import azure.functions as func
@@ -29,10 +29,10 @@ HOST_CONFIG = dataclasses.replace(queue_config(), visibility_timeout=dt.timedelt
 MAX_DEQUEUE = HOST_CONFIG.max_dequeue_count
 
 
-@pytest.fixture(scope="module")
-def connection_string() -> Iterator[str]:
-    with AzuriteProcess.start() as azurite:
-        yield azurite.connection_string
+@pytest.fixture
+def connection_string(azurite: AzuriteProcess) -> str:
+    """The session's Azurite (tests/conftest.py)."""
+    return azurite.connection_string
 
 
 @dataclasses.dataclass
