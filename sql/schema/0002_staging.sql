@@ -63,22 +63,22 @@ CREATE TABLE stg.product_usage_landing (
 );
 
 -- One row per staged usage date: the pull it came from and what the API reported.
+-- api_record_count counts every record the API returned (all pages), so
+-- api = staged + rejected + duplicate + conflicting; content_hash is the usage input's version.
 CREATE TABLE stg.usage_pulls (
     activity_date DATE NOT NULL PRIMARY KEY,
     raw_blob NVARCHAR(1024) NOT NULL,
     content_hash NVARCHAR(64) NOT NULL,
--- api_record_count counts every record the API returned (all pages), so
--- api = staged + rejected + duplicate + conflicting; content_hash is the usage input's version.
+    page_count INT NOT NULL,
     api_record_count INT NOT NULL,
     staged_row_count INT NOT NULL,
     rejected_record_count INT NOT NULL,
     duplicate_record_count INT NOT NULL,
-    page_count INT NOT NULL,
+    conflicting_record_count INT NOT NULL,
     fetched_at DATETIME2(6) NOT NULL,
     ingested_at DATETIME2(6) NOT NULL,
     run_id NVARCHAR(64) NOT NULL
 );
-    conflicting_record_count INT NOT NULL,
 
 -- Prefix maximum of activity, so days_since_last_activity never scans history:
 -- for each month start M, the last day before M with usage, per company. Derived from
