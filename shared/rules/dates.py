@@ -1,0 +1,67 @@
+"""Which UTC days one usage tick pulls: a pure function of (today, watermarks, settings).
+
+A tick pulls
+- yesterday (the newest complete UTC day),
+- the look-back window (``lookback_days`` before yesterday), re-pulled on every tick because
+  the API corrects recent days late,
+- every day without a successful pull since the first watermark (a missed tick, a date whose
+  pull failed, an outage), at most ``max_catchup_days`` back from yesterday. Older gaps are
+  reported, not pulled: a long outage is the CLI backfill's job, not a surprise 300-day timer run.
+
+With no watermark at all (first deployment) only yesterday and the look-back are pulled: the
+history before the pipeline existed is loaded on purpose, with the backfill command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Literal
+
+PullReason = Literal["yesterday", "lookback", "catchup"]
+
+
+@dataclass(frozen=True)
+class PullPlan:
+    """The days to pull, oldest first, why each is pulled, and the missed days left out."""
+
+    dates: tuple[dt.date, ...]
+    reasons: dict[dt.date, PullReason]
+    missed_beyond_bound: tuple[dt.date, ...]  # gaps older than the catch-up bound: backfill them
+
+
+def utc_today(now: dt.datetime) -> dt.date:
+    """The UTC day of ``now``; a naive datetime is taken as UTC (the pipeline's convention)."""
+    if now.tzinfo is not None:
+        now = now.astimezone(dt.UTC)
+    return now.date()
+
+
+def plan_pulls(today: dt.date, pulled: Collection[dt.date], *, lookback_days: int, max_catchup_days: int) -> PullPlan:
+    """The days a tick running on ``today`` must pull, given the days already pulled successfully."""
+    if lookback_days < 0 or max_catchup_days < 1:
+        raise ValueError("lookback_days must be >= 0 and max_catchup_days >= 1")
+    yesterday = today - dt.timedelta(days=1)
+    reasons: dict[dt.date, PullReason] = {yesterday: "yesterday"}
+    for back in range(1, lookback_days + 1):
+        reasons[yesterday - dt.timedelta(days=back)] = "lookback"
+
+    missed = _missed_days(yesterday, pulled)
+    oldest_allowed = yesterday - dt.timedelta(days=max_catchup_days - 1)
+    for day in missed:
+        if day >= oldest_allowed:
+            reasons.setdefault(day, "catchup")
+    beyond = tuple(day for day in missed if day < oldest_allowed)
+    return PullPlan(dates=tuple(sorted(reasons)), reasons=reasons, missed_beyond_bound=beyond)
+
+
+def _missed_days(yesterday: dt.date, pulled: Collection[dt.date]) -> list[dt.date]:
+    """Days from the first successful pull up to yesterday that have no successful pull."""
+    history = [day for day in pulled if day <= yesterday]
+    if not history:
+        return []
+    done = set(history)
+    first = min(history)
+    span = (yesterday - first).days
+    return [day for day in (first + dt.timedelta(days=i) for i in range(span + 1)) if day not in done]
