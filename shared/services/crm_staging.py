@@ -1,9 +1,534 @@
-"""CRM snapshot staging (blob trigger). Implemented by the CRM issue."""
+"""CRM snapshot staging (blob trigger): validate, stage, update dim.companies, mark the date present.
+
+One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), hashes the content
+(sha256: the snapshot's version) and streams the valid rows into the landing table. Then:
+- a rejected file (no date in the name, bad encoding or header, too many bad rows, no rows) is
+  quarantined with a JSON error report, alerted, and changes nothing else;
+- content already staged for the date changes nothing (the readiness mark is repeated: a no-op);
+- otherwise one transaction replaces the date in stg.crm_companies and stg.crm_snapshots and
+  brings dim.companies up to date; a failure inside it leaves the previous snapshot intact.
+Rejected rows of an accepted file are quarantined (copy + report) and alerted as a warning.
+Rejections are handled here, not raised: the host retrying a bad file would only re-alert.
+Infrastructure errors are raised, so the host's retry applies (the steps are idempotent).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+
+from shared.adapters.warehouse.base import Warehouse
+from shared.logs import log_context, new_run_id
+from shared.rules.crm_rows import (
+    REPORT_VALUE_CHARS,
+    CrmCsvParser,
+    CrmFileRejection,
+    CrmRow,
+    ParseStats,
+    RowRejection,
+    exceeds_threshold,
+)
+from shared.services.alerts import Alert, AlertSink
+from shared.services.run_history import record_run, utcnow
+from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.adapters.blob_store import BlobInfo
+    from shared.services.readiness import MarkResult
+    from shared.wiring import Services
+
+log = logging.getLogger(__name__)
+
+STEP = "crm_staging"
+TRIGGER = "crm_snapshot_arrived"
+LANDING_TABLE = "stg.crm_companies_landing"
+LANDING_COLUMNS = (
+    "load_id",
+    "snapshot_date",
+    "company_id",
+    "company_name",
+    "country",
+    "industry_tag",
+    "last_contact_at",
+    "attributes_hash",
+    "source_row",
+)
+# Row errors listed in one report; beyond this the report says how many were left out (counts
+# stay exact). A wholly bad 1M-row file would otherwise make a report of hundreds of MB.
+MAX_REPORTED_ROW_ERRORS = 100_000
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_DOT_RUNS = re.compile(r"\.{2,}")
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+Status = Literal["staged", "unchanged", "rejected"]
 
 
-def stage_crm_blob(blob_name: str, services: Any) -> Any:
-    raise NotImplementedError("CRM staging is not implemented yet")
+class BlobSource(Protocol):
+    """What staging needs of shared.adapters.blob_store.BlobStore."""
+
+    def iter_chunks(self, container: str, name: str, chunk_size: int = ...) -> Iterator[bytes]: ...
+
+    def write(
+        self,
+        container: str,
+        name: str,
+        data: bytes | Iterable[bytes],
+        *,
+        content_type: str = ...,
+        metadata: dict[str, str] | None = ...,
+        overwrite: bool = ...,
+    ) -> BlobInfo: ...
+
+    def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str) -> BlobInfo: ...
+
+
+class Readiness(Protocol):
+    def mark_input_present(
+        self,
+        activity_date: dt.date,
+        input_name: Literal["crm", "usage"],
+        version: str,
+        rows: int,
+        now: dt.datetime,
+        run_id: str,
+    ) -> MarkResult: ...
+
+
+@dataclass(frozen=True)
+class StagingResult:
+    """What one invocation did (also what the local runner and tests look at)."""
+
+    blob_name: str
+    status: Status
+    snapshot_date: dt.date | None
+    version: str | None  # sha256 of the file's bytes
+    data_rows: int = 0
+    rows_staged: int = 0
+    rejected_rows: int = 0
+    duplicate_rows: int = 0
+    quarantine_blob: str | None = None
+    report_blob: str | None = None
+    reason: str | None = None
+
+
+# ---- entry point ----------------------------------------------------------------------------
+def stage_crm_blob(blob_name: str, services: Services) -> StagingResult:
+    """The blob trigger's service: stage ``blob_name`` of the CRM container."""
+    return stage_crm_snapshot(
+        blob_name,
+        settings=services.settings,
+        blobs=services.blobs,
+        warehouse=services.warehouse,
+        readiness=services.readiness,
+        alerts=services.alerts,
+    )
+
+
+def stage_crm_snapshot(
+    blob_name: str,
+    *,
+    settings: Settings,
+    blobs: BlobSource,
+    warehouse: Warehouse,
+    readiness: Readiness,
+    alerts: AlertSink,
+    run_id: str | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> StagingResult:
+    run_id = run_id or new_run_id()
+    snapshot_date = snapshot_date_from_name(blob_name, settings.crm_date_pattern)
+    with (
+        log_context(run_id=run_id, step=STEP, date=snapshot_date),
+        record_run(warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER) as run,
+    ):
+        job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock)
+        result = job.run()
+        run.rows_in = result.data_rows
+        run.rows_out = result.rows_staged
+        if result.status == "rejected":
+            run.status = "rejected"
+        log.info(
+            "CRM file %s: %s (%d rows staged, %d rejected, %d duplicates)",
+            result.status,
+            safe_blob_name(blob_name),
+            result.rows_staged,
+            result.rejected_rows,
+            result.duplicate_rows,
+        )
+        return result
+
+
+# ---- pure helpers ---------------------------------------------------------------------------
+def snapshot_date_from_name(blob_name: str, pattern: str) -> dt.date | None:
+    """The snapshot date the blob name carries (first match of the pattern's group), if a real date."""
+    match = re.search(pattern, blob_name)
+    if match is None or match.group(1) is None:
+        return None
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return None
+
+
+def safe_blob_name(blob_name: str, limit: int = 100) -> str:
+    """A name that is safe as one path segment: ``[A-Za-z0-9._-]`` only, no ``..``, bounded.
+
+    The blob name comes from whoever uploaded the file; it is never used raw as a path.
+    """
+    cleaned = _DOT_RUNS.sub("_", _UNSAFE_NAME_CHARS.sub("_", blob_name)).strip("._-")
+    return cleaned[-limit:].lstrip("._-") or "unnamed"
+
+
+def quarantine_names(blob_name: str, snapshot_date: dt.date | None, content_hash: str) -> tuple[str, str]:
+    """Deterministic (copy, report) names: a re-delivered file lands on the same two blobs."""
+    folder = snapshot_date.isoformat() if snapshot_date else "undated"
+    base = f"{folder}/{content_hash[:16]}-{safe_blob_name(blob_name)}"
+    return base, f"{base}.report.json"
+
+
+class HashingChunks:
+    """Passes chunks through while computing sha256 and the byte count."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks = iter(chunks)
+        self._sha = hashlib.sha256()
+        self.size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._sha.update(chunk)
+            self.size += len(chunk)
+            yield chunk
+
+    def drain(self) -> None:
+        """Read the rest (after an early rejection) so the hash covers the whole file."""
+        for _ in self:
+            pass
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
+
+
+class RejectionLog:
+    """Row errors spooled to a temporary file (JSON lines): memory stays flat however many."""
+
+    def __init__(self) -> None:
+        self._file: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.entries = 0
+        self.truncated = 0
+
+    def add(self, rejection: RowRejection) -> None:
+        for problem in rejection.problems:
+            if self.entries >= MAX_REPORTED_ROW_ERRORS:
+                self.truncated += 1
+                continue
+            entry = {"row": rejection.row, "column": problem.column, "value": problem.value, "reason": problem.reason}
+            self._file.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self.entries += 1
+
+    def lines(self) -> Iterator[str]:
+        self._file.flush()
+        self._file.seek(0)
+        for line in self._file:
+            yield line.rstrip("\n")
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def report_chunks(head: dict[str, Any], rejections: RejectionLog) -> Iterator[bytes]:
+    """The JSON error report, streamed: ``head`` fields, then ``row_errors`` from the spool."""
+    head = {**head, "row_errors_omitted": rejections.truncated}
+    opening = json.dumps(head, ensure_ascii=False, indent=1, default=str)
+    yield (opening[:-2] + ',\n "row_errors": [').encode("utf-8")
+    for index, line in enumerate(rejections.lines()):
+        yield (("," if index else "") + "\n  " + line).encode("utf-8")
+    yield b"\n ]\n}\n"
+
+
+# ---- one invocation -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Rejection:
+    reason: str  # short code
+    message: str  # what and why, no row values
+    row: int | None = None
+    byte_offset: int | None = None
+
+
+class _Job:
+    """The steps of staging one blob, sharing their inputs."""
+
+    def __init__(
+        self,
+        blob_name: str,
+        snapshot_date: dt.date | None,
+        settings: Settings,
+        blobs: BlobSource,
+        warehouse: Warehouse,
+        readiness: Readiness,
+        alerts: AlertSink,
+        run_id: str,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.blob_name = blob_name
+        self.snapshot_date = snapshot_date
+        self.settings = settings
+        self.blobs = blobs
+        self.warehouse = warehouse
+        self.readiness = readiness
+        self.alerts = alerts
+        self.run_id = run_id
+        self.clock = clock
+        self.load_id = run_id
+
+    def run(self) -> StagingResult:
+        source = HashingChunks(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name))
+        self.source = source
+        parser = CrmCsvParser(source)
+        rejections = RejectionLog()
+        try:
+            file_rejection = self._name_rejection()
+            if file_rejection is None:
+                file_rejection = self._land(parser, source, rejections)
+            source.drain()
+            version = source.hexdigest()
+            stats = parser.stats
+            if file_rejection is None and exceeds_threshold(
+                stats.rejected_rows, stats.data_rows, self.settings.crm_reject_threshold
+            ):
+                file_rejection = _Rejection(
+                    "too_many_rejected_rows",
+                    f"{stats.rejected_rows} of {stats.data_rows} data rows rejected, above the threshold of "
+                    f"{self.settings.crm_reject_threshold:.1%}",
+                )
+            if file_rejection is not None:
+                self._discard_landing()
+                return self._reject_file(file_rejection, version, stats, rejections)
+            assert self.snapshot_date is not None  # a file without a date was rejected above
+            return self._stage(self.snapshot_date, version, stats, rejections)
+        except BaseException:
+            self._discard_landing_after_failure()
+            raise
+        finally:
+            rejections.close()
+
+    # -- steps --------------------------------------------------------------------------------
+    def _name_rejection(self) -> _Rejection | None:
+        if _CONTROL_CHARS.search(self.blob_name):
+            return _Rejection("unsafe_blob_name", "blob name contains control characters")
+        if self.snapshot_date is None:
+            return _Rejection(
+                "no_date_in_name",
+                f"blob name has no valid snapshot date (pattern {self.settings.crm_date_pattern!r})",
+            )
+        return None
+
+    def _land(self, parser: CrmCsvParser, source: HashingChunks, rejections: RejectionLog) -> _Rejection | None:
+        """Validate while streaming valid rows into the landing table; a file-level problem is returned."""
+        assert self.snapshot_date is not None
+        snapshot_date, load_id = self.snapshot_date, self.load_id
+
+        def landing_rows() -> Iterator[tuple[Any, ...]]:
+            for item in parser:
+                if isinstance(item, CrmRow):
+                    yield (load_id, snapshot_date, *item)
+                else:
+                    rejections.add(item)
+
+        try:
+            self.warehouse.bulk_load(LANDING_TABLE, LANDING_COLUMNS, landing_rows())
+        except CrmFileRejection as exc:
+            return _Rejection(exc.reason, str(exc), exc.row, exc.byte_offset)
+        return None
+
+    def _stage(
+        self, snapshot_date: dt.date, version: str, stats: ParseStats, rejections: RejectionLog
+    ) -> StagingResult:
+        staged = self.warehouse.run("stg/crm_companies__snapshot", {"snapshot_date": snapshot_date})
+        if staged and staged[0]["content_hash"] == version:
+            self._discard_landing()
+            self._mark_present(snapshot_date, version, int(staged[0]["row_count"]))
+            return StagingResult(
+                self.blob_name,
+                "unchanged",
+                snapshot_date,
+                version,
+                data_rows=stats.data_rows,
+                rows_staged=0,
+                rejected_rows=stats.rejected_rows,
+                duplicate_rows=int(staged[0]["duplicate_row_count"]),
+                reason="this content is already staged for the date",
+            )
+        quarantine_blob = report_blob = None
+        if stats.rejected_rows:
+            # Before the swap: if anything after fails, the retry redoes both (names are deterministic).
+            quarantine_blob, report_blob = self._quarantine("partial", None, version, stats, rejections)
+        now = self.clock()
+        with self.warehouse.transaction():
+            summary = self.warehouse.run(
+                "stg/crm_companies__load",
+                {
+                    "load_id": self.load_id,
+                    "snapshot_date": snapshot_date,
+                    "source_blob": self.blob_name,
+                    "content_hash": version,
+                    "rejected_row_count": stats.rejected_rows,
+                    "ingested_at": now,
+                    "run_id": self.run_id,
+                },
+            )[0]
+            self.warehouse.run(
+                "dim/companies__scd2",
+                {"snapshot_date": snapshot_date, "load_id": self.load_id, "run_id": self.run_id},
+            )
+        rows = int(summary["row_count"])
+        self._mark_present(snapshot_date, version, rows)
+        if stats.rejected_rows:
+            self._alert(
+                "warning",
+                "CRM rows rejected",
+                f"{stats.rejected_rows} of {stats.data_rows} rows of the CRM snapshot were rejected; "
+                f"the file was staged without them. Report: {self.settings.quarantine_container}/{report_blob}",
+                stats,
+            )
+        return StagingResult(
+            self.blob_name,
+            "staged",
+            snapshot_date,
+            version,
+            data_rows=stats.data_rows,
+            rows_staged=rows,
+            rejected_rows=stats.rejected_rows,
+            duplicate_rows=int(summary["duplicate_row_count"]),
+            quarantine_blob=quarantine_blob,
+            report_blob=report_blob,
+        )
+
+    def _reject_file(
+        self, rejection: _Rejection, version: str, stats: ParseStats, rejections: RejectionLog
+    ) -> StagingResult:
+        quarantine_blob, report_blob = self._quarantine("rejected", rejection, version, stats, rejections)
+        self._alert(
+            "error",
+            "CRM file rejected",
+            f"The CRM file was rejected ({rejection.reason}): {rejection.message}. Nothing was staged; the "
+            f"previous snapshot stays in force. Report: {self.settings.quarantine_container}/{report_blob}",
+            stats,
+        )
+        return StagingResult(
+            self.blob_name,
+            "rejected",
+            self.snapshot_date,
+            version,
+            data_rows=stats.data_rows,
+            rejected_rows=stats.rejected_rows,
+            quarantine_blob=quarantine_blob,
+            report_blob=report_blob,
+            reason=rejection.message,
+        )
+
+    def _quarantine(
+        self,
+        status: Literal["rejected", "partial"],
+        rejection: _Rejection | None,
+        version: str,
+        stats: ParseStats,
+        rejections: RejectionLog,
+    ) -> tuple[str, str]:
+        """Copy the file and write its report to the quarantine container; record it in ops."""
+        container = self.settings.quarantine_container
+        copy_name, report_name = quarantine_names(self.blob_name, self.snapshot_date, version)
+        now = self.clock()
+        self.blobs.copy(self.settings.crm_container, self.blob_name, container, copy_name)
+        head = {
+            "source_container": self.settings.crm_container,
+            "source_blob": self.blob_name,
+            "snapshot_date": self.snapshot_date,
+            "content_sha256": version,
+            "size_bytes": self.source.size,
+            "status": status,
+            "file_error": None
+            if rejection is None
+            else {
+                "reason": rejection.reason,
+                "message": rejection.message,
+                "row": rejection.row,
+                "byte_offset": rejection.byte_offset,
+            },
+            "row_numbering": "record number in the file, the header being row 1",
+            "counts": {
+                "data_rows": stats.data_rows,
+                "valid_rows": stats.valid_rows,
+                "rejected_rows": stats.rejected_rows,
+                "blank_lines": stats.blank_lines,
+            },
+            "reject_threshold": self.settings.crm_reject_threshold,
+            "header": list(stats.header),
+            "extra_columns_ignored": list(stats.extra_columns),
+            "value_max_chars": REPORT_VALUE_CHARS,
+            "run_id": self.run_id,
+            "generated_at": now,
+        }
+        self.blobs.write(
+            container,
+            report_name,
+            report_chunks(head, rejections),
+            content_type="application/json",
+            metadata={"run_id": self.run_id, "status": status},
+        )
+        reason = rejection.message if rejection else f"{stats.rejected_rows} rows rejected"
+        self.warehouse.run(
+            "ops/quarantined_files__record",
+            {
+                "source_blob": self.blob_name,
+                "content_hash": version,
+                "status": status,
+                "snapshot_date": self.snapshot_date,
+                "quarantine_blob": copy_name,
+                "report_blob": report_name,
+                "reason": reason[:2000],
+                "rejected_row_count": stats.rejected_rows,
+                "quarantined_at": now,
+                "run_id": self.run_id,
+            },
+        )
+        log.warning("CRM file quarantined (%s) as %s/%s", status, container, copy_name)
+        return copy_name, report_name
+
+    def _mark_present(self, snapshot_date: dt.date, version: str, rows: int) -> None:
+        self.readiness.mark_input_present(snapshot_date, "crm", version, rows, self.clock(), self.run_id)
+
+    def _alert(self, severity: str, title: str, message: str, stats: ParseStats) -> None:
+        self.alerts.send(
+            Alert(
+                pipeline=self.settings.pipeline_name,
+                step=STEP,
+                severity=severity,
+                title=title,
+                message=message,
+                run_id=self.run_id,
+                date=self.snapshot_date,
+                facts={
+                    "blob": safe_blob_name(self.blob_name, limit=200),
+                    "data_rows": str(stats.data_rows),
+                    "rejected_rows": str(stats.rejected_rows),
+                },
+            )
+        )
+
+    def _discard_landing(self) -> None:
+        self.warehouse.run("stg/crm_companies__discard_landing", {"load_id": self.load_id})
+
+    def _discard_landing_after_failure(self) -> None:
+        """Best effort: the original error is what matters; leftovers are keyed by load_id."""
+        try:
+            self._discard_landing()
+        except Exception:
+            log.exception("could not discard the landing rows of load %s", self.load_id)

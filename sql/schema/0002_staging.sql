@@ -10,7 +10,11 @@ CREATE TABLE stg.crm_companies (
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,
     last_contact_at DATETIME2(6) NULL,
+    -- sha256 of the four attributes, computed by the validator (shared/rules/crm_rows.py):
+    -- dim.companies compares versions by it, which is NULL-safe by construction.
+    attributes_hash NVARCHAR(64) NOT NULL,
     source_blob NVARCHAR(1024) NOT NULL,
+    -- Record number in the file, the header being record 1 (the de-duplication key: last wins).
     source_row INT NOT NULL,
     ingested_at DATETIME2(6) NOT NULL,
     run_id NVARCHAR(64) NOT NULL,
@@ -25,7 +29,7 @@ CREATE TABLE stg.crm_companies_landing (
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,
     last_contact_at DATETIME2(6) NULL,
-    source_blob NVARCHAR(1024) NOT NULL,
+    attributes_hash NVARCHAR(64) NOT NULL,
     source_row INT NOT NULL
 );
 

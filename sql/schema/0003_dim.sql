@@ -2,6 +2,10 @@
 -- Grain: one row per (company_id, valid_from). valid_to is exclusive (the snapshot date that
 -- ended the version) and NULL while open. A company absent from a snapshot has its version
 -- closed at that snapshot date; if it comes back, a new version opens.
+-- Versions are derived only from the snapshots (stg.crm_companies), so loading snapshots in any
+-- order gives the same versions. attributes_hash (sha256 of name, country, industry_tag and
+-- last_contact_at) is what "changed" means. A day D is served by the version with
+-- valid_from <= D AND (valid_to IS NULL OR valid_to > D).
 CREATE TABLE dim.companies (
     company_id NVARCHAR(64) NOT NULL,
     valid_from DATE NOT NULL,
@@ -17,3 +21,18 @@ CREATE TABLE dim.companies (
 );
 
 CREATE INDEX ix_companies_valid ON dim.companies (valid_from, valid_to);
+
+-- Work table of sql/dim/companies__scd2.sql: the versions recomputed by one load (load_id),
+-- held between computing them and applying the difference to dim.companies, then deleted.
+CREATE TABLE dim.companies_rebuild (
+    load_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) NOT NULL,
+    valid_from DATE NOT NULL,
+    valid_to DATE NULL,
+    company_name NVARCHAR(400) NULL,
+    country NVARCHAR(100) NULL,
+    industry_tag NVARCHAR(200) NULL,
+    last_contact_at DATETIME2(6) NULL,
+    attributes_hash NVARCHAR(64) NOT NULL,
+    PRIMARY KEY (load_id, company_id, valid_from)
+);

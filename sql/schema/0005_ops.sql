@@ -45,9 +45,13 @@ CREATE TABLE ops.data_quality_results (
 
 CREATE INDEX ix_data_quality_results_date ON ops.data_quality_results (check_date, check_name);
 
--- Quarantined inputs, with where the copy and its error report live.
+-- Quarantined inputs, with where the copy and its error report live. One row per
+-- (source_blob, content_hash): a re-delivered file replaces its row. status is 'rejected' (the
+-- whole file) or 'partial' (staged without its rejected rows).
 CREATE TABLE ops.quarantined_files (
     source_blob NVARCHAR(1024) NOT NULL,
+    content_hash NVARCHAR(64) NOT NULL,
+    status NVARCHAR(16) NOT NULL,
     snapshot_date DATE NULL,
     quarantine_blob NVARCHAR(1024) NOT NULL,
     report_blob NVARCHAR(1024) NOT NULL,

@@ -1,0 +1,178 @@
+-- Purpose: bring dim.companies (SCD type 2) in line with the CRM snapshots after the snapshot
+--   @snapshot_date was staged (new, replaced, or loaded out of date order).
+-- Grain: dim.companies one row per (company_id, valid_from); valid_to is exclusive (the snapshot
+--   date that ended the version), NULL while the version is open; is_current = (valid_to IS NULL).
+-- How: versions are islands of consecutive snapshots in which a company is present with the same
+--   attributes_hash. Only versions still open at the ANCHOR (the latest snapshot before
+--   @snapshot_date, or @snapshot_date itself when there is none) or starting after it can change,
+--   so only snapshots from the anchor on are read: the cost does not grow with history, and any
+--   load order gives the versions date order would have given. The island starting at the anchor
+--   keeps the valid_from of the version that was open there. The difference is then applied:
+--   versions that changed are deleted, new ones inserted; an unchanged company writes nothing.
+-- Parameters: @snapshot_date, @load_id (keys the work rows in dim.companies_rebuild), @run_id.
+
+WITH
+anchor AS (
+    SELECT COALESCE(MAX(snapshot_date), @snapshot_date) AS anchor_date
+    FROM stg.crm_snapshots
+    WHERE snapshot_date < @snapshot_date
+),
+
+snapshot_dates AS (
+    SELECT
+        s.snapshot_date,
+        LEAD(s.snapshot_date) OVER (ORDER BY s.snapshot_date) AS next_snapshot_date
+    FROM stg.crm_snapshots AS s
+    INNER JOIN anchor AS a ON s.snapshot_date >= a.anchor_date
+),
+
+company_snapshots AS (
+    SELECT
+        c.company_id,
+        c.snapshot_date,
+        d.next_snapshot_date,
+        c.company_name,
+        c.country,
+        c.industry_tag,
+        c.last_contact_at,
+        c.attributes_hash
+    FROM stg.crm_companies AS c
+    INNER JOIN snapshot_dates AS d ON c.snapshot_date = d.snapshot_date
+),
+
+with_previous AS (
+    SELECT
+        company_snapshots.*,
+        LAG(attributes_hash) OVER (PARTITION BY company_id ORDER BY snapshot_date) AS previous_hash,
+        LAG(next_snapshot_date) OVER (
+            PARTITION BY company_id ORDER BY snapshot_date
+        ) AS previous_next_snapshot_date
+    FROM company_snapshots
+),
+
+island_starts AS (
+    SELECT
+        with_previous.*,
+        CASE
+            WHEN previous_hash IS NULL THEN 1  -- first appearance from the anchor on
+            WHEN previous_hash <> attributes_hash THEN 1  -- an attribute changed
+            WHEN previous_next_snapshot_date <> snapshot_date THEN 1  -- absent in between: came back
+            ELSE 0
+        END AS starts_island
+    FROM with_previous
+),
+
+islands AS (
+    SELECT
+        island_starts.*,
+        SUM(starts_island) OVER (
+            PARTITION BY company_id ORDER BY snapshot_date ROWS UNBOUNDED PRECEDING
+        ) AS island_number
+    FROM island_starts
+),
+
+versions AS (
+    SELECT
+        company_id,
+        island_number,
+        MIN(snapshot_date) AS first_snapshot_date,
+        -- Only the latest snapshot overall has no next one; an island holding it is still open.
+        CASE
+            WHEN COUNT(next_snapshot_date) < COUNT(*) THEN NULL
+            ELSE MAX(next_snapshot_date)
+        END AS valid_to,
+        -- One attributes_hash per island, so every row of it holds the same values.
+        MAX(company_name) AS company_name,
+        MAX(country) AS country,
+        MAX(industry_tag) AS industry_tag,
+        MAX(last_contact_at) AS last_contact_at,
+        MAX(attributes_hash) AS attributes_hash
+    FROM islands
+    GROUP BY company_id, island_number
+),
+
+versions_with_history AS (
+    SELECT
+        v.company_id,
+        COALESCE(open_at_anchor.valid_from, v.first_snapshot_date) AS valid_from,
+        v.valid_to,
+        v.company_name,
+        v.country,
+        v.industry_tag,
+        v.last_contact_at,
+        v.attributes_hash
+    FROM versions AS v
+    CROSS JOIN anchor AS a
+    LEFT JOIN dim.companies AS open_at_anchor
+        ON
+            v.company_id = open_at_anchor.company_id
+            AND v.first_snapshot_date = a.anchor_date
+            AND v.attributes_hash = open_at_anchor.attributes_hash
+            AND open_at_anchor.valid_from <= a.anchor_date
+            AND (open_at_anchor.valid_to IS NULL OR open_at_anchor.valid_to > a.anchor_date)
+)
+
+INSERT INTO dim.companies_rebuild (
+    load_id, company_id, valid_from, valid_to, company_name, country, industry_tag,
+    last_contact_at, attributes_hash
+)
+SELECT
+    @load_id AS load_id,
+    company_id,
+    valid_from,
+    valid_to,
+    company_name,
+    country,
+    industry_tag,
+    last_contact_at,
+    attributes_hash
+FROM versions_with_history;
+
+-- Versions open at the anchor or starting after it that the recomputation does not reproduce.
+DELETE FROM dim.companies
+WHERE
+    (
+        companies.valid_to IS NULL
+        OR companies.valid_to > (
+            SELECT COALESCE(MAX(s.snapshot_date), @snapshot_date) AS anchor_date
+            FROM stg.crm_snapshots AS s
+            WHERE s.snapshot_date < @snapshot_date
+        )
+    )
+    AND NOT EXISTS (
+        SELECT 1 AS same_version
+        FROM dim.companies_rebuild AS r
+        WHERE
+            r.load_id = @load_id
+            AND r.company_id = companies.company_id
+            AND r.valid_from = companies.valid_from
+            AND r.attributes_hash = companies.attributes_hash
+            AND (r.valid_to = companies.valid_to OR (r.valid_to IS NULL AND companies.valid_to IS NULL))
+    );
+
+INSERT INTO dim.companies (
+    company_id, valid_from, valid_to, is_current, company_name, country, industry_tag,
+    last_contact_at, attributes_hash, run_id
+)
+SELECT
+    r.company_id,
+    r.valid_from,
+    r.valid_to,
+    CAST(CASE WHEN r.valid_to IS NULL THEN 1 ELSE 0 END AS BIT) AS is_current,
+    r.company_name,
+    r.country,
+    r.industry_tag,
+    r.last_contact_at,
+    r.attributes_hash,
+    @run_id AS run_id
+FROM dim.companies_rebuild AS r
+WHERE
+    r.load_id = @load_id
+    AND NOT EXISTS (
+        SELECT 1 AS existing_version
+        FROM dim.companies AS d
+        WHERE d.company_id = r.company_id AND d.valid_from = r.valid_from
+    );
+
+DELETE FROM dim.companies_rebuild
+WHERE load_id = @load_id;
