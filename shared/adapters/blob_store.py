@@ -164,7 +164,7 @@ class BlobStore:
                 block_ids.append(block_id)
                 md5.update(block)
                 size += len(block)
-            condition: dict[str, Any] = {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+            condition: dict[str, Any] = {} if overwrite else {"match_condition": MatchConditions.IfMissing}
             result = blob.commit_block_list(
                 [BlobBlock(block_id=b) for b in block_ids],
                 content_settings=ContentSettings(content_type=content_type, content_md5=bytearray(md5.digest())),
