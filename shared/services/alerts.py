@@ -3,15 +3,22 @@
 Services raise alerts through ``AlertSink.send``; they never format webhook payloads or know
 where alerts go. An alert carries pipeline, step, date, run id and a message; it never
 carries secrets (messages are redacted on the way out).
+
+``failure_alert`` turns a failed step's exception into the one alert that step raises, and
+``send_safely`` is how services send: an alert sink that fails never fails the step.
+``DedupingAlertSink`` gives any sink the once-per-window de-duplication the webhook sink has.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from shared.adapters.webhook import AlertDedup, InMemoryAlertDedup, utcnow
+from shared.errors import PermanentError, RejectedInput, TransientError
 from shared.logs import redact
 
 log = logging.getLogger(__name__)
@@ -72,3 +79,66 @@ class RecordingAlertSink:
 
     def send(self, alert: Alert) -> None:
         self.alerts.append(alert.redacted())
+
+
+class DedupingAlertSink:
+    """Wraps any sink: the same failure (pipeline, step, date, title) passes once per window."""
+
+    def __init__(
+        self,
+        inner: AlertSink,
+        dedup: AlertDedup | None = None,
+        window: dt.timedelta = dt.timedelta(hours=1),
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.inner = inner
+        self.dedup = dedup if dedup is not None else InMemoryAlertDedup()
+        self.window = window
+        self._clock = clock
+
+    def send(self, alert: Alert) -> None:
+        key = alert.redacted().dedup_key()
+        if self.window > dt.timedelta(0) and not self.dedup.claim(key, self._clock(), self.window):
+            log.info("alert %r suppressed: already sent within %s", redact(alert.title), self.window)
+            return
+        try:
+            self.inner.send(alert)
+        except Exception:
+            self.dedup.release(key)
+            raise
+
+
+def send_safely(sink: AlertSink, alert: Alert) -> None:
+    """Send, and if the sink itself fails, log it: alerting never fails the step."""
+    try:
+        sink.send(alert)
+    except Exception as exc:
+        log.error("alert %r could not be sent (%s)", redact(alert.title), type(exc).__name__)
+
+
+def error_kind(exc: BaseException) -> str:
+    """How an operator should read a failure, from its type (never from its text)."""
+    if isinstance(exc, TransientError):
+        return "transient (retried by the host)"
+    if isinstance(exc, RejectedInput):
+        return "rejected input"
+    if isinstance(exc, PermanentError):
+        return "permanent (not retried)"
+    return "error"
+
+
+def failure_alert(
+    pipeline: str, step: str, exc: BaseException, run_id: str | None = None, date: dt.date | None = None
+) -> Alert:
+    """The alert a failed step raises. The title names the step and the error type only, so
+    the same failure on every retry (whatever its message) de-duplicates to one alert."""
+    return Alert(
+        pipeline=pipeline,
+        step=step,
+        severity="error",
+        title=f"{step} failed: {type(exc).__name__}",
+        message=redact(str(exc))[:1000] or type(exc).__name__,
+        run_id=run_id,
+        date=date,
+        facts={"Error type": type(exc).__name__, "Error kind": error_kind(exc)},
+    )

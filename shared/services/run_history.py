@@ -2,19 +2,23 @@
 
 Use ``with record_run(warehouse, step=..., run_id=..., run_date=...) as run:`` and set
 ``run.rows_in`` / ``run.rows_out``; an exception marks the row failed (with its type and a
-redacted message) and is re-raised.
+redacted message) and is re-raised. ``recent_runs`` reads the history back for operators.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from shared.adapters.warehouse.base import Warehouse
 from shared.logs import redact
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -59,7 +63,12 @@ def record_run(
         yield record
     except BaseException as exc:
         record.status = "failed"
-        _finish(warehouse, record, started, clock, error=exc)
+        try:
+            _finish(warehouse, record, started, clock, error=exc)
+        except Exception as finish_error:
+            # The step's own error decides retries and alerts; a warehouse that cannot record
+            # the failure (often the same outage) must not replace it.
+            log.error("could not record the failure of step %s (%s)", record.step, type(finish_error).__name__)
         raise
     else:
         record.status = "succeeded" if record.status == "running" else record.status
@@ -87,3 +96,10 @@ def _finish(
             "error_message": redact(str(error))[:2000] if error else None,
         },
     )
+
+
+def recent_runs(warehouse: Warehouse, run_date: dt.date | None = None, limit: int = 50) -> list[dict[str, Any]]:
+    """The latest recorded steps, newest first; only those of ``run_date`` when given."""
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    return warehouse.run("ops/pipeline_runs__recent", {"run_date": run_date, "limit": int(limit)})

@@ -30,7 +30,10 @@ CREATE TABLE ops.date_builds (
     run_id NVARCHAR(64) NOT NULL
 );
 
--- Data-quality results: one row per (run_id, check_name, check_date).
+-- Data-quality results: one row per (run_id, check_date, check_name). status is pass, warn,
+-- fail or error (the check itself could not run); severity is what a violation means (warn|fail).
+-- offending_rows counts the rows behind a violation; reference_value is what the observation
+-- was compared with (the trailing median, the API count); note is a short machine-readable hint.
 CREATE TABLE ops.data_quality_results (
     run_id NVARCHAR(64) NOT NULL,
     check_date DATE NOT NULL,
@@ -39,8 +42,12 @@ CREATE TABLE ops.data_quality_results (
     status NVARCHAR(8) NOT NULL,
     observed_value FLOAT NULL,
     threshold FLOAT NULL,
+    offending_rows BIGINT NULL,
+    reference_value FLOAT NULL,
+    note NVARCHAR(200) NULL,
     message NVARCHAR(2000) NOT NULL,
-    checked_at DATETIME2(6) NOT NULL
+    checked_at DATETIME2(6) NOT NULL,
+    PRIMARY KEY (run_id, check_date, check_name)
 );
 
 CREATE INDEX ix_data_quality_results_date ON ops.data_quality_results (check_date, check_name);

@@ -1,0 +1,34 @@
+-- Check: stg_usage_duplicate_keys (severity: fail).
+-- Purpose: staged usage (stg.product_usage) must hold one row per company for the date.
+--   Keys are compared the way Azure SQL's
+--   default collation compares them (case-insensitive, trailing spaces ignored): the primary
+--   key already rejects exact repeats, so what can slip through on the embedded engine is the
+--   same company under two spellings, which Azure SQL would treat as one key.
+-- Grain: one summary row for @check_date: observed_value = duplicated keys,
+--   offending_rows = rows carrying a duplicated key.
+-- Parameters: @check_date (DATE).
+WITH
+
+date_keys AS (
+    SELECT UPPER(RTRIM(company_id)) AS company_key
+    FROM stg.product_usage
+    WHERE activity_date = CAST(@check_date AS DATE)
+),
+
+duplicate_keys AS (
+    SELECT
+        company_key,
+        COUNT(*) AS copies
+    FROM date_keys
+    GROUP BY company_key
+    HAVING COUNT(*) > 1
+)
+
+SELECT
+    CAST(COUNT(*) AS FLOAT) AS observed_value,
+    CAST(0 AS FLOAT) AS threshold,
+    CAST(COALESCE(SUM(copies), 0) AS BIGINT) AS offending_rows,
+    CASE WHEN COUNT(*) > 0 THEN 1 ELSE 0 END AS is_violation,
+    CAST(NULL AS FLOAT) AS reference_value,
+    CAST(NULL AS NVARCHAR(200)) AS note
+FROM duplicate_keys;

@@ -1,0 +1,19 @@
+-- Purpose: the most recent pipeline steps, newest first, optionally of one date (operator CLI).
+-- Grain: one row per recorded step (run_id, step, run_date).
+-- Parameters: @run_date (DATE or NULL for every date), @limit (INT).
+SELECT TOP (@limit)
+    run_id,
+    step,
+    run_date,
+    status,
+    trigger_name,
+    rows_in,
+    rows_out,
+    started_at,
+    finished_at,
+    duration_ms,
+    error_type,
+    error_message
+FROM ops.pipeline_runs
+WHERE @run_date IS NULL OR run_date = CAST(@run_date AS DATE)
+ORDER BY started_at DESC, run_id DESC, step ASC;
