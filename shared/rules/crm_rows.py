@@ -127,9 +127,15 @@ def truncate(value: str) -> str:
 
 def utf16_length(value: str) -> int:
     """Length as NVARCHAR counts it: characters outside the BMP take two code units."""
-    if len(value) * 2 <= max(MAX_LENGTHS.values()):  # cheap exit for the common short value
-        return len(value)
     return len(value.encode("utf-16-le")) // 2
+
+
+def length_over(value: str, limit: int) -> int | None:
+    """The value's NVARCHAR length when it exceeds ``limit``, else None (cheap for short values)."""
+    if len(value) * 2 <= limit:  # even all-astral characters would fit
+        return None
+    length = utf16_length(value)
+    return length if length > limit else None
 
 
 # ---- bytes → text → lines ------------------------------------------------------------------
@@ -161,7 +167,9 @@ def decode_utf8(chunks: Iterable[bytes], stats: ParseStats | None = None) -> Ite
 
 
 def _invalid_utf8(offset: int) -> CrmFileRejection:
-    return CrmFileRejection("invalid_utf8", f"file is not valid UTF-8: invalid byte sequence at byte offset {offset}")
+    return CrmFileRejection(
+        "invalid_utf8", f"file is not valid UTF-8: invalid byte sequence at byte offset {offset}", byte_offset=offset
+    )
 
 
 def split_lines(texts: Iterable[str]) -> Iterator[str]:
@@ -230,9 +238,10 @@ def validate_record(record: list[str], header: HeaderMap, row: int) -> CrmRow | 
     if company_id is None:
         problems.append(Problem("company_id", raw[0], "empty company_id"))
     for column, value in zip(REQUIRED_COLUMNS[:4], (company_id, name, country, industry), strict=True):
-        if value is not None and utf16_length(value) > MAX_LENGTHS[column]:
+        length = None if value is None else length_over(value, MAX_LENGTHS[column])
+        if length is not None:
             problems.append(
-                Problem(column, truncate(value), f"too long: {utf16_length(value)} > {MAX_LENGTHS[column]} characters")
+                Problem(column, truncate(value or ""), f"too long: {length} > {MAX_LENGTHS[column]} characters")
             )
     last_contact_at = None
     if contact is not None:

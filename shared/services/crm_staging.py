@@ -65,6 +65,7 @@ LANDING_COLUMNS = (
 MAX_REPORTED_ROW_ERRORS = 100_000
 _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUNS = re.compile(r"\.{2,}")
+_UNDERSCORE_RUNS = re.compile(r"_{2,}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 Status = Literal["staged", "unchanged", "rejected"]
@@ -182,7 +183,7 @@ def safe_blob_name(blob_name: str, limit: int = 100) -> str:
 
     The blob name comes from whoever uploaded the file; it is never used raw as a path.
     """
-    cleaned = _DOT_RUNS.sub("_", _UNSAFE_NAME_CHARS.sub("_", blob_name)).strip("._-")
+    cleaned = _UNDERSCORE_RUNS.sub("_", _DOT_RUNS.sub("_", _UNSAFE_NAME_CHARS.sub("_", blob_name))).strip("._-")
     return cleaned[-limit:].lstrip("._-") or "unnamed"
 
 
