@@ -293,7 +293,7 @@ class UsageApiClient:
         return Retrying(
             retry=retry_if_exception(is_transient),
             stop=stop_after_attempt(self.settings.usage_api_max_attempts),
-            wait=wait_retry_after_or_backoff(wait_exponential_jitter(initial=0.5, max=30.0, jitter=0.5)),
+            wait=wait_retry_after_or_backoff(wait_exponential_jitter(multiplier=0.5, max=30.0, jitter=0.5)),
             sleep=self._sleep,
             before_sleep=self._before_retry,
             reraise=True,

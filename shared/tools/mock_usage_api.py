@@ -222,7 +222,10 @@ class MockUsageApi:
         handler = type("BoundUsageHandler", (_UsageHandler,), {"state": state})
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="mock-usage-api", daemon=True)
+        # A short poll interval: stop() (shutdown) returns within it, which keeps tests quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="mock-usage-api", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -307,8 +310,9 @@ class MockUsageApi:
 
     @property
     def requests(self) -> list[LoggedRequest]:
+        """Every request so far, in arrival order (``at`` is the arrival on the server clock)."""
         with self.state.lock:
-            return list(self.state.log)
+            return sorted(self.state.log, key=lambda r: r.seq)
 
     def clear_log(self) -> None:
         with self.state.lock:
@@ -331,15 +335,16 @@ class _UsageHandler(BaseHTTPRequestHandler):
             state.seq += 1
             seq = state.seq
             active = [f for f in state.faults if f.first <= seq < f.first + f.count]
+        arrived = state.clock()
         request_id = uuid.uuid4().hex
         status, body, headers = self._answer(parts.path, query, seq, active)
+        with state.lock:
+            state.log.append(
+                LoggedRequest(seq, parts.path, query, status, arrived, request_id, headers.get("Retry-After"))
+            )
         for fault in active:
             if fault.kind == "slow":
                 time.sleep(fault.params["seconds"])
-        with state.lock:
-            state.log.append(
-                LoggedRequest(seq, parts.path, query, status, state.clock(), request_id, headers.get("Retry-After"))
-            )
         self._send(status, body, {**headers, "X-Request-Id": request_id})
 
     def _answer(
@@ -376,7 +381,8 @@ class _UsageHandler(BaseHTTPRequestHandler):
     def _retry_after(self, wait: float) -> str:
         seconds = max(1, math.ceil(wait))
         if self.state.retry_after_format == "http-date":
-            return email.utils.formatdate(self.state.wall_clock() + seconds, usegmt=True)
+            # HTTP dates have whole seconds: round up, or a client would come back a little early.
+            return email.utils.formatdate(math.ceil(self.state.wall_clock() + seconds), usegmt=True)
         return str(seconds)
 
     def _page(self, query: dict[str, str]) -> dict[str, Any]:

@@ -1,0 +1,282 @@
+"""The usage API client against the mock API over real HTTP (127.0.0.1).
+
+Backoffs and Retry-After waits go through an injected sleep, so nothing here really waits for
+them; where the mock's own rate limit is involved it runs on the same fake clock, and the
+assertions read the server's request log.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import itertools
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
+from shared.errors import AuthenticationFailed, RetryBudgetExhausted, UpstreamUnavailable
+from shared.rules.usage_records import RecordScreen, ScreenResult
+from shared.services.usage_ingest import iter_lines
+from shared.settings import Settings
+from shared.tools.mock_usage_api import MockUsageApi
+
+pytestmark = pytest.mark.integration
+
+DAY = dt.date(2025, 3, 9)
+COMPANIES = 2500
+PAGE = 100
+KEY = "client-test-key-5f2a"
+
+
+class FakeTime:
+    """One clock for the client's sleeps and the mock's rate limiter: sleeping advances it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.epoch = 1_741_500_000.0  # wall-clock seconds at now == 1000
+        self.sleeps: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def wall(self) -> float:
+        return self.epoch + (self.now - 1_000.0)
+
+    def wall_datetime(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.wall(), dt.UTC)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+@pytest.fixture
+def api(fake_time: FakeTime) -> Iterator[MockUsageApi]:
+    with MockUsageApi(
+        COMPANIES, start=dt.date(2025, 1, 1), end=dt.date(2025, 12, 31), key=KEY, clock=fake_time.monotonic
+    ) as server:
+        yield server
+
+
+def make_settings(api: MockUsageApi, **values: Any) -> Settings:
+    base: dict[str, Any] = {
+        "USAGE_API_BASE_URL": api.base_url,
+        "USAGE_API_KEY": KEY,
+        "USAGE_API_PAGE_SIZE": PAGE,
+        "USAGE_API_RATE_LIMIT_RPS": 1000,
+        "USAGE_API_MAX_ATTEMPTS": 4,
+        "USAGE_API_RETRY_BUDGET": 20,
+        "USAGE_API_READ_TIMEOUT_S": 2,
+    }
+    return Settings.from_values({**base, **values})
+
+
+def make_client(api: MockUsageApi, fake_time: FakeTime, **values: Any) -> UsageApiClient:
+    settings = make_settings(api, **values)
+    limiter = TokenBucketLimiter(settings.usage_api_rate_limit_rps, clock=fake_time.monotonic, sleep=fake_time.sleep)
+    return UsageApiClient(settings, limiter=limiter, sleep=fake_time.sleep, wall_clock=fake_time.wall_datetime)
+
+
+def screen(pull: DayPull) -> ScreenResult:
+    checker = RecordScreen(pull.activity_date)
+    for line in iter_lines(pull.chunks()):
+        checker.feed_line(line)
+    return checker.result()
+
+
+def expected_rows(api: MockUsageApi, day: dt.date = DAY) -> list[tuple[str, int, int]]:
+    return [(r["company_id"], r["active_users"], r["events"]) for r in api.dataset.records(day)]
+
+
+def staged_rows(result: ScreenResult) -> list[tuple[str, int, int]]:
+    return [(r.company_id, r.active_users, r.events) for r in result.accepted]
+
+
+def statuses(api: MockUsageApi) -> list[int]:
+    return [r.status for r in api.requests]
+
+
+# ---- pagination --------------------------------------------------------------------------------
+def test_pulls_every_page_of_a_day_following_the_cursor(api: MockUsageApi, fake_time: FakeTime) -> None:
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    log = api.requests
+    assert pull.pages == len(log) >= COMPANIES // PAGE
+    assert log[0].query == {"date": "2025-03-09", "limit": str(PAGE)}
+    assert all("cursor" in r.query for r in log[1:])
+    assert len({r.query.get("cursor") for r in log}) == len(log)  # every page asked once
+    assert pull.request_ids == [r.request_id for r in log]
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    assert pull.records == len(expected_rows(api))
+
+
+def test_a_day_outside_the_dataset_is_one_empty_page(api: MockUsageApi, fake_time: FakeTime) -> None:
+    pull = make_client(api, fake_time).fetch_day(dt.date(2024, 6, 1))
+    assert (pull.pages, pull.records) == (1, 0)
+
+
+# ---- transient faults are recovered from -------------------------------------------------------
+def test_a_5xx_burst_mid_pagination_is_retried_with_backoff(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(3, status=503, after=5)
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    assert statuses(api).count(503) == 3
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    backoffs = [s for s in fake_time.sleeps if s >= 0.01]  # limiter waits at 1000 rps are ~1 ms
+    assert len(backoffs) == 3
+
+
+def test_a_slow_response_times_out_and_is_retried(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.slow_next(1, seconds=0.6, after=2)
+    pull = make_client(api, fake_time, USAGE_API_READ_TIMEOUT_S=0.2).fetch_day(DAY)
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    third, fourth = api.requests[2], api.requests[3]
+    assert third.query == fourth.query  # the timed-out page was asked again
+
+
+def test_a_truncated_json_body_is_retried(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.truncate_next(2, after=1)
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    assert api.requests[1].query == api.requests[2].query == api.requests[3].query
+
+
+def test_records_repeated_across_pages_are_kept_once(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.set_duplicates(True)
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    result = screen(pull)
+    assert result.duplicates > 0
+    assert pull.records == len(expected_rows(api)) + result.duplicates
+    assert staged_rows(result) == expected_rows(api)
+
+
+def test_schema_drift_is_rejected_into_the_report_not_coerced(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.set_drift("string_counts", every=10)
+    result = screen(make_client(api, fake_time).fetch_day(DAY))
+    assert result.rejects_by_reason == {"non_integer_active_users": result.rejected}
+    assert result.rejected > 0
+    assert len(result.accepted) + result.rejected == len(expected_rows(api))
+    api.set_drift("renamed_field")
+    renamed = screen(make_client(api, fake_time).fetch_day(DAY))
+    assert renamed.rejects_by_reason == {"missing_active_users": len(expected_rows(api))}
+
+
+# ---- Retry-After -------------------------------------------------------------------------------
+def test_retry_after_seconds_is_waited_before_the_next_request(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.rate_limit_next(1, retry_after="7", after=2)
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    log = api.requests
+    limited = next(i for i, r in enumerate(log) if r.status == 429)
+    assert log[limited + 1].at - log[limited].at >= 7.0
+    assert log[limited + 1].query == log[limited].query
+    assert 7.0 in fake_time.sleeps
+    assert staged_rows(screen(pull)) == expected_rows(api)
+
+
+def test_retry_after_http_date_is_waited(api: MockUsageApi, fake_time: FakeTime) -> None:
+    when = email.utils.formatdate(fake_time.wall() + 12, usegmt=True)
+    api.rate_limit_next(1, retry_after=when, after=0)
+    make_client(api, fake_time).fetch_day(DAY)
+    log = api.requests
+    assert log[0].status == 429
+    assert log[1].at - log[0].at == pytest.approx(12.0, abs=1.0)  # HTTP dates have 1 s resolution
+
+
+def test_retry_after_is_capped_by_the_setting(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.rate_limit_next(1, retry_after="3600")
+    make_client(api, fake_time, USAGE_API_MAX_RETRY_AFTER_S=15).fetch_day(DAY)
+    assert max(fake_time.sleeps) == 15.0
+
+
+@pytest.mark.parametrize("form", ["seconds", "http-date"])
+def test_the_servers_own_rate_limit_is_honoured(fake_time: FakeTime, form: str) -> None:
+    """A client configured faster than the server: every 429's Retry-After is waited out."""
+    with MockUsageApi(
+        600,
+        start=DAY,
+        end=DAY,
+        key=KEY,
+        rate_limit_rps=2,
+        burst=1,
+        clock=fake_time.monotonic,
+        wall_clock=fake_time.wall,
+    ) as api:
+        api.set_retry_after_format(form)
+        pull = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=50).fetch_day(DAY)
+        log = api.requests
+        assert 429 in statuses(api)
+        for before, after in itertools.pairwise(log):
+            if before.status == 429:
+                assert after.at - before.at >= 1.0 - 1e-6
+        assert staged_rows(screen(pull)) == expected_rows(api)
+
+
+def test_the_client_rate_limit_prevents_429s(fake_time: FakeTime) -> None:
+    """Real clock: client and server both at 50 requests/second, the server never says 429."""
+    with MockUsageApi(2000, start=DAY, end=DAY, key=KEY, rate_limit_rps=50) as api:
+        settings = make_settings(api, USAGE_API_RATE_LIMIT_RPS=50)
+        pull = UsageApiClient(settings).fetch_day(DAY)
+        assert pull.pages >= 20
+        assert 429 not in statuses(api)
+
+
+# ---- permanent failures ------------------------------------------------------------------------
+@pytest.mark.parametrize("status", [401, 403])
+def test_auth_failure_fails_at_once_without_retries(api: MockUsageApi, fake_time: FakeTime, status: int) -> None:
+    api.deny_auth(status)
+    with pytest.raises(AuthenticationFailed, match="USAGE_API_KEY"):
+        make_client(api, fake_time).fetch_day(DAY)
+    assert statuses(api) == [status]
+    assert [s for s in fake_time.sleeps if s >= 0.01] == []
+
+
+def test_a_wrong_key_is_an_auth_failure(api: MockUsageApi, fake_time: FakeTime) -> None:
+    with pytest.raises(AuthenticationFailed):
+        make_client(api, fake_time, USAGE_API_KEY="wrong-key-123").fetch_day(DAY)
+    assert statuses(api) == [401]
+
+
+def test_an_exhausted_retry_budget_fails_the_pull(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(100, status=503, after=1)
+    with pytest.raises(RetryBudgetExhausted):
+        make_client(api, fake_time, USAGE_API_RETRY_BUDGET=3, USAGE_API_MAX_ATTEMPTS=10).fetch_day(DAY)
+    assert statuses(api) == [200, 503, 503, 503, 503]
+
+
+def test_max_attempts_per_request_then_the_error_surfaces(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(100, status=502)
+    with pytest.raises(UpstreamUnavailable, match="502"):
+        make_client(api, fake_time, USAGE_API_MAX_ATTEMPTS=3).fetch_day(DAY)
+    assert statuses(api) == [502, 502, 502]
+
+
+def test_the_budget_is_per_run_and_shared_by_its_requests(api: MockUsageApi, fake_time: FakeTime) -> None:
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=2)
+    api.fail_next(2, status=500)
+    client.fetch_day(DAY)
+    api.fail_next(1, status=500)
+    with pytest.raises(RetryBudgetExhausted):
+        client.fetch_day(DAY)
+    api.fail_next(2, status=500)
+    client.for_run().fetch_day(DAY)  # a new run starts with a fresh budget
+
+
+# ---- secrets -----------------------------------------------------------------------------------
+def test_the_api_key_never_reaches_the_logs(
+    api: MockUsageApi, fake_time: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    api.fail_next(1, status=503)
+    make_client(api, fake_time).fetch_day(DAY)
+    api.deny_auth(401)
+    with pytest.raises(AuthenticationFailed) as info:
+        make_client(api, fake_time).fetch_day(DAY)
+    assert "retrying" in caplog.text
+    assert KEY not in caplog.text
+    assert KEY not in str(info.value)
