@@ -133,6 +133,10 @@ class Settings(BaseModel):
     azure_sql_batch_size: int = Field(
         5000, ge=1, validation_alias=AliasChoices("AZURE_SQL_BATCH_SIZE", "azure_sql_batch_size")
     )
+    # ODBC Driver 18 ignores a login timeout in the connection string; it is set on the connection.
+    azure_sql_login_timeout_s: int = Field(
+        30, ge=1, le=600, validation_alias=AliasChoices("AZURE_SQL_LOGIN_TIMEOUT_S", "azure_sql_login_timeout_s")
+    )
 
     # --- Data quality.
     quality_row_drop_threshold: float = Field(

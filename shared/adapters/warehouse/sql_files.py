@@ -90,3 +90,32 @@ def migrations(root: Path = SQL_ROOT) -> list[tuple[int, str]]:
     if len(set(versions)) != len(versions):
         raise ValueError("two migrations share a version number under sql/schema")
     return found
+
+
+@functools.lru_cache(maxsize=4096)
+def to_positional(statement: Statement) -> tuple[str, tuple[str, ...]]:
+    """The statement's original T-SQL with each ``@name`` replaced by ``?``, and the names in marker order.
+
+    For drivers that bind positionally (ODBC). Token positions, not a regex, find the markers,
+    so ``@x`` inside strings, comments and [bracketed] identifiers stays as written; ``@@NAME``
+    system functions are not parameters and stay too. A name used twice gives two markers.
+    """
+    text = statement.text
+    tokens = TSQL().tokenize(text)
+    pieces: list[str] = []
+    names: list[str] = []
+    copied_up_to = 0
+    for j, token in enumerate(tokens[:-1]):
+        name_token = tokens[j + 1]
+        is_marker = token.token_type == TokenType.PARAMETER and name_token.start == token.end + 1
+        is_system = name_token.token_type == TokenType.PARAMETER or (
+            j > 0 and tokens[j - 1].token_type == TokenType.PARAMETER and tokens[j - 1].end + 1 == token.start
+        )
+        if not is_marker or is_system:
+            continue
+        pieces.append(text[copied_up_to : token.start])
+        pieces.append("?")
+        names.append(name_token.text)
+        copied_up_to = name_token.end + 1
+    pieces.append(text[copied_up_to:])
+    return "".join(pieces), tuple(names)
