@@ -274,7 +274,7 @@ class AzureSqlWarehouse(Warehouse):
                 columns = [d[0] for d in cursor.description]
                 return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
             finally:
-                cursor.close()
+                _close_quietly(cursor)
 
     # ---- loading -----------------------------------------------------------------------
     def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
@@ -303,7 +303,7 @@ class AzureSqlWarehouse(Warehouse):
                 cursor.fast_executemany = True
                 cursor.executemany(sql, batch)
             finally:
-                cursor.close()
+                _close_quietly(cursor)
 
     # ---- transactions and connections --------------------------------------------------
     @contextlib.contextmanager
@@ -411,6 +411,12 @@ def _pipeline_error(where: str, exc: BaseException) -> WarehouseTransientError |
     if is_transient(sqlstate, natives):
         return WarehouseTransientError(text)
     return BuildError(text)
+
+
+def _close_quietly(cursor: Any) -> None:
+    """Closing a cursor on a dropped connection fails too; that must not mask the real error."""
+    with contextlib.suppress(Exception):
+        cursor.close()
 
 
 def _batches(rows: Iterable[Sequence[Any]], size: int) -> Iterator[list[list[Any]]]:
