@@ -14,10 +14,13 @@ only: nothing is written to the repository, and every start begins empty.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -36,6 +39,7 @@ ACCOUNT_NAME = "devstoreaccount1"
 ACCOUNT_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 
 HOST = "127.0.0.1"
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +123,12 @@ class AzuriteProcess:
             str(table_port),
         ]
         process = subprocess.Popen(  # noqa: S603 - fixed executable inside the repository
-            command, cwd=workdir, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT
+            command,
+            cwd=workdir,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if sys.platform == "linux" else None,
         )
         return cls(process, blob_port, queue_port, table_port, workdir, log_path, log_file, owns_workdir)
 
@@ -146,7 +155,7 @@ class AzuriteProcess:
         from azure.storage.blob import BlobServiceClient
         from azure.storage.queue import QueueServiceClient
 
-        options = {"retry_total": 0, "connection_timeout": 2, "read_timeout": 5}
+        options = {"retry_total": 0, "connection_timeout": 1, "read_timeout": 1}  # a slow answer is retried by the loop
         blobs = BlobServiceClient.from_connection_string(self.connection_string, **options)
         queues = QueueServiceClient.from_connection_string(self.connection_string, **options)
         tables = TableServiceClient.from_connection_string(self.connection_string, **options)
@@ -239,6 +248,14 @@ def _require_installed() -> None:
         raise AzuriteError("Node.js is not on PATH; Azurite needs Node 20 (see README)")
     if not AZURITE_BIN.exists():
         raise AzuriteError(f"{AZURITE_BIN.relative_to(REPO_ROOT)} not found; run `npm ci` in the repository root")
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec (Linux): have the kernel SIGTERM Azurite when the thread
+    that started it dies, so a test run killed with SIGKILL leaves no server behind. Start
+    Azurite from a thread that lives as long as you need it (the main thread, normally)."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _free_ports(count: int) -> list[int]:
