@@ -94,7 +94,9 @@ class Services:
                 return LogAlertSink()
             from shared.adapters.webhook import WebhookAlertSink
 
-            return WebhookAlertSink.from_settings(self.settings)
+            # De-duplication claims live in the state table (lazily: alerts must work even
+            # when storage is the thing that is down; the sink then falls back to memory).
+            return WebhookAlertSink.from_settings(self.settings, state_table=lambda: self.state_table)
 
         return self._get("alerts", build)
 
