@@ -4,9 +4,10 @@ A tick pulls
 - yesterday (the newest complete UTC day),
 - the look-back window (``lookback_days`` before yesterday), re-pulled on every tick because
   the API corrects recent days late,
-- every day without a successful pull since the first watermark (a missed tick, a date whose
-  pull failed, an outage), at most ``max_catchup_days`` back from yesterday. Older gaps are
-  reported, not pulled: a long outage is the CLI backfill's job, not a surprise 300-day timer run.
+- every day without a successful pull since the first day the pipeline pulled or tried to pull
+  (a missed tick, a date whose pull failed, an outage), at most ``max_catchup_days`` back from
+  yesterday. Older gaps are reported, not pulled: a long outage is the CLI backfill's job, not a
+  surprise 300-day timer run.
 
 With no watermark at all (first deployment) only yesterday and the look-back are pulled: the
 history before the pipeline existed is loaded on purpose, with the backfill command.
@@ -38,8 +39,17 @@ def utc_today(now: dt.datetime) -> dt.date:
     return now.date()
 
 
-def plan_pulls(today: dt.date, pulled: Collection[dt.date], *, lookback_days: int, max_catchup_days: int) -> PullPlan:
-    """The days a tick running on ``today`` must pull, given the days already pulled successfully."""
+def plan_pulls(
+    today: dt.date,
+    pulled: Collection[dt.date],
+    *,
+    lookback_days: int,
+    max_catchup_days: int,
+    failed: Collection[dt.date] = (),
+) -> PullPlan:
+    """The days a tick running on ``today`` must pull, given the days already pulled successfully
+    and the days whose pulls failed and never succeeded. Failed days mark where history starts
+    too: a failed first pull must not be forgotten."""
     if lookback_days < 0 or max_catchup_days < 1:
         raise ValueError("lookback_days must be >= 0 and max_catchup_days >= 1")
     yesterday = today - dt.timedelta(days=1)
@@ -47,7 +57,7 @@ def plan_pulls(today: dt.date, pulled: Collection[dt.date], *, lookback_days: in
     for back in range(1, lookback_days + 1):
         reasons[yesterday - dt.timedelta(days=back)] = "lookback"
 
-    missed = _missed_days(yesterday, pulled)
+    missed = _missed_days(yesterday, pulled, failed)
     oldest_allowed = yesterday - dt.timedelta(days=max_catchup_days - 1)
     for day in missed:
         if day >= oldest_allowed:
@@ -56,12 +66,12 @@ def plan_pulls(today: dt.date, pulled: Collection[dt.date], *, lookback_days: in
     return PullPlan(dates=tuple(sorted(reasons)), reasons=reasons, missed_beyond_bound=beyond)
 
 
-def _missed_days(yesterday: dt.date, pulled: Collection[dt.date]) -> list[dt.date]:
-    """Days from the first successful pull up to yesterday that have no successful pull."""
-    history = [day for day in pulled if day <= yesterday]
+def _missed_days(yesterday: dt.date, pulled: Collection[dt.date], failed: Collection[dt.date]) -> list[dt.date]:
+    """Days from the first pull (or attempt) up to yesterday that have no successful pull."""
+    history = [day for day in (*pulled, *failed) if day <= yesterday]
     if not history:
         return []
-    done = set(history)
+    done = set(pulled)
     first = min(history)
     span = (yesterday - first).days
     return [day for day in (first + dt.timedelta(days=i) for i in range(span + 1)) if day not in done]

@@ -52,6 +52,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 WATERMARK_PARTITION = "usage_pull"
+SUCCEEDED, FAILED = "succeeded", "failed"  # watermark status: a failed row only until a success
 STEP_PULL = "usage_pull"
 STEP_STAGING = "usage_staging"
 _LANDING_COLUMNS = ("load_id", "activity_date", "company_id", "active_users", "events", "source_blob")
@@ -144,9 +145,11 @@ def run_tick(
 ) -> TickResult:
     run_id = run_id or new_run_id()
     with log_context(run_id=run_id, step=STEP_PULL):
+        marks = load_watermarks(deps.state)
         plan = plan_pulls(
             utc_today(now),
-            load_watermarks(deps.state).keys(),
+            [d for d, m in marks.items() if m.get("status") != FAILED],
+            failed=[d for d, m in marks.items() if m.get("status") == FAILED],
             lookback_days=deps.settings.usage_lookback_days,
             max_catchup_days=deps.settings.usage_max_catchup_days,
         )
@@ -173,12 +176,14 @@ def _ingest_planned(
             except (AuthenticationFailed, RetryBudgetExhausted) as exc:
                 # Every further request would fail the same way: stop, and say which dates wait.
                 _alert_failure(deps, run_id, day, exc, stopping=True)
+                note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 outcomes.extend(DateOutcome(d, "not_attempted") for d in plan.dates[index + 1 :])
                 return outcomes, exc
             except Exception as exc:
                 log.exception("usage for %s failed", day.isoformat())
                 _alert_failure(deps, run_id, day, exc, stopping=False)
+                note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
         status: DateStatus = "staged" if staged.changed else "unchanged"
@@ -384,7 +389,7 @@ def _swap_into_staging(
 
 # ---- watermarks ------------------------------------------------------------------------------
 def load_watermarks(state: Any) -> dict[dt.date, dict[str, Any]]:
-    """Every day with a successful pull: its watermark entity."""
+    """Every day with a watermark: its entity (``status`` says whether the pull succeeded)."""
     marks: dict[dt.date, dict[str, Any]] = {}
     for entity in state.query(WATERMARK_PARTITION):
         try:
@@ -400,6 +405,7 @@ def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: s
     entity = {
         "PartitionKey": WATERMARK_PARTITION,
         "RowKey": day.isoformat(),
+        "status": SUCCEEDED,
         "fetched_at": fetched_at.isoformat(),
         "content_hash": version,
         "record_count": rows,
@@ -412,13 +418,35 @@ def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: s
                 state.insert(entity)
                 return True
             stored, etag = existing
-            if str(stored.get("fetched_at", "")) > entity["fetched_at"]:
+            if stored.get("status") != FAILED and str(stored.get("fetched_at", "")) > entity["fetched_at"]:
                 return False
             state.update_if_match(entity, etag)
             return True
         except ConcurrencyConflict:
             continue  # someone wrote in between: re-read and decide again
     raise ConcurrencyConflict(f"usage watermark for {day.isoformat()} kept changing under us")
+
+
+def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datetime, run_id: str) -> None:
+    """Remember a day whose pull failed and that never succeeded, so the catch-up retries it even
+    when it is older than every success (e.g. the first tick's look-back). Best effort: the alert
+    already went out, and a day with a successful pull keeps its watermark."""
+    entity = {
+        "PartitionKey": WATERMARK_PARTITION,
+        "RowKey": day.isoformat(),
+        "status": FAILED,
+        "failed_at": _naive_utc(now).isoformat(),
+        "error_type": type(exc).__name__,
+        "run_id": run_id,
+    }
+    try:
+        existing = state.get(WATERMARK_PARTITION, day.isoformat())
+        if existing is None:
+            state.insert(entity)
+        elif existing[0].get("status") == FAILED:
+            state.update_if_match(entity, existing[1])
+    except Exception:
+        log.warning("could not record the failed usage pull of %s", day.isoformat(), exc_info=True)
 
 
 # ---- alerts ----------------------------------------------------------------------------------

@@ -68,3 +68,9 @@ def test_utc_today_converts_offsets_and_takes_naive_as_utc() -> None:
     late_in_new_york = dt.datetime(2025, 3, 9, 22, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
     assert utc_today(late_in_new_york) == TODAY
     assert utc_today(dt.datetime(2025, 3, 10, 0, 5)) == TODAY
+
+
+def test_a_day_that_only_ever_failed_is_retried_even_before_the_first_success() -> None:
+    plan = plan_pulls(TODAY, days(7, 8), failed=days(6), lookback_days=0, max_catchup_days=31)
+    assert plan.dates == days(6, 9)
+    assert plan.reasons[dt.date(2025, 3, 6)] == "catchup"

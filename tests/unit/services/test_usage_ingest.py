@@ -295,7 +295,8 @@ def test_a_failing_day_does_not_stop_the_other_days(deps: UsageDeps) -> None:
     assert result.by_status("staged") == [D7, D9]
     assert result.by_status("failed") == [D8]
     assert staged(deps, D8) == []
-    assert D8 not in load_watermarks(deps.state)
+    assert load_watermarks(deps.state)[D8]["status"] == "failed"
+    assert load_watermarks(deps.state)[D9]["status"] == "succeeded"
     assert deps.blobs.info(RAW, raw_ndjson_path(D8)) is None
     [alert] = deps.alerts.alerts
     assert (alert.severity, alert.date, alert.step) == ("error", D8, "usage_pull")
@@ -412,3 +413,18 @@ def test_the_timer_entry_point_uses_a_fresh_client_run_from_the_container(deps: 
     result = services.run_usage_tick(NOW, past_due=False)
     assert Client.runs == 1 and result.by_status("staged") == [D9]
     assert run_usage_tick(NOW, True, services).by_status("unchanged") == [D9]
+
+
+def test_a_failed_pull_is_remembered_until_a_later_tick_succeeds(deps: UsageDeps) -> None:
+    run_tick(NOW, FakeSource({D9: UpstreamUnavailable("503")}), deps)
+    later = NOW + dt.timedelta(days=2)
+    source = FakeSource()
+    run_tick(later, source, deps)
+    assert source.calls == [D9, dt.date(2025, 3, 10), dt.date(2025, 3, 11)]
+    assert {m["status"] for m in load_watermarks(deps.state).values()} == {"succeeded"}
+
+
+def test_a_failed_repull_keeps_the_days_successful_watermark(deps: UsageDeps) -> None:
+    run_tick(NOW, FakeSource(), deps)
+    run_tick(NOW, FakeSource({D9: UpstreamUnavailable("503")}), deps)
+    assert load_watermarks(deps.state)[D9]["status"] == "succeeded"
