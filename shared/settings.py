@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -218,6 +219,12 @@ class Settings(BaseModel):
         ):
             if secret is not None:
                 register_secret(secret.get_secret_value())
+        # A password or account key can surface without the rest of its connection string
+        # (a driver echoing it, an ODBC {quoted;value} the redaction pattern cuts short).
+        for connection in (self.pipeline_storage, self.azure_sql_connection_string):
+            if connection is not None:
+                for credential in connection_string_credentials(connection.get_secret_value()):
+                    register_secret(credential)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -261,6 +268,23 @@ class Settings(BaseModel):
             raise ConfigurationError(
                 "PIPELINE_STORAGE (connection string) or PIPELINE_STORAGE__accountName (managed identity) must be set"
             )
+
+
+_CREDENTIAL_KEYS = {"password", "pwd", "accountkey", "sharedaccesssignature"}
+# key=value pairs of a connection string; ODBC values may be {braced}, with "}}" for "}".
+_CONNECTION_PAIR = re.compile(r"(?:^|;)\s*([^=;]+?)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
+
+
+def connection_string_credentials(connection_string: str) -> list[str]:
+    """The credential values inside a connection string, as written and unquoted."""
+    found = []
+    for match in _CONNECTION_PAIR.finditer(connection_string):
+        if match.group(1).replace(" ", "").lower() in _CREDENTIAL_KEYS:
+            value = match.group(2)
+            found.append(value)
+            if value.startswith("{") and value.endswith("}"):
+                found.append(value[1:-1].replace("}}", "}"))
+    return found
 
 
 def setting_names() -> list[str]:
