@@ -15,13 +15,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
 from shared.errors import AuthenticationFailed, RetryBudgetExhausted, UpstreamUnavailable
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services.usage_ingest import iter_lines
 from shared.settings import Settings
-from shared.tools.mock_usage_api import MockUsageApi
+from shared.tools.mock_usage_api import MockUsageApi, UsageDataset
 
 pytestmark = pytest.mark.integration
 
@@ -280,3 +281,41 @@ def test_the_api_key_never_reaches_the_logs(
     assert "retrying" in caplog.text
     assert KEY not in caplog.text
     assert KEY not in str(info.value)
+
+
+# ---- the mock's dataset and contract -----------------------------------------------------------
+def test_the_dataset_is_deterministic_and_uses_the_shared_company_ids() -> None:
+    a, b = UsageDataset(500, seed=3), UsageDataset(500, seed=3)
+    assert a.records(DAY) == b.records(DAY)
+    ids = [r["company_id"] for r in a.records(DAY)]
+    assert ids == sorted(ids) and ids[0] in ("C000001", "C000002", "C000003")
+    assert all(len(i) == 7 and i.startswith("C") for i in ids)
+
+
+def test_the_dataset_has_missing_days_inactive_stretches_and_corrections() -> None:
+    data = UsageDataset(2000, seed=7)
+    records = data.records(DAY)
+    assert 0.9 * 2000 < len(records) < 2000  # some company-days are missing entirely
+    assert sum(1 for r in records if r["active_users"] == r["events"] == 0) > 0.05 * len(records)
+    before = {r["company_id"]: (r["active_users"], r["events"]) for r in records}
+    data.correct(DAY)
+    after = {r["company_id"]: (r["active_users"], r["events"]) for r in data.records(DAY)}
+    assert after.keys() == before.keys()
+    changed = sum(1 for k in before if before[k] != after[k])
+    assert 0.05 * len(before) < changed < 0.2 * len(before)
+    assert data.records(DAY + dt.timedelta(days=1)) == UsageDataset(2000, seed=7).records(DAY + dt.timedelta(days=1))
+
+
+def test_the_dataset_is_empty_outside_its_date_range() -> None:
+    assert UsageDataset(100, start=DAY, end=DAY).records(DAY - dt.timedelta(days=1)) == []
+
+
+def test_a_foreign_cursor_is_a_bad_request_and_not_retried(api: MockUsageApi, fake_time: FakeTime) -> None:
+    response = requests.get(
+        f"{api.base_url}/v1/usage/daily",
+        params={"date": "2025-03-09", "cursor": "bm90LWEtY3Vyc29y"},
+        headers={"Authorization": f"Bearer {KEY}"},
+        timeout=5,
+    )
+    assert response.status_code == 400
+    assert response.json() == {"error": "invalid cursor"}
