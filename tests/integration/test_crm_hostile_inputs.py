@@ -1,0 +1,192 @@
+"""Hostile CRM inputs against Azurite + DuckDB: each is loaded verbatim as data or rejected with a
+clear report, and nothing else happens (no other table, blob or alert appears or changes).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.services.alerts import RecordingAlertSink
+from shared.services.crm_staging import StagingResult, stage_crm_snapshot
+from shared.services.readiness import MarkResult
+from shared.settings import Settings
+from shared.wiring import Services
+
+pytestmark = pytest.mark.integration
+
+HEADER = "company_id,name,country,industry_tag,last_contact_at\n"
+FILLER = "".join(f"f{i},Filler {i},DE,x,\n" for i in range(40))  # keeps one bad row under the 5 % threshold
+INJECTION = "'); DROP TABLE x;--"
+D = dt.date(2025, 11, 30)
+
+
+class RecordingReadiness:
+    def __init__(self) -> None:
+        self.marks: list[tuple[dt.date, str, str, int]] = []
+
+    def mark_input_present(
+        self, activity_date: dt.date, input_name: str, version: str, rows: int, now: dt.datetime, run_id: str
+    ) -> MarkResult:
+        self.marks.append((activity_date, input_name, version, rows))
+        return MarkResult(activity_date, True, False)
+
+
+@pytest.fixture
+def warehouse() -> Iterator[DuckDBWarehouse]:
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def services(
+    storage_settings: Settings, make_services: Callable[..., Services], warehouse: DuckDBWarehouse
+) -> Services:
+    return make_services(storage_settings, warehouse=warehouse, readiness=RecordingReadiness())
+
+
+def deliver(services: Services, name: str, content: str | bytes) -> StagingResult:
+    data = content.encode("utf-8") if isinstance(content, str) else content
+    services.blobs.write(services.settings.crm_container, name, data)
+    return services.stage_crm_blob(name)
+
+
+def tables(warehouse: DuckDBWarehouse) -> list[tuple[str, str]]:
+    rows = warehouse.run_sql("SELECT TABLE_SCHEMA AS s, TABLE_NAME AS t FROM INFORMATION_SCHEMA.TABLES")
+    return sorted((r["s"], r["t"]) for r in rows)
+
+
+def report_of(services: Services, result: StagingResult) -> dict[str, Any]:
+    assert result.report_blob is not None
+    return json.loads(services.blobs.read_bytes(services.settings.quarantine_container, result.report_blob))
+
+
+def quarantine_names(services: Services) -> list[str]:
+    return sorted(b.name for b in services.blobs.list(services.settings.quarantine_container))
+
+
+def alerts_of(services: Services) -> list[tuple[str, str]]:
+    sink = services.alerts
+    assert isinstance(sink, RecordingAlertSink)
+    return [(a.severity, a.title) for a in sink.alerts]
+
+
+def test_sql_in_values_is_loaded_verbatim_and_executes_nothing(services: Services, warehouse: DuckDBWarehouse) -> None:
+    before = tables(warehouse)
+    sql_id = "x'; DELETE FROM stg.crm_companies;--"
+    result = deliver(services, "crm_2025-11-30.csv", HEADER + f'"{sql_id}","{INJECTION}",DE,"1); DROP--",\n')
+
+    assert result.status == "staged"
+    assert warehouse.run_sql("SELECT company_id, company_name, industry_tag FROM stg.crm_companies") == [
+        {"company_id": sql_id, "company_name": INJECTION, "industry_tag": "1); DROP--"}
+    ]
+    assert warehouse.run_sql("SELECT company_name FROM dim.companies") == [{"company_name": INJECTION}]
+    assert tables(warehouse) == before
+    assert quarantine_names(services) == [] and alerts_of(services) == []
+
+
+def test_a_one_megabyte_field_is_rejected_as_too_long_with_a_truncated_value_in_the_report(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    huge = "A" * 1_048_576
+    result = deliver(services, "crm_2025-11-30.csv", HEADER + FILLER + f"big,{huge},DE,x,\n")
+
+    assert (result.status, result.rows_staged, result.rejected_rows) == ("staged", 40, 1)
+    (error,) = report_of(services, result)["row_errors"]
+    assert (error["row"], error["column"], error["reason"]) == (42, "name", "too long: 1048576 > 400 characters")
+    assert len(error["value"]) <= 201
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies WHERE company_id = 'big'") == [{"n": 0}]
+    assert alerts_of(services) == [("warning", "CRM rows rejected")]
+
+
+def test_a_one_megabyte_value_in_an_ignored_column_loads_the_row(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    text = "company_id,name,country,industry_tag,last_contact_at,notes\n" + "c1,Acme,DE,x,," + "n" * 1_048_576 + "\n"
+    result = deliver(services, "crm_2025-11-30.csv", text)
+    assert result.status == "staged"
+    assert warehouse.run_sql("SELECT company_id, company_name FROM stg.crm_companies") == [
+        {"company_id": "c1", "company_name": "Acme"}
+    ]
+
+
+def test_control_characters_in_values_reject_the_row_and_are_reported(services: Services) -> None:
+    result = deliver(services, "crm_2025-11-30.csv", HEADER + FILLER + "nul,Ac\x00me,DE,x,\n")
+    assert (result.status, result.rejected_rows) == ("staged", 1)
+    (error,) = report_of(services, result)["row_errors"]
+    assert (error["column"], error["value"], error["reason"]) == ("name", "Ac\x00me", "contains a control character")
+
+
+def test_a_non_utf8_file_is_rejected_whole_with_the_byte_offset(services: Services, warehouse: DuckDBWarehouse) -> None:
+    data = (HEADER + "c1,Acme,DE,x,\n").encode("utf-8") + "c2,Société,FR,x,\n".encode("cp1252")
+    result = deliver(services, "crm_2025-11-30.csv", data)
+
+    assert result.status == "rejected"
+    error = report_of(services, result)["file_error"]
+    assert error["reason"] == "invalid_utf8"
+    assert error["byte_offset"] == len(HEADER) + len("c1,Acme,DE,x,\n") + len("c2,Soci")
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
+    assert alerts_of(services) == [("error", "CRM file rejected")]
+
+
+@pytest.mark.parametrize("name", ["..\\..\\crm_2025-11-30.csv", "in/..%2F..%2Fcrm_2025-11-30.csv"])
+def test_a_blob_name_with_parent_references_is_data_and_never_a_path(
+    services: Services, warehouse: DuckDBWarehouse, name: str
+) -> None:
+    result = deliver(services, name, HEADER + FILLER + "bad,B,DE,x,never\n")
+
+    assert result.status == "staged"
+    assert warehouse.run_sql("SELECT DISTINCT source_blob FROM stg.crm_companies") == [{"source_blob": name}]
+    names = quarantine_names(services)
+    assert names == sorted([result.quarantine_blob, result.report_blob])
+    assert all(n.startswith("2025-11-30/") and ".." not in n and "\\" not in n and "%" not in n for n in names)
+
+
+@pytest.mark.parametrize("name", ["crm_2025-11-30\x01.csv", "crm_2025-11-30\n.csv"])
+def test_a_blob_name_with_control_characters_is_rejected_into_a_safely_named_quarantine(
+    services: Services, warehouse: DuckDBWarehouse, name: str
+) -> None:
+    result = deliver(services, name, HEADER + "c1,Acme,DE,x,\n")
+
+    assert result.status == "rejected"
+    assert report_of(services, result)["file_error"]["reason"] == "unsafe_blob_name"
+    assert report_of(services, result)["source_blob"] == name  # the report keeps it, JSON-escaped
+    assert all(n.isprintable() for n in quarantine_names(services))
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
+
+
+def test_a_literal_dot_dot_slash_name_never_reaches_a_path(storage_settings: Settings) -> None:
+    """Storage clients normalise ``../`` out of URLs, so such a blob cannot be uploaded to Azurite;
+    the trigger could still hand us the name. The quarantine copy is named from a safe form of it."""
+    copies: list[str] = []
+
+    class OneBlob:
+        def iter_chunks(self, container: str, name: str, chunk_size: int = 0) -> Iterator[bytes]:
+            yield (HEADER + "c1,Acme,DE,x,\n").encode()
+
+        def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str) -> Any:
+            copies.append(dst_name)
+
+        def write(self, container: str, name: str, data: Any, **_: Any) -> Any:
+            copies.append(name)
+            b"".join(data)
+
+    warehouse = DuckDBWarehouse(":memory:")
+    warehouse.apply_schema()
+    result = stage_crm_snapshot(
+        "../../../etc/crm_latest.csv",
+        settings=storage_settings,
+        blobs=OneBlob(),
+        warehouse=warehouse,
+        readiness=RecordingReadiness(),
+        alerts=RecordingAlertSink(),
+    )
+    assert result.status == "rejected"  # no date in the name
+    assert all(n.startswith("undated/") and "/.." not in n and n.count("/") == 1 for n in copies)
