@@ -187,6 +187,15 @@ def _explain_events_without_users(o: Observation) -> str:
     return f"{_count(o.offending_rows)} of {_count(o.reference_value)} rows have events but no active users"
 
 
+def _explain_events_reconciliation(o: Observation) -> str:
+    if o.note == "no_rollup":
+        return "no events rollup for the date: nothing to reconcile"
+    return (
+        f"{_count(o.offending_rows)} of {_count(o.reference_value)} company-days differ between the events rollup "
+        f"and the API by more than {_share(o.threshold)} (largest difference {_share(o.observed_value)})"
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("analytics_row_count", "fail", _explain_row_count),
     Check(
@@ -218,6 +227,12 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check("activity_negative_counts", "fail", _explain_impossible_counts),
     Check("activity_events_without_users", "warn", _explain_events_without_users),
+    Check(
+        "events_reconciliation",
+        "warn",
+        _explain_events_reconciliation,
+        lambda settings, now: {"tolerance": settings.events_reconciliation_tolerance},
+    ),
 )
 
 

@@ -1,0 +1,98 @@
+"""Fact-events rollup: raw events (agg.fact_events) into agg.company_daily_events, incrementally.
+
+Dashboards that counted raw events per company-day scanned the whole event table; the rollup
+keeps one row per company-day instead and refreshes only what changed:
+
+- the days touched by rows loaded since the last refresh (the watermark in
+  agg.rollup_watermarks), including the days of other copies of those event ids, and
+- the last ``lookback_days`` days before ``now`` (inclusive of today), which absorbs rows a
+  concurrent loader committed with a load time behind the watermark.
+
+Events are de-duplicated by event_id (the first delivered copy counts) and counted on their
+UTC day: ``load_fact_events`` converts timestamps with an offset to UTC and takes the day from
+that, so an event at 23:30-02:00 belongs to the next UTC day.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from shared.adapters.warehouse.base import Warehouse
+from shared.errors import RejectedInput
+from shared.logs import log_context
+
+log = logging.getLogger(__name__)
+
+ROLLUP_NAME = "company_daily_events"
+_FACT_COLUMNS = ("event_id", "company_id", "event_ts", "event_date", "loaded_at")
+
+
+@dataclass(frozen=True)
+class RefreshResult:
+    days: list[dt.date]  # the days recomputed
+    loaded_through: dt.datetime | None  # the new watermark
+
+
+def utc_event_time(value: str | dt.datetime) -> dt.datetime:
+    """An event timestamp as naive UTC: offsets converted, naive values taken as UTC."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            parsed = dt.datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
+        except ValueError:
+            raise RejectedInput("event timestamp is not ISO-8601") from None
+    else:
+        parsed = value
+    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def load_fact_events(
+    warehouse: Warehouse, events: Iterable[tuple[str, str, str | dt.datetime]], loaded_at: dt.datetime
+) -> int:
+    """Append raw (event_id, company_id, timestamp) events, streaming; duplicates are kept
+    (the refresh de-duplicates). Returns the number of rows loaded."""
+
+    def rows() -> Iterable[tuple[object, ...]]:
+        for event_id, company_id, timestamp in events:
+            event_ts = utc_event_time(timestamp)
+            yield (event_id, company_id, event_ts, event_ts.date(), loaded_at)
+
+    return warehouse.bulk_load("agg.fact_events", _FACT_COLUMNS, rows())
+
+
+def days_to_refresh(touched: Iterable[dt.date], today: dt.date, lookback_days: int) -> list[dt.date]:
+    """Touched days plus today and the ``lookback_days`` days before it, sorted, unique."""
+    recent = {today - dt.timedelta(days=back) for back in range(lookback_days + 1)}
+    return sorted(set(touched) | recent)
+
+
+def refresh_company_daily_events(
+    warehouse: Warehouse, run_id: str, now: dt.datetime, lookback_days: int, rollup_name: str = ROLLUP_NAME
+) -> RefreshResult:
+    """Recompute the touched days and the look-back window; move the watermark forward."""
+    now = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
+    with log_context(run_id=run_id, step="events_rollup"):
+        (bounds,) = warehouse.run("agg/fact_events__loaded_through", {"rollup_name": rollup_name})
+        loaded_through, previous = bounds["loaded_through"], bounds["previous_loaded_through"]
+        touched: list[dt.date] = []
+        if loaded_through is not None:
+            touched = [
+                row["activity_date"]
+                for row in warehouse.run(
+                    "agg/fact_events__touched_days", {"loaded_after": previous, "loaded_through": loaded_through}
+                )
+            ]
+        days = days_to_refresh(touched, now.date(), lookback_days)
+        with warehouse.transaction():
+            warehouse.bulk_load(
+                "agg.company_daily_events_refresh_days", ("run_id", "activity_date"), ((run_id, d) for d in days)
+            )
+            warehouse.run(
+                "agg/company_daily_events__refresh",
+                {"run_id": run_id, "now": now, "rollup_name": rollup_name, "loaded_through": loaded_through},
+            )
+        log.info("events rollup refreshed %d day(s) (%d touched by new events)", len(days), len(touched))
+        return RefreshResult(days, loaded_through)
