@@ -40,7 +40,9 @@ def register_secret(value: str | None) -> None:
 
 
 def redact(text: str) -> str:
-    for secret in _SECRETS:
+    # Longest first: a connection string is masked whole before the password inside it is,
+    # so no fragment of it (server, user) survives next to a "***".
+    for secret in sorted(_SECRETS, key=len, reverse=True):
         text = text.replace(secret, "***")
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(lambda m: f"{m.group(1)}{'' if m.group(1).endswith(' ') else '='}***", text)
@@ -92,8 +94,25 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, default=str)
 
 
+_BASE_FACTORY = logging.getLogRecordFactory()
+
+
+def _redacting_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+    """Redact at record creation, so every handler — including the Functions host's own, which
+    ships records to Application Insights — sees the masked text, not only our formatter."""
+    record = _BASE_FACTORY(*args, **kwargs)
+    if _SECRETS or record.args:
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # a malformed format string: leave it to the handler to report
+            return record
+        record.msg, record.args = redact(message), ()
+    return record
+
+
 def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
-    """Install the context filter and formatter on the root logger (idempotent)."""
+    """Install redaction, the context filter and the formatter on the root logger (idempotent)."""
+    logging.setLogRecordFactory(_redacting_record_factory)
     root = logging.getLogger()
     root.setLevel(level)
     if not any(isinstance(f, ContextFilter) for h in root.handlers for f in h.filters):
@@ -109,3 +128,5 @@ def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
         root.addHandler(handler)
     # The Azure SDK logs every HTTP request at INFO; keep it to warnings.
     logging.getLogger("azure").setLevel(logging.WARNING)
+    # urllib3 logs request paths at DEBUG, and a webhook URL's path is its secret.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)

@@ -35,3 +35,27 @@ def test_connection_strings_and_tokens_are_redacted() -> None:
 def test_registered_secret_values_are_redacted_anywhere() -> None:
     register_secret("pw-Th1s-is-secret")
     assert "pw-Th1s" not in _format("login failed for pw-Th1s-is-secret")["msg"]
+
+
+def test_records_are_redacted_for_every_handler_not_only_ours() -> None:
+    """The Functions host attaches its own handler; it must see masked text too."""
+    import logging as std_logging
+
+    from shared.logs import configure_logging
+
+    register_secret("hunter2-very-secret")
+    configure_logging("INFO")
+    seen: list[str] = []
+
+    class Collect(std_logging.Handler):
+        def emit(self, record: std_logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    logger = std_logging.getLogger("shared.test.redaction")
+    handler = Collect()
+    logger.addHandler(handler)
+    try:
+        logger.warning("token was %s", "hunter2-very-secret")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == ["token was ***"]

@@ -135,12 +135,6 @@ def test_log_lines_carry_no_secret(settings: Settings, receiver: RawReceiver, ca
     assert_clean(info_and_above, receiver)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="shared.logs.redact replaces registered secrets in set order: when a password (also "
-    "registered on its own) is replaced first, the rest of its connection string stays visible. "
-    "Fix: iterate sorted(_SECRETS, key=len, reverse=True) in redact().",
-)
 def test_a_connection_string_is_masked_whole(settings: Settings) -> None:
     from shared.logs import redact
 
