@@ -1,9 +1,321 @@
-"""Analytics builder (queue trigger). Implemented by the builder issue."""
+"""Analytics builder (queue trigger): build messages in, analytics.company_daily_activity out.
+
+A message names dates (``{"dates": [...]}``) or a range (``{"start": ..., "end": ...}``), with
+an optional ``reason`` and ``force``. The builder
+1. plans (pure, shared/rules/build_plan.py): the requested dates whose input versions differ
+   from their last successful build (or all, with ``force``), plus every already-built date
+   whose 7-day windows they touch (D+1..D+6), grouped into contiguous ranges;
+2. in ONE warehouse transaction: refreshes the derived usage tables (activity checkpoints,
+   first usage) from the earliest changed usage date, runs the build SQL once per range (set
+   based: MERGE on (activity_date, company_id), deleting companies that left the spine) and
+   records the versions it built in ops.date_builds;
+3. records the run in ops.pipeline_runs (step "build") and runs the data-quality checks.
+
+A malformed message is logged, alerted and dropped (returning normally, so the host does not
+retry it). Any other failure is raised so the host retries; on the delivery that will move the
+message to ``<queue>-poison`` (host.json ``maxDequeueCount``) an alert says so first.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from shared.adapters.warehouse.base import Warehouse
+from shared.errors import MalformedMessage
+from shared.host_config import queue_config
+from shared.logs import log_context, new_run_id, redact
+from shared.rules.build_plan import (
+    WINDOW_DAYS,
+    BuildPlan,
+    BuildRequest,
+    InputVersions,
+    checkpoint_refresh_from,
+    parse_build_request,
+    plan_build,
+)
+from shared.services.alerts import Alert, AlertSink
+from shared.services.run_history import record_run, utcnow
+
+log = logging.getLogger(__name__)
+
+STEP = "build"
+_BUILD_SQL = "analytics/company_daily_activity__build"
 
 
-def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Any:
-    raise NotImplementedError("the builder is not implemented yet")
+class VersionSource(Protocol):
+    """Where the builder learns each date's current input versions (the readiness gate)."""
+
+    def input_versions(self, dates: Sequence[dt.date]) -> Mapping[dt.date, InputVersions]: ...
+
+    def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class BuildOutcome:
+    run_id: str
+    plan: BuildPlan
+    rows_written: int  # rows of the rebuilt dates after the build
+    seconds: float
+
+    @property
+    def skipped(self) -> bool:
+        return not self.plan.targets
+
+
+# ---- entry point --------------------------------------------------------------------------
+def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> BuildOutcome | None:
+    """Process one queue message (see module doc). None when the message was malformed."""
+    run_id = new_run_id()
+    pipeline = services.settings.pipeline_name
+    with log_context(run_id=run_id, step=STEP):
+        try:
+            request = decode_build_message(body)
+        except MalformedMessage as exc:
+            reject_malformed(exc, services.alerts, pipeline, run_id)
+            return None
+        with log_context(date=_describe_dates(request.dates)):
+            try:
+                outcome = build(
+                    request,
+                    warehouse=services.warehouse,
+                    versions=services.readiness,
+                    run_id=run_id,
+                )
+            except Exception as exc:
+                alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id)
+                raise
+            if outcome.plan.targets:
+                run_post_build(services, outcome.plan.targets, run_id)
+            return outcome
+
+
+def decode_build_message(body: bytes) -> BuildRequest:
+    """JSON bytes → a validated request; MalformedMessage for anything else."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedMessage(f"build message is not UTF-8 JSON ({type(exc).__name__})") from None
+    return parse_build_request(payload)
+
+
+def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, run_id: str) -> None:
+    """Never retried: retrying a message that cannot parse only delays the poison queue."""
+    log.error("build message rejected, not retried: %s", exc)
+    _send(
+        alerts,
+        Alert(
+            pipeline=pipeline,
+            step=STEP,
+            severity="error",
+            title="Malformed build message rejected",
+            message=f"{exc}. The message was dropped (not retried); send a corrected one to rebuild.",
+            run_id=run_id,
+        ),
+    )
+
+
+def alert_if_poisoned(
+    exc: BaseException, dequeue_count: int, request: BuildRequest, alerts: AlertSink, pipeline: str, run_id: str
+) -> None:
+    """On the last delivery the host allows, the message is about to land in the poison queue."""
+    max_dequeue = queue_config().max_dequeue_count
+    if dequeue_count < max_dequeue:
+        log.warning(
+            "build failed on delivery %d of %d (%s); the host will retry",
+            dequeue_count,
+            max_dequeue,
+            type(exc).__name__,
+        )
+        return
+    log.error("build failed on delivery %d of %d: moved to poison", dequeue_count, max_dequeue)
+    _send(
+        alerts,
+        Alert(
+            pipeline=pipeline,
+            step=STEP,
+            severity="error",
+            title="Build message moved to poison",
+            message=(
+                f"Building {_describe_dates(request.dates)} failed {dequeue_count} times "
+                f"({type(exc).__name__}: {redact(str(exc))[:300]}); the message goes to the poison queue. "
+                "Fix the cause, then rebuild the dates."
+            ),
+            run_id=run_id,
+            date=request.dates[0] if len(request.dates) == 1 else None,
+            facts={"dates": _describe_dates(request.dates), "dequeue_count": str(dequeue_count)},
+        ),
+    )
+
+
+def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
+    """Data-quality checks after a committed build; they never undo or fail the build.
+
+    The seam: a ``post_build(dates, run_id, now)`` callable on the services container wins;
+    otherwise shared.services.quality.run_checks when that module is present.
+    """
+    now = utcnow()
+    try:
+        hook: Callable[..., Any] | None = getattr(services, "post_build", None)
+        if hook is not None:
+            hook(dates, run_id, now)
+            return
+        try:
+            from shared.services import quality
+        except ImportError:
+            return
+        quality.run_checks(services.warehouse, dates, run_id, now, services.settings, services.alerts)
+    except Exception as exc:
+        log.error("data-quality checks after the build failed (%s)", type(exc).__name__)
+        _send(
+            services.alerts,
+            Alert(
+                pipeline=services.settings.pipeline_name,
+                step="quality",
+                severity="error",
+                title="Data-quality checks could not run after a build",
+                message=f"{type(exc).__name__}: {redact(str(exc))[:300]}",
+                run_id=run_id,
+            ),
+        )
+
+
+# ---- the build ------------------------------------------------------------------------------
+def build(
+    request: BuildRequest,
+    *,
+    warehouse: Warehouse,
+    versions: VersionSource,
+    run_id: str,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> BuildOutcome:
+    """Plan, then build every target range in one transaction, recording the run in ops."""
+    started = time.monotonic()
+    loaded_at = clock()
+    window_to = request.dates[-1] + dt.timedelta(days=WINDOW_DAYS - 1)
+    built = recorded_versions(warehouse, request.dates[0], window_to)
+    current = dict(versions.input_versions(_days(request.dates[0], window_to)))
+    plan = plan_build(request.dates, current, built, force=request.force)
+    run_date = request.dates[0] if len(request.dates) == 1 else None
+    with record_run(warehouse, step=STEP, run_id=run_id, run_date=run_date, clock=clock) as run:
+        if not plan.targets:
+            run.status = "skipped"
+            log.info(
+                "build skipped: the inputs of %s are unchanged since their last build", _describe_dates(plan.unchanged)
+            )
+            return BuildOutcome(run_id, plan, 0, time.monotonic() - started)
+        log.info(
+            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d unchanged skipped (%s)",
+            len(plan.targets),
+            len(plan.ranges),
+            len(plan.changed),
+            len(plan.neighbours),
+            len(plan.unchanged),
+            request.reason or "no reason given",
+        )
+        target_versions = {d: current.get(d, built.get(d, InputVersions())) for d in plan.targets}
+        rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
+        run.rows_out = rows
+    try:
+        versions.record_build(target_versions, run_id, loaded_at)
+    except Exception as exc:  # the warehouse is the truth; the gate's status is informative
+        log.warning("could not record the build status in the readiness state (%s)", type(exc).__name__)
+    seconds = time.monotonic() - started
+    log.info("built %d rows for %d date(s) in %.2f s", rows, len(plan.targets), seconds)
+    return BuildOutcome(run_id, plan, rows, seconds)
+
+
+def build_ranges(
+    warehouse: Warehouse,
+    ranges: Sequence[tuple[dt.date, dt.date]],
+    versions: Mapping[dt.date, InputVersions],
+    *,
+    run_id: str,
+    loaded_at: dt.datetime,
+) -> int:
+    """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
+
+    Returns the number of analytics rows of the rebuilt dates.
+    """
+    date_to = max(end for _, end in ranges)
+    with warehouse.transaction():
+        refresh_derived_usage(warehouse, date_to, run_id=run_id, loaded_at=loaded_at)
+        for date_from, range_to in ranges:
+            range_started = time.monotonic()
+            warehouse.run(
+                _BUILD_SQL, {"date_from": date_from, "date_to": range_to, "run_id": run_id, "loaded_at": loaded_at}
+            )
+            log.info("built %s..%s in %.2f s", date_from, range_to, time.monotonic() - range_started)
+        warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
+        warehouse.bulk_load(
+            "ops.date_builds_landing",
+            ("run_id", "activity_date", "crm_version", "usage_version"),
+            ((run_id, d, v.crm_version, v.usage_version) for d, v in sorted(versions.items())),
+        )
+        warehouse.run("ops/date_builds__record", {"run_id": run_id, "built_at": loaded_at})
+        warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
+        first = min(start for start, _ in ranges)
+        return sum(
+            int(row["row_count"])
+            for row in warehouse.run("ops/date_builds__for_range", {"date_from": first, "date_to": date_to})
+            if row["activity_date"] in versions
+        )
+
+
+def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str, loaded_at: dt.datetime) -> None:
+    """Bring the activity checkpoints and first-usage dates in step with staged usage.
+
+    Refreshes from the earliest usage date whose pull changed since the last refresh (however
+    it was staged, in whatever order), so a build never reads derived tables older than staging.
+    """
+    status = warehouse.run("stg/company_activity_refreshed_pulls__status")[0]
+    stale_from, last_checkpoint = status["stale_from"], status["last_checkpoint_date"]
+    refresh_from = checkpoint_refresh_from(stale_from, last_checkpoint, date_to)
+    if refresh_from is not None:
+        warehouse.run(
+            "stg/company_activity_checkpoints__refresh", {"refresh_from": refresh_from, "refresh_to": date_to}
+        )
+    if stale_from is not None:
+        warehouse.run("stg/company_first_usage__refresh", {"refresh_from": stale_from})
+        warehouse.run("stg/company_activity_refreshed_pulls__record", {"run_id": run_id, "refreshed_at": loaded_at})
+        log.info("refreshed activity checkpoints and first usage from %s", stale_from)
+
+
+def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> dict[dt.date, InputVersions]:
+    """The versions of the last successful build of each built date in the range."""
+    rows = warehouse.run("ops/date_builds__for_range", {"date_from": date_from, "date_to": date_to})
+    return {_as_date(row["activity_date"]): InputVersions(row["crm_version"], row["usage_version"]) for row in rows}
+
+
+# ---- small helpers ---------------------------------------------------------------------------
+def _days(first: dt.date, last: dt.date) -> list[dt.date]:
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _as_date(value: Any) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value))
+
+
+def _describe_dates(dates: Sequence[dt.date]) -> str:
+    if not dates:
+        return "-"
+    if len(dates) == 1:
+        return dates[0].isoformat()
+    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
+
+
+def _send(alerts: AlertSink, alert: Alert) -> None:
+    """Alerting never fails the step that alerts."""
+    try:
+        alerts.send(alert)
+    except Exception as exc:
+        log.error("alert %r could not be sent (%s)", alert.title, type(exc).__name__)

@@ -30,6 +30,16 @@ CREATE TABLE ops.date_builds (
     run_id NVARCHAR(64) NOT NULL
 );
 
+-- The input versions (from the readiness state) of the dates one build (run_id) rebuilds,
+-- loaded before the build and turned into ops.date_builds rows when it commits.
+CREATE TABLE ops.date_builds_landing (
+    run_id NVARCHAR(64) NOT NULL,
+    activity_date DATE NOT NULL,
+    crm_version NVARCHAR(64) NULL,
+    usage_version NVARCHAR(64) NULL,
+    PRIMARY KEY (run_id, activity_date)
+);
+
 -- Data-quality results: one row per (run_id, check_date, check_name). status is pass, warn,
 -- fail or error (the check itself could not run); severity is what a violation means (warn|fail).
 -- offending_rows counts the rows behind a violation; reference_value is what the observation

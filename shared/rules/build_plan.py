@@ -1,0 +1,165 @@
+"""Which dates a build message must (re)build: pure functions, no I/O.
+
+A message asks for some dates. A requested date is rebuilt when its input versions (CRM
+snapshot hash, usage pull hash, from the readiness state) differ from those of its last
+successful build, or when the message says ``force``. A rebuilt date D changes the 7-day
+windows of D+1..D+6, so every one of those that was already built is rebuilt too (dates never
+built are left to their own message). The targets are grouped into contiguous ranges: the SQL
+builds one range in one set-based run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.errors import MalformedMessage
+
+WINDOW_DAYS = 7  # D-6..D: a change on D reaches D+1..D+6
+MAX_REQUEST_DAYS = 3660  # ten years; the build SQL's day generator reaches 10,000 days
+_ALLOWED_KEYS = {"dates", "start", "end", "reason", "force", "crm_version", "usage_version"}
+
+
+@dataclass(frozen=True)
+class InputVersions:
+    """The versions of a date's two inputs; None when the input is absent (e.g. stale CRM)."""
+
+    crm_version: str | None = None
+    usage_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """A validated build message."""
+
+    dates: tuple[dt.date, ...]  # sorted, unique
+    reason: str = ""
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What one message will do, and why (for logs and the run record)."""
+
+    changed: tuple[dt.date, ...]  # requested dates that must be rebuilt
+    neighbours: tuple[dt.date, ...]  # already-built dates whose windows include a changed date
+    unchanged: tuple[dt.date, ...]  # requested dates skipped: same versions as their last build
+    ranges: tuple[tuple[dt.date, dt.date], ...] = field(default=())
+
+    @property
+    def targets(self) -> tuple[dt.date, ...]:
+        return tuple(sorted({*self.changed, *self.neighbours}))
+
+
+def parse_build_request(payload: Any) -> BuildRequest:
+    """Validate a decoded message: ``{"dates": [...]}`` or ``{"start": ..., "end": ...}``.
+
+    Raises MalformedMessage (never retried) with a message that says what is wrong.
+    """
+    if not isinstance(payload, dict):
+        raise MalformedMessage("build message must be a JSON object")
+    unknown = set(payload) - _ALLOWED_KEYS
+    if unknown:
+        raise MalformedMessage(f"build message has unknown keys {sorted(unknown)}")
+    has_dates = "dates" in payload
+    has_range = "start" in payload or "end" in payload
+    if has_dates == has_range:
+        raise MalformedMessage('build message needs either "dates" or "start" and "end"')
+    if has_dates:
+        raw = payload["dates"]
+        if not isinstance(raw, list) or not raw:
+            raise MalformedMessage('"dates" must be a non-empty list of YYYY-MM-DD strings')
+        if len(raw) > MAX_REQUEST_DAYS:
+            raise MalformedMessage(f'"dates" lists {len(raw)} dates; at most {MAX_REQUEST_DAYS}')
+        dates = {_parse_date(value, "dates") for value in raw}
+    else:
+        start, end = _parse_date(payload.get("start"), "start"), _parse_date(payload.get("end"), "end")
+        if start > end:
+            raise MalformedMessage(f'"start" {start} is after "end" {end}')
+        span = (end - start).days + 1
+        if span > MAX_REQUEST_DAYS:
+            raise MalformedMessage(f"range of {span} days is too large; at most {MAX_REQUEST_DAYS}")
+        dates = {start + dt.timedelta(days=i) for i in range(span)}
+    force = payload.get("force", False)
+    if not isinstance(force, bool):
+        raise MalformedMessage('"force" must be true or false')
+    reason = payload.get("reason", "")
+    if not isinstance(reason, str):
+        raise MalformedMessage('"reason" must be a string')
+    return BuildRequest(dates=tuple(sorted(dates)), reason=reason[:200], force=force)
+
+
+def plan_build(
+    requested: Iterable[dt.date],
+    current: Mapping[dt.date, InputVersions],
+    built: Mapping[dt.date, InputVersions],
+    *,
+    force: bool = False,
+) -> BuildPlan:
+    """Decide the targets of one message.
+
+    ``current``: the readiness state's versions per date (a date missing means no state).
+    ``built``: the versions recorded by the last successful build of each built date; it must
+    cover the requested dates and the WINDOW_DAYS - 1 days after each.
+    """
+    requested = sorted(set(requested))
+    changed = [d for d in requested if force or d not in built or built[d] != current.get(d, InputVersions())]
+    unchanged = [d for d in requested if d not in set(changed)]
+    changed_set = set(changed)
+    neighbours = sorted(
+        {
+            d + dt.timedelta(days=k)
+            for d in changed
+            for k in range(1, WINDOW_DAYS)
+            if d + dt.timedelta(days=k) in built and d + dt.timedelta(days=k) not in changed_set
+        }
+    )
+    targets = sorted(changed_set | set(neighbours))
+    return BuildPlan(
+        changed=tuple(changed),
+        neighbours=tuple(neighbours),
+        unchanged=tuple(unchanged),
+        ranges=tuple(contiguous_ranges(targets)),
+    )
+
+
+def contiguous_ranges(dates: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """[(first, last), ...] of runs of consecutive days, in order."""
+    ranges: list[tuple[dt.date, dt.date]] = []
+    for day in sorted(set(dates)):
+        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def checkpoint_refresh_from(
+    stale_from: dt.date | None, last_checkpoint: dt.date | None, date_to: dt.date
+) -> dt.date | None:
+    """Where the activity checkpoints must be refreshed from before building up to ``date_to``.
+
+    From the earliest usage date that changed since the last refresh, if any (the refresh also
+    extends the checkpoints to ``date_to``'s month). Otherwise only when the checkpoints stop
+    before ``date_to``'s month: then they are extended from ``date_to``, which keeps the newest
+    existing checkpoint as the base. None: nothing to do.
+    """
+    if stale_from is not None:
+        return stale_from
+    if last_checkpoint is None or last_checkpoint < date_to.replace(day=1):
+        return date_to
+    return None
+
+
+def _parse_date(value: Any, key: str) -> dt.date:
+    if not isinstance(value, str):
+        raise MalformedMessage(f'"{key}" must be YYYY-MM-DD strings')
+    try:
+        parsed = dt.date.fromisoformat(value)
+    except ValueError:
+        raise MalformedMessage(f'"{key}" has a value that is not a YYYY-MM-DD date') from None
+    if len(value) != 10:
+        raise MalformedMessage(f'"{key}" has a value that is not a YYYY-MM-DD date')
+    return parsed

@@ -1,0 +1,392 @@
+-- Purpose: (re)build analytics.company_daily_activity for every day of @date_from..@date_to in
+--   one set-based run (SPEC section 4), derived from staging and dims only, never from earlier
+--   analytics rows, so builds in any order converge. The caller refreshes
+--   stg.company_activity_checkpoints and stg.company_first_usage first and runs this inside
+--   one transaction.
+--   - Spine of day D: the companies whose dim.companies version is in force on D, plus every
+--     company with a stg.product_usage row on D (unknown to CRM: attributes NULL).
+--   - Rolling values are calendar windows D-6..D: the usage is laid on a dense grid (one row
+--     per company per calendar day, missing days = 0), so ROWS 6 PRECEDING spans 7 days.
+--   - days_since_last_activity: the last active day (active_users > 0 OR events > 0) on the
+--     grid, else the checkpoint at the first day's month start: reads one month, not history.
+--   - is_churn_risk: no usage on each of D-6..D, for a company known (first CRM version or first
+--     usage row) since D-6 or earlier.
+-- Grain: one row per (activity_date, company_id).
+-- Parameters: @date_from, @date_to (DATE, the range to rebuild), @run_id, @loaded_at
+--   (the build's record_loaded_at: no clock in SQL).
+
+-- 1. A retried run starts from an empty work set.
+DELETE FROM analytics.company_daily_activity_build
+WHERE run_id = @run_id;
+
+-- 2. Compute the rows of the range into the work table.
+WITH
+
+digits AS (
+    SELECT digit
+    FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS v (digit)
+),
+
+day_offsets AS (
+    SELECT ones.digit + 10 * tens.digit + 100 * hundreds.digit + 1000 * thousands.digit AS day_offset
+    FROM digits AS ones
+    CROSS JOIN digits AS tens
+    CROSS JOIN digits AS hundreds
+    CROSS JOIN digits AS thousands
+),
+
+-- The grid starts at D-6 of the first day, or at its month start if that is earlier (the
+-- checkpoint covers everything before the month start).
+bounds AS (
+    SELECT
+        date_from,
+        date_to,
+        month_start,
+        CASE WHEN month_start < window_start THEN month_start ELSE window_start END AS grid_from
+    FROM (
+        SELECT
+            CAST(@date_from AS DATE) AS date_from,
+            CAST(@date_to AS DATE) AS date_to,
+            DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) AS month_start,
+            DATEADD(DAY, -6, CAST(@date_from AS DATE)) AS window_start
+    ) AS parameters
+),
+
+calendar_days AS (
+    SELECT DATEADD(DAY, day_offsets.day_offset, bounds.grid_from) AS calendar_date
+    FROM bounds
+    INNER JOIN day_offsets
+        ON day_offsets.day_offset <= DATEDIFF(DAY, bounds.grid_from, bounds.date_to)
+),
+
+build_days AS (
+    SELECT calendar_days.calendar_date AS activity_date
+    FROM calendar_days
+    INNER JOIN bounds
+        ON calendar_days.calendar_date >= bounds.date_from
+),
+
+usage_rows AS (
+    SELECT
+        usage_rows.activity_date,
+        usage_rows.company_id,
+        usage_rows.active_users,
+        usage_rows.events
+    FROM stg.product_usage AS usage_rows
+    INNER JOIN bounds
+        ON usage_rows.activity_date BETWEEN bounds.grid_from AND bounds.date_to
+),
+
+company_versions AS (
+    SELECT
+        versions.company_id,
+        versions.valid_from,
+        COALESCE(versions.valid_to, CAST('9999-12-31' AS DATE)) AS valid_until,
+        versions.company_name,
+        versions.country,
+        versions.industry_tag,
+        versions.last_contact_at
+    FROM dim.companies AS versions
+    INNER JOIN bounds
+        ON
+            versions.valid_from <= bounds.date_to
+            AND (versions.valid_to IS NULL OR versions.valid_to > bounds.date_from)
+),
+
+snapshot_in_force AS (
+    SELECT
+        build_days.activity_date,
+        MAX(snapshots.snapshot_date) AS crm_snapshot_date
+    FROM build_days
+    LEFT JOIN stg.crm_snapshots AS snapshots
+        ON snapshots.snapshot_date <= build_days.activity_date
+    GROUP BY build_days.activity_date
+),
+
+known_since AS (
+    SELECT
+        company_id,
+        MIN(known_from) AS known_since
+    FROM (
+        SELECT company_id, MIN(valid_from) AS known_from FROM dim.companies GROUP BY company_id
+        UNION ALL
+        SELECT company_id, first_usage_date AS known_from FROM stg.company_first_usage
+    ) AS first_sightings
+    GROUP BY company_id
+),
+
+month_start_checkpoint AS (
+    SELECT
+        checkpoints.company_id,
+        checkpoints.last_active_date
+    FROM stg.company_activity_checkpoints AS checkpoints
+    INNER JOIN bounds
+        ON checkpoints.checkpoint_date = bounds.month_start
+),
+
+-- The spine: CRM companies in force on each day, full-outer-joined with that day's usage.
+crm_spine AS (
+    SELECT
+        build_days.activity_date,
+        company_versions.company_id,
+        company_versions.company_name,
+        company_versions.country,
+        company_versions.industry_tag,
+        company_versions.last_contact_at
+    FROM build_days
+    INNER JOIN company_versions
+        ON
+            company_versions.valid_from <= build_days.activity_date
+            AND company_versions.valid_until > build_days.activity_date
+),
+
+usage_spine AS (
+    SELECT
+        usage_rows.activity_date,
+        usage_rows.company_id
+    FROM usage_rows
+    INNER JOIN bounds
+        ON usage_rows.activity_date >= bounds.date_from
+),
+
+spine AS (
+    SELECT
+        COALESCE(crm_spine.activity_date, usage_spine.activity_date) AS activity_date,
+        COALESCE(crm_spine.company_id, usage_spine.company_id) AS company_id,
+        crm_spine.company_name,
+        crm_spine.country,
+        crm_spine.industry_tag,
+        crm_spine.last_contact_at,
+        CASE WHEN crm_spine.company_id IS NULL THEN 1 ELSE 0 END AS is_unknown_company,
+        CASE WHEN usage_spine.company_id IS NULL THEN 1 ELSE 0 END AS is_no_usage_reported
+    FROM crm_spine
+    FULL OUTER JOIN usage_spine
+        ON
+            crm_spine.activity_date = usage_spine.activity_date
+            AND crm_spine.company_id = usage_spine.company_id
+),
+
+-- Dense grid: every spine company on every calendar day from grid_from, zero-filled.
+daily_grid AS (
+    SELECT
+        grid_companies.company_id,
+        calendar_days.calendar_date,
+        COALESCE(usage_rows.active_users, 0) AS active_users,
+        COALESCE(usage_rows.events, 0) AS events
+    FROM (SELECT DISTINCT company_id FROM spine) AS grid_companies
+    CROSS JOIN calendar_days
+    LEFT JOIN usage_rows
+        ON
+            grid_companies.company_id = usage_rows.company_id
+            AND calendar_days.calendar_date = usage_rows.activity_date
+),
+
+rolling AS (
+    SELECT
+        company_id,
+        calendar_date,
+        active_users,
+        events,
+        SUM(active_users) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
+        ) AS active_users_7d,
+        SUM(events) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
+        ) AS events_7d,
+        SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
+        ) AS active_days_7d,
+        MAX(CASE WHEN active_users > 0 OR events > 0 THEN calendar_date END) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS UNBOUNDED PRECEDING
+        ) AS last_active_on_grid
+    FROM daily_grid
+),
+
+activity AS (
+    SELECT
+        spine.activity_date,
+        spine.company_id,
+        spine.company_name,
+        spine.country,
+        spine.industry_tag,
+        spine.last_contact_at,
+        rolling.active_users,
+        rolling.events,
+        rolling.active_users_7d,
+        rolling.events_7d,
+        rolling.active_days_7d,
+        COALESCE(rolling.last_active_on_grid, month_start_checkpoint.last_active_date) AS last_active_date,
+        known_since.known_since,
+        snapshot_in_force.crm_snapshot_date,
+        spine.is_unknown_company,
+        spine.is_no_usage_reported
+    FROM spine
+    INNER JOIN rolling
+        ON
+            spine.company_id = rolling.company_id
+            AND spine.activity_date = rolling.calendar_date
+    INNER JOIN snapshot_in_force
+        ON spine.activity_date = snapshot_in_force.activity_date
+    LEFT JOIN month_start_checkpoint
+        ON spine.company_id = month_start_checkpoint.company_id
+    LEFT JOIN known_since
+        ON spine.company_id = known_since.company_id
+)
+
+INSERT INTO analytics.company_daily_activity_build (
+    run_id,
+    activity_date,
+    company_id,
+    company_name,
+    country,
+    industry_tag,
+    last_contact_at,
+    active_users,
+    events,
+    active_users_7d,
+    events_7d,
+    active_days_7d,
+    days_since_last_activity,
+    is_churn_risk,
+    crm_snapshot_date,
+    data_quality_flags
+)
+SELECT
+    @run_id AS run_id,
+    activity_date,
+    company_id,
+    company_name,
+    country,
+    industry_tag,
+    last_contact_at,
+    active_users,
+    events,
+    active_users_7d,
+    events_7d,
+    active_days_7d,
+    DATEDIFF(DAY, last_active_date, activity_date) AS days_since_last_activity,
+    CAST(
+        CASE
+            WHEN
+                active_users_7d = 0
+                AND events_7d = 0
+                AND known_since <= DATEADD(DAY, -6, activity_date)
+                THEN 1
+            ELSE 0
+        END AS BIT
+    ) AS is_churn_risk,
+    crm_snapshot_date,
+    -- Sorted, comma-separated, '' when none (CONCAT_WS skips NULLs).
+    CONCAT_WS(
+        ',',
+        CASE WHEN crm_snapshot_date IS NULL OR crm_snapshot_date < activity_date THEN 'crm_stale' END,
+        CASE WHEN is_no_usage_reported = 1 THEN 'no_usage_reported' END,
+        CASE WHEN is_unknown_company = 1 THEN 'unknown_company' END
+    ) AS data_quality_flags
+FROM activity;
+
+-- 3. Apply: update rows whose values changed, insert new ones, delete the range's rows of
+--    companies that left the spine. Unchanged rows keep their record_loaded_at and run_id.
+--    The date range in ON keeps the target side to the rebuilt dates; rows outside it are
+--    never touched because the DELETE branch is limited to the same range.
+MERGE INTO analytics.company_daily_activity AS target
+USING (
+    SELECT
+        activity_date,
+        company_id,
+        company_name,
+        country,
+        industry_tag,
+        last_contact_at,
+        active_users,
+        events,
+        active_users_7d,
+        events_7d,
+        active_days_7d,
+        days_since_last_activity,
+        is_churn_risk,
+        crm_snapshot_date,
+        data_quality_flags
+    FROM analytics.company_daily_activity_build
+    WHERE run_id = @run_id
+) AS source
+    ON
+        target.activity_date = source.activity_date
+        AND target.company_id = source.company_id
+        AND target.activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
+WHEN MATCHED AND (
+    target.company_name IS DISTINCT FROM source.company_name
+    OR target.country IS DISTINCT FROM source.country
+    OR target.industry_tag IS DISTINCT FROM source.industry_tag
+    OR target.last_contact_at IS DISTINCT FROM source.last_contact_at
+    OR target.active_users <> source.active_users
+    OR target.events <> source.events
+    OR target.active_users_7d <> source.active_users_7d
+    OR target.events_7d <> source.events_7d
+    OR target.active_days_7d <> source.active_days_7d
+    OR target.days_since_last_activity IS DISTINCT FROM source.days_since_last_activity
+    OR target.is_churn_risk <> source.is_churn_risk
+    OR target.crm_snapshot_date IS DISTINCT FROM source.crm_snapshot_date
+    OR target.data_quality_flags <> source.data_quality_flags
+) THEN UPDATE SET
+    target.company_name = source.company_name,
+    target.country = source.country,
+    target.industry_tag = source.industry_tag,
+    target.last_contact_at = source.last_contact_at,
+    target.active_users = source.active_users,
+    target.events = source.events,
+    target.active_users_7d = source.active_users_7d,
+    target.events_7d = source.events_7d,
+    target.active_days_7d = source.active_days_7d,
+    target.days_since_last_activity = source.days_since_last_activity,
+    target.is_churn_risk = source.is_churn_risk,
+    target.crm_snapshot_date = source.crm_snapshot_date,
+    target.data_quality_flags = source.data_quality_flags,
+    target.record_loaded_at = @loaded_at,
+    target.run_id = @run_id
+WHEN NOT MATCHED BY TARGET THEN
+    INSERT (
+        activity_date,
+        company_id,
+        company_name,
+        country,
+        industry_tag,
+        last_contact_at,
+        active_users,
+        events,
+        active_users_7d,
+        events_7d,
+        active_days_7d,
+        days_since_last_activity,
+        is_churn_risk,
+        crm_snapshot_date,
+        data_quality_flags,
+        record_loaded_at,
+        run_id
+    )
+    VALUES (
+        source.activity_date,
+        source.company_id,
+        source.company_name,
+        source.country,
+        source.industry_tag,
+        source.last_contact_at,
+        source.active_users,
+        source.events,
+        source.active_users_7d,
+        source.events_7d,
+        source.active_days_7d,
+        source.days_since_last_activity,
+        source.is_churn_risk,
+        source.crm_snapshot_date,
+        source.data_quality_flags,
+        @loaded_at,
+        @run_id
+    )
+WHEN NOT MATCHED BY SOURCE
+    AND target.activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
+    THEN DELETE;
+
+-- 4. The work set is no longer needed.
+DELETE FROM analytics.company_daily_activity_build
+WHERE run_id = @run_id;

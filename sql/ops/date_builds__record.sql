@@ -1,0 +1,71 @@
+-- Purpose: record the builds of one run (run_id) in ops.date_builds, in the build's transaction:
+--   the input versions it used (loaded into ops.date_builds_landing), the CRM snapshot in force
+--   and the row count of each rebuilt date. The next build of a date compares against these.
+-- Grain: one row per activity_date.
+-- Parameters: @run_id, @built_at (the build's load time; no clock in SQL).
+WITH
+
+built_dates AS (
+    SELECT
+        activity_date,
+        crm_version,
+        usage_version
+    FROM ops.date_builds_landing
+    WHERE run_id = @run_id
+),
+
+row_counts AS (
+    SELECT
+        activity.activity_date,
+        COUNT(*) AS row_count
+    FROM analytics.company_daily_activity AS activity
+    INNER JOIN built_dates
+        ON activity.activity_date = built_dates.activity_date
+    GROUP BY activity.activity_date
+),
+
+snapshot_in_force AS (
+    SELECT
+        built_dates.activity_date,
+        MAX(snapshots.snapshot_date) AS crm_snapshot_date
+    FROM built_dates
+    LEFT JOIN stg.crm_snapshots AS snapshots
+        ON snapshots.snapshot_date <= built_dates.activity_date
+    GROUP BY built_dates.activity_date
+),
+
+builds AS (
+    SELECT
+        built_dates.activity_date,
+        built_dates.crm_version,
+        built_dates.usage_version,
+        snapshot_in_force.crm_snapshot_date,
+        COALESCE(row_counts.row_count, 0) AS row_count
+    FROM built_dates
+    INNER JOIN snapshot_in_force
+        ON built_dates.activity_date = snapshot_in_force.activity_date
+    LEFT JOIN row_counts
+        ON built_dates.activity_date = row_counts.activity_date
+)
+
+MERGE INTO ops.date_builds AS target
+USING builds AS source
+    ON target.activity_date = source.activity_date
+WHEN MATCHED THEN UPDATE SET
+    target.crm_version = source.crm_version,
+    target.usage_version = source.usage_version,
+    target.crm_snapshot_date = source.crm_snapshot_date,
+    target.row_count = source.row_count,
+    target.built_at = @built_at,
+    target.run_id = @run_id
+WHEN NOT MATCHED BY TARGET THEN
+    INSERT (activity_date, crm_version, usage_version, crm_snapshot_date, row_count, built_at, run_id)
+    VALUES (
+        source.activity_date,
+        source.crm_version,
+        source.usage_version,
+        source.crm_snapshot_date,
+        source.row_count,
+        @built_at,
+        @run_id
+    );

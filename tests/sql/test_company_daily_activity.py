@@ -1,0 +1,636 @@
+"""Semantics of analytics.company_daily_activity (SPEC section 4) on DuckDB.
+
+Staging and dim rows are written directly (the CRM and usage loaders are tested elsewhere);
+builds go through the builder's ``build`` (plan + one set-based SQL run per range). Expected
+rows are written out in the tests; a property test compares any build order with a small
+pure-Python reference of section 4.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import itertools
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.rules.build_plan import BuildRequest, InputVersions
+from shared.services import builder
+
+Attrs = tuple[str | None, str | None, str | None]  # name, country, industry_tag
+Usage = tuple[int, int]  # active_users, events
+RESULT_COLUMNS = (
+    "activity_date, company_id, company_name, country, industry_tag, active_users, events, "
+    "active_users_7d, events_7d, active_days_7d, days_since_last_activity, is_churn_risk, "
+    "crm_snapshot_date, data_quality_flags"
+)
+
+
+def day(n: int, start: dt.date = dt.date(2025, 1, 1)) -> dt.date:
+    """Day n of the scenario: day(1) is 2025-01-01."""
+    return start + dt.timedelta(days=n - 1)
+
+
+def days(first: int, last: int) -> list[dt.date]:
+    return [day(n) for n in range(first, last + 1)]
+
+
+# ---- a tiny world: what is staged, written straight into stg/dim ----------------------------
+@dataclass
+class World:
+    """CRM snapshots and usage as the loaders would stage them, plus their versions."""
+
+    wh: DuckDBWarehouse
+    snapshots: dict[dt.date, dict[str, Attrs]] = field(default_factory=dict)
+    usage: dict[dt.date, dict[str, Usage]] = field(default_factory=dict)
+    _tick: int = 0
+
+    # -- staging ---------------------------------------------------------------------------
+    def stage_snapshot(self, on: dt.date, companies: Mapping[str, Attrs | str]) -> None:
+        self.snapshots[on] = {c: (a, "DE", "saas") if isinstance(a, str) else a for c, a in companies.items()}
+        self._write_crm()
+
+    def stage_usage(self, on: dt.date, rows: Mapping[str, Usage]) -> None:
+        self.usage[on] = dict(rows)
+        self._tick += 1
+        ingested = dt.datetime(2030, 1, 1) + dt.timedelta(seconds=self._tick)
+        self.wh.run_sql("DELETE FROM stg.product_usage WHERE activity_date = @d", {"d": on})
+        self.wh.run_sql("DELETE FROM stg.usage_pulls WHERE activity_date = @d", {"d": on})
+        self.wh.bulk_load(
+            "stg.product_usage",
+            ("activity_date", "company_id", "active_users", "events", "source_blob", "ingested_at", "run_id"),
+            [(on, c, au, ev, "raw", ingested, "stage") for c, (au, ev) in sorted(rows.items())],
+        )
+        self.wh.run_sql(
+            "INSERT INTO stg.usage_pulls (activity_date, raw_blob, content_hash, page_count, api_record_count,"
+            " staged_row_count, rejected_record_count, duplicate_record_count, conflicting_record_count,"
+            " fetched_at, ingested_at, run_id)"
+            " VALUES (@d, 'raw', @h, 1, @n, @n, 0, 0, 0, @t, @t, 'stage')",
+            {"d": on, "h": self.usage_version(on), "n": len(rows), "t": ingested},
+        )
+
+    def _write_crm(self) -> None:
+        """Snapshots and the SCD2 dim derived from all of them (what the CRM loader maintains)."""
+        self.wh.run_sql("DELETE FROM stg.crm_snapshots")
+        self.wh.run_sql("DELETE FROM dim.companies")
+        for snapshot_date, companies in self.snapshots.items():
+            self.wh.run_sql(
+                "INSERT INTO stg.crm_snapshots VALUES (@d, 'crm.csv', @h, @n, 0, 0, @t, 'stage')",
+                {
+                    "d": snapshot_date,
+                    "h": self.crm_version(snapshot_date),
+                    "n": len(companies),
+                    "t": dt.datetime(2030, 1, 1),
+                },
+            )
+        rows = [
+            (c, valid_from, valid_to, valid_to is None, *attrs, "hash", "stage")
+            for c, valid_from, valid_to, attrs in scd2_versions(self.snapshots)
+        ]
+        self.wh.bulk_load(
+            "dim.companies",
+            (
+                "company_id",
+                "valid_from",
+                "valid_to",
+                "is_current",
+                "company_name",
+                "country",
+                "industry_tag",
+                "attributes_hash",
+                "run_id",
+            ),
+            rows,
+        )
+
+    # -- versions (what the readiness gate would hold) ----------------------------------------
+    def crm_version(self, on: dt.date) -> str | None:
+        return _digest(sorted(self.snapshots[on].items())) if on in self.snapshots else None
+
+    def usage_version(self, on: dt.date) -> str | None:
+        return _digest(sorted(self.usage[on].items())) if on in self.usage else None
+
+    def input_versions(self, dates: Sequence[dt.date]) -> dict[dt.date, InputVersions]:
+        return {
+            d: InputVersions(self.crm_version(d), self.usage_version(d))
+            for d in dates
+            if d in self.snapshots or d in self.usage
+        }
+
+    def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
+        """The readiness gate's build status: not under test here."""
+
+    # -- building and reading ---------------------------------------------------------------
+    def build(self, dates: Iterable[dt.date], force: bool = False, run_id: str | None = None) -> builder.BuildOutcome:
+        self._tick += 1
+        return builder.build(
+            BuildRequest(tuple(sorted(set(dates))), force=force),
+            warehouse=self.wh,
+            versions=self,
+            run_id=run_id or f"run{self._tick}",
+            clock=lambda: dt.datetime(2031, 1, 1) + dt.timedelta(seconds=self._tick),
+        )
+
+    def rows(self, where: str = "1 = 1", params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        return self.wh.run_sql(
+            f"SELECT {RESULT_COLUMNS} FROM analytics.company_daily_activity WHERE {where} "
+            "ORDER BY activity_date, company_id",
+            params or {},
+        )
+
+    def company(self, company_id: str) -> list[tuple[Any, ...]]:
+        """(day, active_users, events, au_7d, ev_7d, active_days_7d, days_since, churn) per row."""
+        return [
+            (
+                r["activity_date"],
+                r["active_users"],
+                r["events"],
+                r["active_users_7d"],
+                r["events_7d"],
+                r["active_days_7d"],
+                r["days_since_last_activity"],
+                r["is_churn_risk"],
+            )
+            for r in self.rows("company_id = @c", {"c": company_id})
+        ]
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(repr(value).encode()).hexdigest()[:16]
+
+
+def scd2_versions(
+    snapshots: Mapping[dt.date, Mapping[str, Attrs]],
+) -> list[tuple[str, dt.date, dt.date | None, Attrs]]:
+    """dim.companies semantics: a version closes at the first later snapshot that drops or changes it."""
+    versions: list[tuple[str, dt.date, dt.date | None, Attrs]] = []
+    open_versions: dict[str, tuple[dt.date, Attrs]] = {}
+    for snapshot_date in sorted(snapshots):
+        companies = snapshots[snapshot_date]
+        for company, (since, attrs) in list(open_versions.items()):
+            if companies.get(company) != attrs:
+                versions.append((company, since, snapshot_date, attrs))
+                del open_versions[company]
+        for company, attrs in companies.items():
+            open_versions.setdefault(company, (snapshot_date, attrs))
+    versions.extend((company, since, None, attrs) for company, (since, attrs) in open_versions.items())
+    return versions
+
+
+# ---- the reference implementation of SPEC section 4 -------------------------------------------
+def reference_rows(world: World, dates: Iterable[dt.date]) -> list[dict[str, Any]]:
+    """Section 4, written as plainly as possible: one company-day at a time."""
+    first_seen: dict[str, dt.date] = {}
+    for snapshot_date in sorted(world.snapshots):
+        for company in world.snapshots[snapshot_date]:
+            first_seen.setdefault(company, snapshot_date)
+    for usage_date in sorted(world.usage):
+        for company in world.usage[usage_date]:
+            first_seen[company] = min(first_seen.get(company, usage_date), usage_date)
+
+    def used(on: dt.date, company: str) -> Usage:
+        return world.usage.get(on, {}).get(company, (0, 0))
+
+    rows = []
+    for d in sorted(set(dates)):
+        snapshot_date = max((s for s in world.snapshots if s <= d), default=None)
+        crm = world.snapshots[snapshot_date] if snapshot_date else {}
+        reported = world.usage.get(d, {})
+        for company in sorted(set(crm) | set(reported)):
+            window = [used(d - dt.timedelta(days=k), company) for k in range(7)]
+            active_days = [u for u in world.usage if u <= d and max(world.usage[u].get(company, (0, 0))) > 0]
+            flags = []
+            if snapshot_date is None or snapshot_date < d:
+                flags.append("crm_stale")
+            if company in crm and company not in reported:
+                flags.append("no_usage_reported")
+            if company not in crm:
+                flags.append("unknown_company")
+            name, country, industry = crm.get(company, (None, None, None))
+            rows.append(
+                {
+                    "activity_date": d,
+                    "company_id": company,
+                    "company_name": name,
+                    "country": country,
+                    "industry_tag": industry,
+                    "active_users": used(d, company)[0],
+                    "events": used(d, company)[1],
+                    "active_users_7d": sum(au for au, _ in window),
+                    "events_7d": sum(ev for _, ev in window),
+                    "active_days_7d": sum(1 for au, _ in window if au > 0),
+                    "days_since_last_activity": (d - max(active_days)).days if active_days else None,
+                    "is_churn_risk": all(u == (0, 0) for u in window)
+                    and first_seen[company] <= d - dt.timedelta(days=6),
+                    "crm_snapshot_date": snapshot_date,
+                    "data_quality_flags": ",".join(flags),
+                }
+            )
+    return rows
+
+
+@pytest.fixture
+def wh() -> Iterable[DuckDBWarehouse]:
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def world(wh: DuckDBWarehouse) -> World:
+    return World(wh)
+
+
+# ---- rolling windows, churn, days since last activity ------------------------------------------
+def test_sparse_usage_gives_calendar_window_sums_and_churn(world: World) -> None:
+    """Usage on days 1, 2 and 9 only: windows are calendar days, never the last 7 usage rows."""
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (5, 50)})
+    world.stage_usage(day(2), {"acme": (3, 30)})
+    world.stage_usage(day(9), {"acme": (4, 40)})
+    world.build(days(1, 16))
+
+    # (day, active_users, events, active_users_7d, events_7d, active_days_7d, days_since, churn)
+    assert world.company("acme") == [
+        (day(1), 5, 50, 5, 50, 1, 0, False),
+        (day(2), 3, 30, 8, 80, 2, 0, False),
+        (day(3), 0, 0, 8, 80, 2, 1, False),
+        (day(4), 0, 0, 8, 80, 2, 2, False),
+        (day(5), 0, 0, 8, 80, 2, 3, False),
+        (day(6), 0, 0, 8, 80, 2, 4, False),
+        (day(7), 0, 0, 8, 80, 2, 5, False),
+        (day(8), 0, 0, 3, 30, 1, 6, False),  # days 2..8: only day 2 counts
+        (day(9), 4, 40, 4, 40, 1, 0, False),  # days 3..9: not 5+3+4
+        (day(10), 0, 0, 4, 40, 1, 1, False),  # days 4..10
+        (day(11), 0, 0, 4, 40, 1, 2, False),
+        (day(12), 0, 0, 4, 40, 1, 3, False),
+        (day(13), 0, 0, 4, 40, 1, 4, False),
+        (day(14), 0, 0, 4, 40, 1, 5, False),
+        (day(15), 0, 0, 4, 40, 1, 6, False),  # days 9..15 still hold day 9
+        (day(16), 0, 0, 0, 0, 0, 7, True),  # days 10..16 silent, known since day 1
+    ]
+
+
+def test_sparse_usage_windows_are_the_same_when_each_day_is_built_alone(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (5, 50)})
+    world.stage_usage(day(2), {"acme": (3, 30)})
+    world.stage_usage(day(9), {"acme": (4, 40)})
+    for n in (10, 8, 9):
+        world.build([day(n)])
+
+    assert world.company("acme") == [
+        (day(8), 0, 0, 3, 30, 1, 6, False),
+        (day(9), 4, 40, 4, 40, 1, 0, False),
+        (day(10), 0, 0, 4, 40, 1, 1, False),
+    ]
+
+
+def test_new_company_is_not_churn_risk_in_its_first_six_days(world: World) -> None:
+    world.stage_snapshot(day(1), {"old": "Old"})
+    world.stage_snapshot(day(10), {"old": "Old", "new": "New"})
+    world.build(days(10, 17))
+
+    churn = [(r["activity_date"], r["is_churn_risk"]) for r in world.rows("company_id = 'new'")]
+    assert churn == [
+        (day(10), False),
+        (day(11), False),
+        (day(12), False),
+        (day(13), False),
+        (day(14), False),
+        (day(15), False),
+        (day(16), True),  # known since day 10 = D-6, and silent on each of days 10..16
+        (day(17), True),
+    ]
+    # The old company, known since day 1 and never active, is churn risk from the first build day.
+    assert {r["is_churn_risk"] for r in world.rows("company_id = 'old'")} == {True}
+
+
+def test_company_first_seen_in_usage_is_known_from_that_day(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (1, 1), "ghost": (0, 0)})  # reported, no activity
+    for n in range(2, 9):
+        world.stage_usage(day(n), {"acme": (1, 1)})
+    world.build(days(1, 8))
+
+    # ghost is only in the spine on day 1 (usage row, unknown to CRM); it is known since day 1.
+    assert world.rows("company_id = 'ghost'") == [
+        {
+            "activity_date": day(1),
+            "company_id": "ghost",
+            "company_name": None,
+            "country": None,
+            "industry_tag": None,
+            "active_users": 0,
+            "events": 0,
+            "active_users_7d": 0,
+            "events_7d": 0,
+            "active_days_7d": 0,
+            "days_since_last_activity": None,
+            "is_churn_risk": False,
+            "crm_snapshot_date": day(1),
+            "data_quality_flags": "unknown_company",
+        }
+    ]
+
+
+def test_days_since_last_activity_counts_30_silent_days_across_a_month_boundary(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(dt.date(2025, 1, 20), {"acme": (2, 9)})
+    for d in (dt.date(2025, 1, 21), dt.date(2025, 2, 5), dt.date(2025, 2, 19)):
+        world.stage_usage(d, {"acme": (0, 0)})  # reported, but no activity
+    world.build([dt.date(2025, 2, 19)])
+    world.build([dt.date(2025, 1, 20), dt.date(2025, 1, 19)])
+
+    since = {r["activity_date"]: r["days_since_last_activity"] for r in world.rows()}
+    assert since == {dt.date(2025, 1, 19): None, dt.date(2025, 1, 20): 0, dt.date(2025, 2, 19): 30}
+
+
+def test_days_since_last_activity_reaches_back_more_than_a_year(world: World) -> None:
+    world.stage_snapshot(dt.date(2023, 1, 1), {"acme": "Acme", "busy": "Busy"})
+    world.stage_usage(dt.date(2023, 6, 15), {"acme": (1, 0), "busy": (1, 1)})
+    world.stage_usage(dt.date(2024, 7, 14), {"busy": (3, 3)})
+    world.stage_usage(dt.date(2024, 7, 15), {"busy": (0, 0)})
+    world.build([dt.date(2024, 7, 15)])
+
+    since = {r["company_id"]: r["days_since_last_activity"] for r in world.rows()}
+    assert since == {"acme": 396, "busy": 1}
+    # The build read a month of usage through a checkpoint, not the year in between.
+    checkpoint = world.wh.run_sql(
+        "SELECT last_active_date FROM stg.company_activity_checkpoints"
+        " WHERE checkpoint_date = '2024-07-01' AND company_id = 'acme'"
+    )
+    assert checkpoint == [{"last_active_date": dt.date(2023, 6, 15)}]
+
+
+def test_restaging_old_usage_moves_the_checkpoints_used_by_later_builds(world: World) -> None:
+    world.stage_snapshot(dt.date(2024, 1, 1), {"acme": "Acme"})
+    world.stage_usage(dt.date(2024, 1, 10), {"acme": (1, 1)})
+    world.stage_usage(dt.date(2024, 4, 10), {"acme": (0, 0)})
+    world.build([dt.date(2024, 4, 10)])
+    assert world.rows()[0]["days_since_last_activity"] == 91
+
+    world.stage_usage(dt.date(2024, 2, 1), {"acme": (0, 5)})  # late: activity on Feb 1
+    world.build([dt.date(2024, 4, 10)], force=True)
+    assert world.rows()[0]["days_since_last_activity"] == 69
+
+    world.stage_usage(dt.date(2024, 2, 1), {"acme": (0, 0)})  # corrected away again
+    world.build([dt.date(2024, 4, 10)], force=True)
+    assert world.rows()[0]["days_since_last_activity"] == 91
+
+
+# ---- attributes as of the day, current view ------------------------------------------------------
+def test_crm_rename_on_day_5_keeps_old_name_before_and_current_view_shows_new_name(world: World) -> None:
+    for n in range(1, 8):
+        world.stage_snapshot(day(n), {"acme": "Acme Ltd" if n < 5 else "Acme Group", "zeta": "Zeta"})
+        world.stage_usage(day(n), {"acme": (1, 1), "zeta": (1, 1)})
+    world.build(days(1, 7))
+
+    as_of = [(r["activity_date"], r["company_name"], r["crm_snapshot_date"]) for r in world.rows("company_id = 'acme'")]
+    assert as_of == [
+        (day(1), "Acme Ltd", day(1)),
+        (day(2), "Acme Ltd", day(2)),
+        (day(3), "Acme Ltd", day(3)),
+        (day(4), "Acme Ltd", day(4)),
+        (day(5), "Acme Group", day(5)),
+        (day(6), "Acme Group", day(6)),
+        (day(7), "Acme Group", day(7)),
+    ]
+    current = world.wh.run_sql(
+        "SELECT activity_date, company_name FROM analytics.company_daily_activity_current"
+        " WHERE company_id = 'acme' ORDER BY activity_date"
+    )
+    assert [r["company_name"] for r in current] == ["Acme Group"] * 7
+    assert {r["data_quality_flags"] for r in world.rows()} == {""}
+
+
+# ---- spine and flags ---------------------------------------------------------------------------
+def test_company_in_usage_but_not_in_crm_is_kept_with_null_attributes_and_flagged(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (2, 3), "stranger": (4, 5)})
+    world.build([day(1)])
+
+    assert world.rows() == [
+        {
+            "activity_date": day(1),
+            "company_id": "acme",
+            "company_name": "Acme",
+            "country": "DE",
+            "industry_tag": "saas",
+            "active_users": 2,
+            "events": 3,
+            "active_users_7d": 2,
+            "events_7d": 3,
+            "active_days_7d": 1,
+            "days_since_last_activity": 0,
+            "is_churn_risk": False,
+            "crm_snapshot_date": day(1),
+            "data_quality_flags": "",
+        },
+        {
+            "activity_date": day(1),
+            "company_id": "stranger",
+            "company_name": None,
+            "country": None,
+            "industry_tag": None,
+            "active_users": 4,
+            "events": 5,
+            "active_users_7d": 4,
+            "events_7d": 5,
+            "active_days_7d": 1,
+            "days_since_last_activity": 0,
+            "is_churn_risk": False,
+            "crm_snapshot_date": day(1),
+            "data_quality_flags": "unknown_company",
+        },
+    ]
+
+
+def test_company_in_crm_without_usage_gets_zeros_and_is_flagged(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme", "quiet": "Quiet"})
+    world.stage_usage(day(1), {"acme": (2, 3)})
+    world.build([day(1)])
+
+    [quiet] = world.rows("company_id = 'quiet'")
+    assert (quiet["active_users"], quiet["events"], quiet["active_users_7d"], quiet["events_7d"]) == (0, 0, 0, 0)
+    assert quiet["days_since_last_activity"] is None
+    assert quiet["company_name"] == "Quiet"
+    assert quiet["data_quality_flags"] == "no_usage_reported"
+
+
+def test_day_without_crm_file_is_built_stale_then_rebuilt_when_the_file_arrives(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme", "leaver": "Leaver"})
+    world.stage_usage(day(1), {"acme": (1, 1)})
+    world.stage_usage(day(2), {"acme": (2, 2)})
+    world.build([day(1)])
+    world.build([day(2)])  # grace period passed: built with day 1's snapshot
+    stale = world.rows("activity_date = @d", {"d": day(2)})
+    assert [(r["company_id"], r["crm_snapshot_date"], r["data_quality_flags"]) for r in stale] == [
+        ("acme", day(1), "crm_stale"),
+        ("leaver", day(1), "crm_stale,no_usage_reported"),
+    ]
+
+    # Day 2's file arrives: leaver is gone, acme renamed, newco added. Its version changed.
+    world.stage_snapshot(day(2), {"acme": "Acme 2", "newco": "NewCo"})
+    outcome = world.build([day(2)])
+    assert outcome.plan.changed == (day(2),)
+    rebuilt = world.rows("activity_date = @d", {"d": day(2)})
+    assert [(r["company_id"], r["company_name"], r["crm_snapshot_date"], r["data_quality_flags"]) for r in rebuilt] == [
+        ("acme", "Acme 2", day(2), ""),
+        ("newco", "NewCo", day(2), "no_usage_reported"),
+    ]
+    # Day 1 is untouched.
+    assert [r["company_id"] for r in world.rows("activity_date = @d", {"d": day(1)})] == ["acme", "leaver"]
+
+
+# ---- late data, order, idempotency ---------------------------------------------------------------
+def _full_table(world: World) -> list[dict[str, Any]]:
+    return world.wh.run_sql("SELECT * FROM analytics.company_daily_activity ORDER BY activity_date, company_id")
+
+
+def test_late_correction_of_day_3_rebuilds_days_3_to_9_and_nothing_else(world: World) -> None:
+    for n in range(1, 11):
+        world.stage_snapshot(day(n), {"acme": "Acme", "zeta": "Zeta"})
+        world.stage_usage(day(n), {"acme": (n, 10 * n), "zeta": (1, 1)})
+    for n in range(3, 11):
+        world.build([day(n)])
+    before = {(r["activity_date"], r["company_id"]): r for r in _full_table(world)}
+
+    world.stage_usage(day(3), {"acme": (100, 1000), "zeta": (1, 1)})
+    outcome = world.build([day(3)])
+
+    assert outcome.plan.changed == (day(3),)
+    assert outcome.plan.neighbours == tuple(days(4, 9))
+    after = {(r["activity_date"], r["company_id"]): r for r in _full_table(world)}
+    assert after.keys() == before.keys()
+    moved = sorted(key for key in after if after[key] != before[key])
+    assert moved == [(d, "acme") for d in days(3, 9)]
+    # The new numbers: acme's day 3 went from 3 to 100 users.
+    assert [after[(d, "acme")]["active_users_7d"] - before[(d, "acme")]["active_users_7d"] for d in days(3, 9)] == [
+        97
+    ] * 7
+    assert after[(day(10), "acme")]["active_users_7d"] == sum(range(4, 11))
+
+
+def test_same_message_twice_changes_nothing_and_skips_the_second_build(world: World) -> None:
+    for n in range(1, 6):
+        world.stage_snapshot(day(n), {"acme": "Acme"})
+        world.stage_usage(day(n), {"acme": (n, n), "stranger": (1, 0)})
+    world.build(days(1, 5))
+    first = _full_table(world)
+
+    again = world.build(days(1, 5))
+
+    assert again.skipped and again.plan.unchanged == tuple(days(1, 5))
+    assert _full_table(world) == first
+    forced = world.build(days(1, 5), force=True)
+    assert forced.plan.changed == tuple(days(1, 5))
+    assert _full_table(world) == first  # unchanged rows keep even their run_id and load time
+
+
+def _scenario(world: World) -> list[dt.date]:
+    rng = random.Random(7)
+    companies = ["a", "b", "c", "d"]
+    for n in range(1, 41, 3):
+        world.stage_snapshot(day(n, dt.date(2025, 1, 20)), {c: f"{c}-{n // 10}" for c in companies[: 2 + n % 3]})
+    for n in range(1, 41):
+        if n % 5 != 0:
+            world.stage_usage(
+                day(n, dt.date(2025, 1, 20)),
+                {c: (rng.choice([0, 0, 1, 3]), rng.choice([0, 2])) for c in [*companies, "x"] if rng.random() < 0.6},
+            )
+    return [day(n, dt.date(2025, 1, 20)) for n in range(1, 41)]
+
+
+def _semantic_table(world: World) -> list[dict[str, Any]]:
+    return world.rows()
+
+
+@pytest.mark.parametrize("order", ["one_range", "reversed_days", "shuffled_chunks_with_duplicates"])
+def test_any_build_order_gives_the_reference_table(wh: DuckDBWarehouse, order: str) -> None:
+    world = World(wh)
+    dates = _scenario(world)
+    if order == "one_range":
+        world.build(dates)
+    elif order == "reversed_days":
+        for d in reversed(dates):
+            world.build([d])
+    else:
+        rng = random.Random(3)
+        cuts = sorted(rng.sample(range(1, len(dates)), 7))
+        chunks = [dates[a:b] for a, b in itertools.pairwise([0, *cuts, len(dates)])]
+        rng.shuffle(chunks)
+        for chunk in chunks + chunks[:3]:
+            world.build(chunk, force=rng.random() < 0.3)
+
+    assert _semantic_table(world) == reference_rows(world, dates)
+
+
+# ---- property: any staging history and build order converge to the reference ----------------
+_COMPANIES = ["a", "b", "c"]
+_START = dt.date(2024, 12, 20)  # 50 days cross two month boundaries (checkpoints are monthly)
+_SPAN = 50
+
+usage_days = st.dictionaries(
+    st.integers(0, _SPAN - 1),
+    st.dictionaries(
+        st.sampled_from([*_COMPANIES, "u"]), st.tuples(st.sampled_from([0, 0, 2]), st.sampled_from([0, 5]))
+    ),
+    max_size=18,
+)
+snapshot_days = st.dictionaries(
+    st.integers(0, _SPAN - 1),
+    st.dictionaries(st.sampled_from(_COMPANIES), st.sampled_from(["N1", "N2"]), min_size=1),
+    max_size=4,
+)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    first_usage=usage_days,
+    corrections=usage_days,
+    snapshots=snapshot_days,
+    early_builds=st.lists(st.tuples(st.integers(0, _SPAN - 1), st.integers(0, 6)), max_size=4),
+    chunk_seed=st.integers(0, 10_000),
+)
+def test_property_any_history_and_build_order_converges_to_the_reference(
+    first_usage: dict[int, dict[str, Usage]],
+    corrections: dict[int, dict[str, Usage]],
+    snapshots: dict[int, dict[str, str]],
+    early_builds: list[tuple[int, int]],
+    chunk_seed: int,
+) -> None:
+    """Stage, build some dates, restage (corrections), then build every date in random chunks:
+    the table equals the reference computed from the final staging alone."""
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    try:
+        world = World(engine)
+        for offset, companies in sorted(snapshots.items()):
+            world.stage_snapshot(_START + dt.timedelta(days=offset), companies)
+        for offset, rows in sorted(first_usage.items()):
+            world.stage_usage(_START + dt.timedelta(days=offset), rows)
+        for offset, length in early_builds:
+            world.build([_START + dt.timedelta(days=k) for k in range(offset, min(offset + length + 1, _SPAN))])
+        for offset, rows in sorted(corrections.items()):
+            world.stage_usage(_START + dt.timedelta(days=offset), rows)
+
+        dates = [_START + dt.timedelta(days=k) for k in range(_SPAN)]
+        rng = random.Random(chunk_seed)
+        cuts = sorted(rng.sample(range(1, _SPAN), 4))
+        chunks = [dates[a:b] for a, b in itertools.pairwise([0, *cuts, _SPAN])]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            world.build(chunk, force=True)
+
+        assert world.rows() == reference_rows(world, dates)
+    finally:
+        engine.close()
