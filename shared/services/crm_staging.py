@@ -42,7 +42,6 @@ from shared.settings import Settings
 if TYPE_CHECKING:
     from shared.adapters.blob_store import BlobInfo
     from shared.services.readiness import MarkResult
-    from shared.wiring import Services
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +101,25 @@ class Readiness(Protocol):
     ) -> MarkResult: ...
 
 
+class StagingServices(Protocol):
+    """What staging takes from shared.wiring.Services (services never import the wiring)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def blobs(self) -> BlobSource: ...
+
+    @property
+    def warehouse(self) -> Warehouse: ...
+
+    @property
+    def readiness(self) -> Readiness: ...
+
+    @property
+    def alerts(self) -> AlertSink: ...
+
+
 @dataclass(frozen=True)
 class StagingResult:
     """What one invocation did (also what the local runner and tests look at)."""
@@ -120,7 +138,7 @@ class StagingResult:
 
 
 # ---- entry point ----------------------------------------------------------------------------
-def stage_crm_blob(blob_name: str, services: Services) -> StagingResult:
+def stage_crm_blob(blob_name: str, services: StagingServices) -> StagingResult:
     """The blob trigger's service: stage ``blob_name`` of the CRM container."""
     return stage_crm_snapshot(
         blob_name,
