@@ -32,7 +32,8 @@ class Services:
         self.settings = settings
         # Tests and tools may inject any adapter by name (warehouse=..., alerts=..., ...).
         self._overrides = overrides
-        self._lock = threading.Lock()
+        # Re-entrant: building one adapter may need another (readiness -> state_table, build_queue).
+        self._lock = threading.RLock()
 
     def _get(self, name: str, build: Any) -> Any:
         if name in self._overrides:
