@@ -44,7 +44,7 @@ import time
 import traceback
 import uuid
 import weakref
-from collections.abc import Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -843,7 +843,7 @@ def load_app(spec: str) -> func.FunctionApp:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM like Ctrl-C so `finally` blocks (and the caller's cleanup) run."""
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -889,7 +889,7 @@ def main(settings_path: str, app_spec: str, mode: str, fire_timer: str | None, t
         raise click.ClickException(str(exc)) from None
     for line in runner.describe():
         click.echo(f"  {line}", err=True)
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             if fire_timer is not None:
                 runner.fire_timer(None if fire_timer == "*" else fire_timer)
