@@ -383,6 +383,10 @@ def _dates_built(warehouse: Any, plan: RunPlan) -> list[str]:
     lines = [f"{len(built)} of {plan.days} dates, {total} rows ({min(built)}..{max(built)})"]
     if missing:
         lines.append(f"not built: {', '.join(str(d) for d in missing)}")
+        lines.append(
+            "(a date without a valid CRM file waits CRM_GRACE_HOURS for one, then builds with the "
+            "previous snapshot, flagged crm_stale)"
+        )
     return lines
 
 
