@@ -135,6 +135,7 @@ class StagingResult:
     quarantine_blob: str | None = None
     report_blob: str | None = None
     reason: str | None = None
+    extra_columns: tuple[str, ...] = ()  # header columns ignored (also in the log and any report)
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -169,6 +170,8 @@ def stage_crm_snapshot(
     ):
         job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock)
         result = job.run()
+        if result.extra_columns:
+            log.warning("CRM file has extra columns, ignored: %s", ", ".join(result.extra_columns))
         run.rows_in = result.data_rows
         run.rows_out = result.rows_staged
         if result.status == "rejected":
@@ -384,6 +387,7 @@ class _Job:
                 rejected_rows=stats.rejected_rows,
                 duplicate_rows=int(staged[0]["duplicate_row_count"]),
                 reason="this content is already staged for the date",
+                extra_columns=stats.extra_columns,
             )
         quarantine_blob = report_blob = None
         if stats.rejected_rows:
@@ -428,6 +432,7 @@ class _Job:
             duplicate_rows=int(summary["duplicate_row_count"]),
             quarantine_blob=quarantine_blob,
             report_blob=report_blob,
+            extra_columns=stats.extra_columns,
         )
 
     def _reject_file(
@@ -451,6 +456,7 @@ class _Job:
             quarantine_blob=quarantine_blob,
             report_blob=report_blob,
             reason=rejection.message,
+            extra_columns=stats.extra_columns,
         )
 
     def _quarantine(

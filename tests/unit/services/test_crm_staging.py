@@ -313,6 +313,7 @@ def test_extra_columns_are_named_in_the_report(stage: Any, settings: Settings, b
     text = "company_id,name,country,industry_tag,last_contact_at,owner\nc1,A,DE,,,bob\nc2,B,DE,,,al\n"
     result = stage("crm_2025-11-30.csv", text + "c3,C,DE,,x,al\nc4,D,DE,,,al\n")
     assert report(blobs, settings, result)["extra_columns_ignored"] == ["owner"]
+    assert result.extra_columns == ("owner",)
 
 
 def test_invalid_utf8_rejects_the_file_with_the_offset_in_the_report(
