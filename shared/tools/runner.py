@@ -694,6 +694,10 @@ class Runner:
     queue_pollers: list[QueueTriggerPoller]
     timers: list[TimerScheduler]
     clock: Clock = utc_now
+    # At-least-once drill: every successful delivery is immediately delivered once more, as the
+    # host may do (a lost receipt, a message whose delete did not reach storage, a timer tick
+    # run by two instances). Functions must leave the same state either way.
+    deliver_twice: bool = False
     history: list[Invocation] = field(default_factory=list)
 
     @classmethod
@@ -706,6 +710,7 @@ class Runner:
         host_config: QueueHostConfig | None = None,
         clock: Clock = utc_now,
         host_id: str | None = None,
+        deliver_twice: bool = False,
     ) -> Runner:
         """Export ``values`` into ``environ`` (default os.environ; existing variables win), read the
         app's bindings and connect each trigger to its storage. ``host_config`` defaults to
@@ -738,12 +743,15 @@ class Runner:
                 queue_pollers.append(QueueTriggerPoller(function, trigger, queue_service, config))
             else:
                 timers.append(TimerScheduler(function, trigger, host_storage.blob_service(), host_id, clock))
-        return cls(functions, blob_pollers, queue_pollers, timers, clock)
+        return cls(functions, blob_pollers, queue_pollers, timers, clock, deliver_twice)
 
     # ---- driving ---------------------------------------------------------------------------
     def _invoke(self, function: RegisteredFunction, argument: Any, trigger: dict[str, Any], reason: str) -> Invocation:
         result = invoke(function, argument, trigger, reason)
         self.history.append(result)
+        if self.deliver_twice and result.succeeded:
+            result = invoke(function, argument, {**trigger, "duplicate": True}, f"{reason} (duplicate delivery)")
+            self.history.append(result)
         return result
 
     def poll_once(self) -> list[Invocation]:

@@ -89,10 +89,15 @@ class Harness:
     queues: QueueServiceClient
     clock: Clock
 
-    def runner(self) -> Runner:
+    def runner(self, deliver_twice: bool = False) -> Runner:
         """A fresh runner process, as after a restart (a new app object, same storage)."""
         return Runner.from_app(
-            _tiny_app(self.recorder), self.values, environ={}, host_config=HOST_CONFIG, clock=self.clock
+            _tiny_app(self.recorder),
+            self.values,
+            environ={},
+            host_config=HOST_CONFIG,
+            clock=self.clock,
+            deliver_twice=deliver_twice,
         )
 
     @property
@@ -261,3 +266,26 @@ def test_an_occurrence_missed_while_stopped_fires_once_as_past_due_after_a_resta
 
     assert [t.past_due for t in harness.recorder.ticks] == [False, True]
     assert restarted.timers[0].next_due == dt.datetime(2025, 3, 7, 1, 0, tzinfo=dt.UTC)
+
+
+# ---- at-least-once drill ------------------------------------------------------------------
+def test_deliver_twice_repeats_every_successful_delivery_once(harness: Harness) -> None:
+    harness.upload("a.csv", b"x")
+    harness.send({"n": 1})
+    runner = harness.runner(deliver_twice=True)
+
+    runner.drain(timeout_s=30)
+    runner.fire_timer("on_tick")
+
+    assert [name for name, _ in harness.recorder.blobs] == ["a.csv", "a.csv"]
+    assert [m.id for m in harness.recorder.messages] == [harness.recorder.messages[0].id] * 2
+    assert len(harness.recorder.ticks) == 2
+    assert [r.trigger.get("duplicate", False) for r in runner.history] == [False, True] * 3
+    assert harness.raw_messages(harness.queue) == []
+
+
+def test_deliver_twice_does_not_repeat_a_failed_delivery(harness: Harness) -> None:
+    harness.recorder.failing.add("queue")
+    harness.send({"n": 1})
+    harness.runner(deliver_twice=True).drain(timeout_s=60)
+    assert [m.dequeue_count for m in harness.recorder.messages] == list(range(1, MAX_DEQUEUE + 1))
