@@ -56,8 +56,8 @@ def test_bulk_load_streams_in_batches(engine: DuckDBWarehouse, monkeypatch: pyte
 def test_bulk_load_loads_empty_strings_as_null(engine: DuckDBWarehouse) -> None:
     engine.bulk_load(
         "stg.crm_companies_landing",
-        ["load_id", "snapshot_date", "company_id", "company_name", "source_blob", "source_row"],
-        [("L1", dt.date(2025, 1, 1), "c1", "", "b", 2)],
+        ["load_id", "snapshot_date", "company_id", "company_name", "attributes_hash", "source_row"],
+        [("L1", dt.date(2025, 1, 1), "c1", "", "h", 2)],
     )
     assert engine.run_sql("SELECT company_name FROM stg.crm_companies_landing") == [{"company_name": None}]
 
@@ -106,3 +106,26 @@ def test_concurrent_threads_share_one_engine_safely(engine: DuckDBWarehouse) -> 
     for t in threads:
         t.join()
     assert engine.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage_landing") == [{"n": 80}]
+
+
+def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: DuckDBWarehouse) -> None:
+    columns = ["run_id", "step", "run_date", "trigger_name", "status", "started_at", "finished_at", "rows_in"]
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    rows = [
+        ("r1", "s", None, "t", "ok", dt.datetime(2025, 1, 1, 12, 0), None, None),
+        ("r2", "s", dt.date(2025, 1, 2), "", "ok", dt.datetime(2025, 1, 1, 12, 0, tzinfo=berlin), None, 5),
+    ]
+    engine.bulk_load("ops.pipeline_runs", columns, rows)
+    got = engine.run_sql(
+        "SELECT run_id, run_date, trigger_name, started_at, rows_in FROM ops.pipeline_runs ORDER BY run_id"
+    )
+    assert got == [
+        {"run_id": "r1", "run_date": None, "status": "ok", "started_at": dt.datetime(2025, 1, 1, 12), "rows_in": None},
+        {
+            "run_id": "r2",
+            "run_date": dt.date(2025, 1, 2),
+            "status": None,
+            "started_at": dt.datetime(2025, 1, 1, 10),
+            "rows_in": 5,
+        },
+    ]
