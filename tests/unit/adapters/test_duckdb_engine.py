@@ -120,7 +120,13 @@ def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: Duck
         "SELECT run_id, run_date, trigger_name, started_at, rows_in FROM ops.pipeline_runs ORDER BY run_id"
     )
     assert got == [
-        {"run_id": "r1", "run_date": None, "status": "ok", "started_at": dt.datetime(2025, 1, 1, 12), "rows_in": None},
+        {
+            "run_id": "r1",
+            "run_date": None,
+            "trigger_name": "t",
+            "started_at": dt.datetime(2025, 1, 1, 12),
+            "rows_in": None,
+        },
         {
             "run_id": "r2",
             "run_date": dt.date(2025, 1, 2),
