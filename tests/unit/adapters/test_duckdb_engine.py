@@ -130,7 +130,7 @@ def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: Duck
         {
             "run_id": "r2",
             "run_date": dt.date(2025, 1, 2),
-            "status": None,
+            "trigger_name": None,
             "started_at": dt.datetime(2025, 1, 1, 10),
             "rows_in": 5,
         },
