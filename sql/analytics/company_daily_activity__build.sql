@@ -2,13 +2,15 @@
 --   one set-based run (SPEC section 4), derived from staging and dims only, never from earlier
 --   analytics rows, so builds in any order converge. The caller refreshes
 --   stg.company_activity_checkpoints and stg.company_first_usage first and runs this inside
---   one transaction.
+--   one transaction. Writes: MERGE on (activity_date, company_id), then deletes the rebuilt
+--   dates' rows of companies that left the spine.
 --   - Spine of day D: the companies whose dim.companies version is in force on D, plus every
 --     company with a stg.product_usage row on D (unknown to CRM: attributes NULL).
 --   - Rolling values are calendar windows D-6..D: the usage is laid on a dense grid (one row
 --     per company per calendar day, missing days = 0), so ROWS 6 PRECEDING spans 7 days.
---   - days_since_last_activity: the last active day (active_users > 0 OR events > 0) on the
---     grid, else the checkpoint at the first day's month start: reads one month, not history.
+--   - days_since_last_activity: the last active day (active_users > 0 OR events > 0): a running
+--     maximum on the grid, else the last active day between the first day's month start and the
+--     grid, else the checkpoint at that month start. A build reads a month of usage, not history.
 --   - is_churn_risk: no usage on each of D-6..D, for a company known (first CRM version or first
 --     usage row) since D-6 or earlier.
 -- Grain: one row per (activity_date, company_id).
@@ -35,21 +37,12 @@ day_offsets AS (
     CROSS JOIN digits AS thousands
 ),
 
--- The grid starts at D-6 of the first day, or at its month start if that is earlier (the
--- checkpoint covers everything before the month start).
+-- The grid starts at D-6 of the first day: the first 7-day window.
 bounds AS (
     SELECT
-        date_from,
-        date_to,
-        month_start,
-        CASE WHEN month_start < window_start THEN month_start ELSE window_start END AS grid_from
-    FROM (
-        SELECT
-            CAST(@date_from AS DATE) AS date_from,
-            CAST(@date_to AS DATE) AS date_to,
-            DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) AS month_start,
-            DATEADD(DAY, -6, CAST(@date_from AS DATE)) AS window_start
-    ) AS parameters
+        CAST(@date_from AS DATE) AS date_from,
+        CAST(@date_to AS DATE) AS date_to,
+        DATEADD(DAY, -6, CAST(@date_from AS DATE)) AS grid_from
 ),
 
 calendar_days AS (
@@ -66,6 +59,9 @@ build_days AS (
         ON calendar_days.calendar_date >= bounds.date_from
 ),
 
+-- Usage of the grid's days and of the first day's month before them (for the last active
+-- day). The bounds are written out from the parameters (not joined from `bounds`) so the
+-- engine skips the rest of history when it scans: a build's cost must not grow with history.
 usage_rows AS (
     SELECT
         usage_rows.activity_date,
@@ -73,8 +69,13 @@ usage_rows AS (
         usage_rows.active_users,
         usage_rows.events
     FROM stg.product_usage AS usage_rows
-    INNER JOIN bounds
-        ON usage_rows.activity_date BETWEEN bounds.grid_from AND bounds.date_to
+    WHERE
+        usage_rows.activity_date <= CAST(@date_to AS DATE)
+        AND usage_rows.activity_date >= CASE
+            WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -6, CAST(@date_from AS DATE))
+                THEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
+            ELSE DATEADD(DAY, -6, CAST(@date_from AS DATE))
+        END
 ),
 
 company_versions AS (
@@ -120,8 +121,26 @@ month_start_checkpoint AS (
         checkpoints.company_id,
         checkpoints.last_active_date
     FROM stg.company_activity_checkpoints AS checkpoints
-    INNER JOIN bounds
-        ON checkpoints.checkpoint_date = bounds.month_start
+    WHERE checkpoints.checkpoint_date = DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
+),
+
+-- Last active day before the grid: from the month-to-date usage, else the month's checkpoint.
+active_before_grid AS (
+    SELECT
+        COALESCE(month_to_grid.company_id, month_start_checkpoint.company_id) AS company_id,
+        COALESCE(month_to_grid.last_active_date, month_start_checkpoint.last_active_date) AS last_active_date
+    FROM (
+        SELECT
+            usage_rows.company_id,
+            MAX(usage_rows.activity_date) AS last_active_date
+        FROM usage_rows
+        INNER JOIN bounds
+            ON usage_rows.activity_date < bounds.grid_from
+        WHERE usage_rows.active_users > 0 OR usage_rows.events > 0
+        GROUP BY usage_rows.company_id
+    ) AS month_to_grid
+    FULL OUTER JOIN month_start_checkpoint
+        ON month_to_grid.company_id = month_start_checkpoint.company_id
 ),
 
 -- The spine: CRM companies in force on each day, full-outer-joined with that day's usage.
@@ -166,7 +185,7 @@ spine AS (
             AND crm_spine.company_id = usage_spine.company_id
 ),
 
--- Dense grid: every spine company on every calendar day from grid_from, zero-filled.
+-- Dense grid: every spine company on every calendar day of the grid, zero-filled.
 daily_grid AS (
     SELECT
         grid_companies.company_id,
@@ -215,7 +234,7 @@ activity AS (
         rolling.active_users_7d,
         rolling.events_7d,
         rolling.active_days_7d,
-        COALESCE(rolling.last_active_on_grid, month_start_checkpoint.last_active_date) AS last_active_date,
+        COALESCE(rolling.last_active_on_grid, active_before_grid.last_active_date) AS last_active_date,
         known_since.known_since,
         snapshot_in_force.crm_snapshot_date,
         spine.is_unknown_company,
@@ -227,8 +246,8 @@ activity AS (
             AND spine.activity_date = rolling.calendar_date
     INNER JOIN snapshot_in_force
         ON spine.activity_date = snapshot_in_force.activity_date
-    LEFT JOIN month_start_checkpoint
-        ON spine.company_id = month_start_checkpoint.company_id
+    LEFT JOIN active_before_grid
+        ON spine.company_id = active_before_grid.company_id
     LEFT JOIN known_since
         ON spine.company_id = known_since.company_id
 )
@@ -285,10 +304,9 @@ SELECT
     ) AS data_quality_flags
 FROM activity;
 
--- 3. Apply: update rows whose values changed, insert new ones, delete the range's rows of
---    companies that left the spine. Unchanged rows keep their record_loaded_at and run_id.
---    The date range in ON keeps the target side to the rebuilt dates; rows outside it are
---    never touched because the DELETE branch is limited to the same range.
+-- 3. Apply: update rows whose values changed, insert new ones. Unchanged rows keep their
+--    record_loaded_at and run_id. The date range in ON lets the engine read only the rebuilt
+--    dates of the target (the range is also where every source row lies, so matching is exact).
 MERGE INTO analytics.company_daily_activity AS target
 USING (
     SELECT
@@ -382,11 +400,24 @@ WHEN NOT MATCHED BY TARGET THEN
         source.data_quality_flags,
         @loaded_at,
         @run_id
-    )
-WHEN NOT MATCHED BY SOURCE
-    AND target.activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
-    THEN DELETE;
+    );
 
--- 4. The work set is no longer needed.
+-- 4. Delete the rebuilt dates' rows of companies that left the spine. A separate statement,
+--    not MERGE ... WHEN NOT MATCHED BY SOURCE: that branch makes the engine scan the whole
+--    target table (DuckDB: every build would cost more as history grows), while this DELETE
+--    reads only the rebuilt dates.
+DELETE FROM analytics.company_daily_activity
+WHERE
+    activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
+    AND NOT EXISTS (
+        SELECT 1
+        FROM analytics.company_daily_activity_build AS source
+        WHERE
+            source.run_id = @run_id
+            AND source.activity_date = analytics.company_daily_activity.activity_date
+            AND source.company_id = analytics.company_daily_activity.company_id
+    );
+
+-- 5. The work set is no longer needed.
 DELETE FROM analytics.company_daily_activity_build
 WHERE run_id = @run_id;

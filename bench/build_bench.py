@@ -1,0 +1,217 @@
+"""Benchmark: the analytics build on DuckDB; cost versus length of history, and range throughput.
+
+Three measurements, each on its own in-memory warehouse with staging generated inside DuckDB:
+
+1. build ONE day for N companies with 30 days of usage history before it;
+2. the same day with 3 years of history (target: at most 1.5x the 30-day time, because a
+   build reads one month of usage plus the monthly activity checkpoint, never the history);
+3. a full-year range rebuild (365 days in one set-based run): company-days per second.
+
+The history is in the steady state production reaches: checkpoints refreshed up to the day
+before, the day itself freshly staged (so each timed build also refreshes the checkpoints for
+the changed day, as the real daily build does). Each day build is timed over several runs
+(re-staging the day's pull before each) and the median is reported.
+
+    .venv/bin/python bench/build_bench.py                           # 100k companies
+    .venv/bin/python bench/build_bench.py --companies 10000 --year-companies 2000   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import statistics
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.rules.build_plan import BuildRequest, InputVersions
+from shared.services import builder
+
+BUILD_DAY = dt.date(2025, 6, 30)  # the end of a month: the longest month-to-date read
+LOADED_AT = dt.datetime(2025, 7, 1, 2, 0)
+
+
+class NoVersions:
+    """No readiness state: the benchmark forces its builds."""
+
+    def input_versions(self, dates: Sequence[dt.date]) -> dict[dt.date, InputVersions]:
+        return {}
+
+    def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
+        return None
+
+
+def generate_staging(wh: DuckDBWarehouse, companies: int, history_days: int, active_share: float) -> int:
+    """Staging for ``history_days`` days ending at BUILD_DAY, in DuckDB SQL (bench-only, not T-SQL).
+
+    Every company is in the CRM from the first day (5 % renamed half-way). Each company reports
+    usage on about ``active_share`` of the days (deterministic hash, so runs are comparable), and
+    a quarter of the reported rows have no activity.
+    """
+    con = wh._con  # direct DuckDB: generating tens of millions of rows is not the pipeline's job
+    first = BUILD_DAY - dt.timedelta(days=history_days - 1)
+    midway = first + dt.timedelta(days=history_days // 2)
+    params = {"first": first, "last": BUILD_DAY, "n": companies, "share": active_share}
+    con.execute(
+        """
+        INSERT INTO stg.crm_snapshots
+        SELECT d::DATE, 'crm/' || strftime(d, '%Y-%m-%d') || '.csv', md5(d::VARCHAR), $n, 0, 0, $first, 'bench'
+        FROM range($first::TIMESTAMP, $last::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
+        """,
+        {"first": first, "last": BUILD_DAY, "n": companies},
+    )
+    con.execute(
+        """
+        INSERT INTO dim.companies
+        SELECT 'c' || lpad(i::VARCHAR, 7, '0'), $first,
+               CASE WHEN i % 20 = 0 THEN $mid END, i % 20 <> 0,
+               'Company ' || i, 'DE', 'saas', NULL, 'h', 'bench'
+        FROM range($n) AS t(i)
+        UNION ALL
+        SELECT 'c' || lpad(i::VARCHAR, 7, '0'), $mid, NULL, TRUE, 'Company ' || i || ' (renamed)', 'DE', 'saas',
+               NULL, 'h2', 'bench'
+        FROM range($n) AS t(i) WHERE i % 20 = 0
+        """,
+        {"first": first, "mid": midway, "n": companies},
+    )
+    con.execute(
+        """
+        INSERT INTO stg.product_usage
+        SELECT d::DATE, 'c' || lpad(i::VARCHAR, 7, '0'),
+               CASE WHEN h % 4 = 0 THEN 0 ELSE 1 + h % 50 END,
+               CASE WHEN h % 4 = 0 THEN 0 ELSE h % 997 END,
+               'raw', $first, 'bench'
+        FROM range($first::TIMESTAMP, $last::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY) AS days(d)
+        CROSS JOIN range($n) AS companies(i)
+        CROSS JOIN LATERAL (SELECT hash(i, d) AS h) AS hashed
+        WHERE (h % 1000) < $share * 1000
+        ORDER BY 1, 2
+        """,
+        params,
+    )
+    con.execute(
+        """
+        INSERT INTO stg.usage_pulls
+        SELECT activity_date, 'raw/date=' || activity_date, md5(activity_date::VARCHAR), 1, COUNT(*), COUNT(*),
+               0, 0, 0, $first, $first, 'bench'
+        FROM stg.product_usage GROUP BY activity_date
+        """,
+        {"first": first},
+    )
+    return int(con.execute("SELECT COUNT(*) FROM stg.product_usage").fetchone()[0])  # type: ignore[index]
+
+
+def prefill_analytics(wh: DuckDBWarehouse, history_days: int) -> None:
+    """Analytics rows for every history day before BUILD_DAY, as earlier builds left them, so
+    the timed MERGE meets a target table as large as production's (synthetic values)."""
+    first = BUILD_DAY - dt.timedelta(days=history_days - 1)
+    wh._con.execute(
+        """
+        INSERT INTO analytics.company_daily_activity
+        SELECT activity_date, company_id, NULL, NULL, NULL, NULL, active_users, events, active_users, events,
+               1, 0, FALSE, activity_date, '', $loaded, 'history'
+        FROM stg.product_usage WHERE activity_date >= $first AND activity_date < $last
+        """,
+        {"first": first, "last": BUILD_DAY, "loaded": LOADED_AT},
+    )
+
+
+def settle_history(wh: DuckDBWarehouse) -> None:
+    """Production's steady state: checkpoints reflect every pull; then the build day is re-staged."""
+    builder.refresh_derived_usage(wh, BUILD_DAY, run_id="history", loaded_at=LOADED_AT)
+    restage_build_day(wh, 0)
+
+
+def restage_build_day(wh: DuckDBWarehouse, attempt: int) -> None:
+    """A new pull of BUILD_DAY (same rows, new ingestion time): the build must refresh from it."""
+    wh.run_sql(
+        "UPDATE stg.usage_pulls SET ingested_at = @t WHERE activity_date = @d",
+        {"t": LOADED_AT + dt.timedelta(minutes=attempt), "d": BUILD_DAY},
+    )
+
+
+def time_day_build(
+    companies: int, history_days: int, active_share: float, repeats: int, prefill: bool
+) -> dict[str, Any]:
+    wh = DuckDBWarehouse(":memory:")
+    wh.apply_schema()
+    started = time.perf_counter()
+    usage_rows = generate_staging(wh, companies, history_days, active_share)
+    if prefill:
+        prefill_analytics(wh, history_days)
+    settle_history(wh)
+    prepared = time.perf_counter() - started
+    analytics_rows = wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity")[0]["n"]
+    timings = []
+    for attempt in range(1, repeats + 1):
+        restage_build_day(wh, attempt)
+        t0 = time.perf_counter()
+        outcome = builder.build(
+            BuildRequest((BUILD_DAY,), force=True), warehouse=wh, versions=NoVersions(), run_id=f"day{attempt}"
+        )
+        timings.append(time.perf_counter() - t0)
+    wh.close()
+    return {
+        "history_days": history_days,
+        "usage_rows": usage_rows,
+        "analytics_rows_before": analytics_rows,
+        "rows_built": outcome.rows_written,
+        "prepare_s": round(prepared, 1),
+        "build_s_runs": [round(t, 3) for t in timings],
+        "build_s_median": round(statistics.median(timings), 3),
+    }
+
+
+def time_year_rebuild(companies: int, active_share: float) -> dict[str, Any]:
+    wh = DuckDBWarehouse(":memory:")
+    wh.apply_schema()
+    generate_staging(wh, companies, 365 + 31, active_share)
+    settle_history(wh)
+    first = BUILD_DAY - dt.timedelta(days=364)
+    request = BuildRequest(tuple(first + dt.timedelta(days=i) for i in range(365)), force=True)
+    t0 = time.perf_counter()
+    outcome = builder.build(request, warehouse=wh, versions=NoVersions(), run_id="year")
+    seconds = time.perf_counter() - t0
+    wh.close()
+    return {
+        "companies": companies,
+        "days": 365,
+        "rows_built": outcome.rows_written,
+        "build_s": round(seconds, 1),
+        "company_days_per_s": round(outcome.rows_written / seconds),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--companies", type=int, default=100_000)
+    parser.add_argument("--year-companies", type=int, default=100_000, help="companies in the full-year rebuild")
+    parser.add_argument("--active-share", type=float, default=0.4, help="share of company-days with a usage row")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-year", action="store_true")
+    parser.add_argument(
+        "--prefill-analytics",
+        action="store_true",
+        help="fill analytics with the history's rows first (the MERGE then meets a production-size target)",
+    )
+    args = parser.parse_args()
+
+    short = time_day_build(args.companies, 30, args.active_share, args.repeats, args.prefill_analytics)
+    print(json.dumps({"one_day_30d_history": short}), flush=True)
+    long = time_day_build(args.companies, 3 * 365, args.active_share, args.repeats, args.prefill_analytics)
+    print(json.dumps({"one_day_3y_history": long}), flush=True)
+    ratio = long["build_s_median"] / short["build_s_median"]
+    print(json.dumps({"ratio_3y_over_30d": round(ratio, 2), "target": "<= 1.5", "met": ratio <= 1.5}), flush=True)
+    if not args.skip_year:
+        print(json.dumps({"full_year_rebuild": time_year_rebuild(args.year_companies, args.active_share)}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
