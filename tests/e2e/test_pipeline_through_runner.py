@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.e2e.conftest import Pipeline, PipelineFactory
+if TYPE_CHECKING:  # the fixtures come from tests/e2e/conftest.py; only their types are named here
+    from tests.e2e.conftest import Pipeline, PipelineFactory
 
 pytestmark = pytest.mark.e2e
 
