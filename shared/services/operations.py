@@ -25,6 +25,7 @@ from shared.adapters.warehouse.base import Row, Warehouse
 from shared.adapters.warehouse.sql_files import migrations
 from shared.errors import PipelineError
 from shared.logs import log_context, new_run_id
+from shared.rules.build_plan import InputVersions, plan_build
 from shared.services import builder, crm_staging, usage_ingest
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -132,7 +133,12 @@ def apply_schema(warehouse: Warehouse, now: dt.datetime | None = None) -> list[s
 # ======================================================================================
 # status
 # ======================================================================================
-ReadinessReader = Callable[[dt.date], Mapping[str, Any] | None]
+class GateView(Protocol):
+    """What the reports read from the readiness gate (shared.services.readiness.ReadinessGate)."""
+
+    def input_versions(self, dates: Sequence[dt.date]) -> Mapping[dt.date, InputVersions]: ...
+
+    def state(self, activity_date: dt.date) -> Any | None: ...
 
 
 @dataclass(frozen=True)
@@ -193,15 +199,14 @@ class _DateInputs:
     build: BuildStatus
 
 
-def date_status(
-    warehouse: Warehouse, dates: DateRange, readiness_state: ReadinessReader | None = None
-) -> list[DateStatus]:
+def date_status(warehouse: Warehouse, dates: DateRange, gate: GateView | None = None) -> list[DateStatus]:
     """Per date of ``dates``: inputs, last build, checks and quarantined files.
 
-    ``readiness_state`` (the gate's view of a date) adds what staging tables cannot say, such
-    as the versions the gate queued; without it the report stands on the warehouse alone.
+    With the readiness ``gate`` the report adds each date's gate state, and "up to date" means
+    what the builder means: built from the versions the gate holds now. Without it (storage
+    unreachable) the versions come from staging, which equal the gate's when both are in step.
     """
-    inputs = _inputs_and_builds(warehouse, dates)
+    inputs = _inputs_and_builds(warehouse, dates, gate)
     quarantined: dict[dt.date, list[Row]] = {}
     params = {"date_from": dates.start, "date_to": dates.end}
     for row in warehouse.run("ops/date_status__quarantine", params):
@@ -211,12 +216,13 @@ def date_status(
     for day in dates.days():
         known = inputs[day]
         in_force = known.snapshot_in_force
+        state = gate.state(day) if gate is not None else None
         report.append(
             DateStatus(
                 date=day.isoformat(),
                 inputs={"crm": known.crm, "usage": known.usage},
                 crm_snapshot_in_force=in_force["snapshot_date"].isoformat() if in_force else None,
-                readiness=dict(readiness_state(day) or {}) if readiness_state else None,
+                readiness=_json_safe(asdict(state)) if state is not None else None,
                 build=known.build,
                 # One small query per date: the quality module's own "latest result per check".
                 checks=_check_status(warehouse.run("ops/data_quality_results__latest_for_date", {"check_date": day})),
@@ -226,19 +232,35 @@ def date_status(
     return report
 
 
-def _inputs_and_builds(warehouse: Warehouse, dates: DateRange) -> dict[dt.date, _DateInputs]:
+def _inputs_and_builds(warehouse: Warehouse, dates: DateRange, gate: GateView | None) -> dict[dt.date, _DateInputs]:
     """Staged inputs and last builds of every date of the range: three set-based queries."""
     params = {"date_from": dates.start, "date_to": dates.end}
     snapshots = warehouse.run("ops/date_status__crm_snapshots", params)
     pulls = {r["activity_date"]: r for r in warehouse.run("ops/date_status__usage_pulls", params)}
     builds = {r["activity_date"]: r for r in warehouse.run("ops/date_status__builds", params)}
-    found = {}
-    for day in dates.days():
-        in_force = _snapshot_in_force(snapshots, day)
-        crm = _crm_input(in_force if in_force and in_force["snapshot_date"] == day else None)
-        usage = _usage_input(pulls.get(day))
-        found[day] = _DateInputs(crm, usage, in_force, _build_status(builds.get(day), usage, in_force))
-    return found
+    own_snapshot = {r["snapshot_date"]: r for r in snapshots}
+    crm = {day: _crm_input(own_snapshot.get(day)) for day in dates.days()}
+    usage = {day: _usage_input(pulls.get(day)) for day in dates.days()}
+    if gate is not None:
+        current = dict(gate.input_versions(dates.days()))
+    else:
+        current = {day: InputVersions(crm[day].version, usage[day].version) for day in dates.days()}
+    built = {
+        day: InputVersions(row["crm_version"], row["usage_version"])
+        for day, row in builds.items()
+        if row["run_id"] is not None
+    }
+    # The builder's own rule decides "nothing new to build": its plan's unchanged dates.
+    unchanged = set(plan_build(dates.days(), current, built).unchanged)
+    return {
+        day: _DateInputs(
+            crm[day],
+            usage[day],
+            _snapshot_in_force(snapshots, day),
+            _build_status(builds.get(day), up_to_date=day in unchanged),
+        )
+        for day in dates.days()
+    }
 
 
 def _snapshot_in_force(snapshots: list[Row], day: dt.date) -> Row | None:
@@ -286,13 +308,9 @@ def _usage_input(row: Row | None) -> InputStatus:
     )
 
 
-def _build_status(row: Row | None, usage: InputStatus, in_force: Row | None) -> BuildStatus:
+def _build_status(row: Row | None, *, up_to_date: bool) -> BuildStatus:
     if row is None or row["run_id"] is None:
-        return BuildStatus(built=False, current_rows=int(row["current_rows"]) if row else 0)
-    # The builder records the versions the readiness gate held; staging's hashes are the same
-    # values when the gate is in step with staging, so equality here means "nothing new to build".
-    crm_version = in_force["content_hash"] if in_force else None
-    up_to_date = row["usage_version"] == usage.version and row["crm_version"] == crm_version
+        return BuildStatus(built=False, current_rows=int(row["current_rows"]) if row else 0, up_to_date=False)
     return BuildStatus(
         built=True,
         run_id=row["run_id"],
@@ -437,19 +455,19 @@ class BackfillResult:
 
 
 @dataclass(frozen=True)
-class DateState:
+class BackfillDateState:
     """What resumability compares for one date."""
 
     pulled: bool  # usage for the date is staged
     up_to_date: bool  # the last successful build used the inputs present now
 
 
-StateReader = Callable[[Sequence[dt.date]], Mapping[dt.date, DateState]]
+StateReader = Callable[[Sequence[dt.date]], Mapping[dt.date, BackfillDateState]]
 PullDay = Callable[[dt.date], Any]
 BuildRange = Callable[[DateRange], Any]
 
 
-def plan_backfill(dates: DateRange, states: Mapping[dt.date, DateState], chunk_days: int) -> BackfillPlan:
+def plan_backfill(dates: DateRange, states: Mapping[dt.date, BackfillDateState], chunk_days: int) -> BackfillPlan:
     """Pure: dates already pulled are not pulled again; dates built from the present inputs
     are not built again unless their usage is (re)pulled now."""
     pull = [d for d in dates.days() if not states[d].pulled]
@@ -518,17 +536,17 @@ def _stop_with_resume_hint(where: str, dates: DateRange) -> Iterator[None]:
 
 
 def read_backfill_states(
-    warehouse: Warehouse, days: Sequence[dt.date], watermarks: Collection[dt.date]
-) -> dict[dt.date, DateState]:
+    warehouse: Warehouse, days: Sequence[dt.date], watermarks: Collection[dt.date], gate: GateView | None = None
+) -> dict[dt.date, BackfillDateState]:
     """Pulled: the day has a usage watermark (the timer's own notion of done) and staged usage.
-    Up to date: its last successful build used the inputs staged now."""
+    Up to date: its last successful build used the input versions present now."""
     if not days:
         return {}
-    known = _inputs_and_builds(warehouse, DateRange(min(days), max(days)))
+    known = _inputs_and_builds(warehouse, DateRange(min(days), max(days)), gate)
     return {
-        day: DateState(
+        day: BackfillDateState(
             pulled=day in watermarks and known[day].usage.present,
-            up_to_date=bool(known[day].build.built and known[day].build.up_to_date),
+            up_to_date=bool(known[day].build.up_to_date),
         )
         for day in days
     }
@@ -545,13 +563,10 @@ def build_message(dates: DateRange, *, reason: str, force: bool) -> dict[str, An
 def _build_inline(services: OperatorServices, dates: DateRange, *, force: bool) -> Any:
     """Run a build of ``dates`` now, through the same builder code the queue trigger runs."""
     body = json.dumps(build_message(dates, reason="cli", force=force)).encode()
-    return builder.handle_build_message(body, 1, services)
-
-
-def _readiness_reader(gate: Any) -> ReadinessReader | None:
-    """The gate's per-date state, when the gate exposes it."""
-    read = getattr(gate, "date_state", None)
-    return read if callable(read) else None
+    outcome = builder.handle_build_message(body, 1, services)
+    if outcome is None:  # the builder rejected the message as malformed (it alerted and logged why)
+        raise OperationStopped(f"the builder rejected the build request for {dates}")
+    return outcome
 
 
 def _readiness_resetter(gate: Any) -> Callable[[dt.date], bool] | None:
@@ -568,17 +583,21 @@ def _aware_utcnow() -> dt.datetime:
 # entry points: one per CLI command, reading their dependencies from the services container
 # ======================================================================================
 def status_with(services: OperatorServices, dates: DateRange) -> list[DateStatus]:
-    """A diagnostic must work when storage does not: without a gate the report has no readiness."""
+    """A diagnostic must work when storage does not: without the gate the report says less."""
+    gate: GateView | None
     try:
-        reader = _readiness_reader(services.readiness)
+        gate = services.readiness
+        gate.input_versions([dates.start])  # a probe: is the state table configured and reachable?
     except PipelineError as exc:
-        log.warning("status without readiness state (%s: %s)", type(exc).__name__, exc)
-        reader = None
-    return date_status(services.warehouse, dates, reader)
+        log.warning("status without the readiness state (%s: %s)", type(exc).__name__, exc)
+        gate = None
+    return date_status(services.warehouse, dates, gate)
 
 
 def rollback_with(services: OperatorServices, day: dt.date) -> RollbackResult:
-    return rollback_date(services.warehouse, day, reset_readiness=_readiness_resetter(services.readiness))
+    # The gate is resolved first: a storage misconfiguration fails before anything is deleted.
+    reset = _readiness_resetter(services.readiness)
+    return rollback_date(services.warehouse, day, reset_readiness=reset)
 
 
 def backfill_with(
@@ -595,8 +614,8 @@ def backfill_with(
     ``dry_run`` returns the plan and touches nothing (no API call, no write)."""
     warehouse, state = services.warehouse, services.state_table
 
-    def read_states(days: Sequence[dt.date]) -> dict[dt.date, DateState]:
-        return read_backfill_states(warehouse, days, usage_ingest.load_watermarks(state).keys())
+    def read_states(days: Sequence[dt.date]) -> dict[dt.date, BackfillDateState]:
+        return read_backfill_states(warehouse, days, usage_ingest.load_watermarks(state).keys(), services.readiness)
 
     if dry_run:
         return plan_backfill(dates, read_states(dates.days()), chunk_days)

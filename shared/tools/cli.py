@@ -199,12 +199,14 @@ def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.
     if as_json:
         click.echo(json.dumps([entry.to_dict() for entry in report], indent=2, sort_keys=True))
     else:
-        Console().print(status_table(report))
+        # Piped or captured output has no terminal width; do not squeeze the table into 80 columns.
+        Console(width=None if sys.stdout.isatty() else 160).print(status_table(report))
 
 
 def status_table(report: list[DateStatus]) -> Table:
     table = Table(title="Pipeline status", show_lines=False)
-    for column in ("date", "CRM", "usage", "last build", "rows now", "checks", "quarantined"):
+    table.add_column("date", no_wrap=True)
+    for column in ("CRM", "usage", "last build", "rows now", "checks", "quarantined"):
         table.add_column(column)
     for entry in report:
         crm, usage, build, checks = entry.inputs["crm"], entry.inputs["usage"], entry.build, entry.checks
@@ -334,7 +336,7 @@ def rebuild(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt
     dates = resolve_range(day, start, end)
     result = operations.rebuild_with(obj.services, dates, inline=inline)
     if inline:
-        click.echo(f"rebuilt {dates} (and the window neighbours already built): {_describe(result.outcome)}")
+        click.echo(f"rebuilt {dates}: {_describe(result.outcome)}")
     else:
         click.echo(
             f"queued a build of {dates} on {obj.settings.build_queue} (message {result.message_id}); "
@@ -343,7 +345,15 @@ def rebuild(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt
 
 
 def _describe(outcome: Any) -> str:
-    return "done" if outcome is None else str(outcome)
+    """A builder.BuildOutcome in one phrase."""
+    plan = outcome.plan
+    if outcome.skipped:
+        return f"nothing to build (run {outcome.run_id})"
+    return (
+        f"{len(plan.targets)} dates in {len(plan.ranges)} ranges ({len(plan.changed)} requested, "
+        f"{len(plan.neighbours)} window neighbours), {outcome.rows_written} rows in {outcome.seconds:.1f} s "
+        f"(run {outcome.run_id})"
+    )
 
 
 # ---- rollback --------------------------------------------------------------------------------

@@ -1,0 +1,413 @@
+"""Operator CLI through click's CliRunner: option parsing, exit codes, the one error handler,
+--yes, --dry-run, status --json. A DuckDB warehouse with hand-inserted rows; fakes for storage."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.errors import AuthenticationFailed
+from shared.rules.build_plan import InputVersions, parse_build_request
+from shared.services import operations
+from shared.settings import Settings
+from shared.tools.cli import CliContext, cli
+from shared.wiring import Services
+
+D1 = dt.date(2025, 3, 1)
+D2 = dt.date(2025, 3, 2)
+D3 = dt.date(2025, 3, 3)
+AT = dt.datetime(2025, 3, 4, 6, 0, 0)
+
+
+# ---- fakes -------------------------------------------------------------------------------------
+class FakeGate:
+    """The two reads the reports make of the readiness gate."""
+
+    def __init__(self, versions: Mapping[dt.date, InputVersions] | None = None) -> None:
+        self.versions = dict(versions or {})
+
+    def input_versions(self, dates: Sequence[dt.date]) -> dict[dt.date, InputVersions]:
+        return {d: v for d, v in self.versions.items() if d in set(dates)}
+
+    def state(self, activity_date: dt.date) -> Any:
+        return None
+
+
+class FakeStateTable:
+    def __init__(self, entities: list[dict[str, Any]] | None = None) -> None:
+        self.entities = entities or []
+
+    def query(self, partition_key: str, *_: Any) -> list[dict[str, Any]]:
+        return [e for e in self.entities if e["PartitionKey"] == partition_key]
+
+
+class FakeQueue:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+
+    def ensure_exists(self) -> None:
+        pass
+
+    def send(self, payload: dict[str, Any], visibility_timeout_s: int | None = None) -> str:
+        self.sent.append(payload)
+        return f"msg-{len(self.sent)}"
+
+
+class ExplodingApi:
+    """Any attempt to reach the usage API fails the test."""
+
+    def for_run(self) -> Any:
+        raise AssertionError("the usage API must not be called")
+
+
+@pytest.fixture
+def warehouse() -> DuckDBWarehouse:
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    return engine
+
+
+@pytest.fixture
+def gate() -> FakeGate:
+    return FakeGate()
+
+
+@pytest.fixture
+def queue() -> FakeQueue:
+    return FakeQueue()
+
+
+@pytest.fixture
+def services(warehouse: DuckDBWarehouse, gate: FakeGate, queue: FakeQueue) -> Services:
+    return Services(
+        Settings(),
+        warehouse=warehouse,
+        readiness=gate,
+        build_queue=queue,
+        state_table=FakeStateTable(),
+        usage_api=ExplodingApi(),
+    )
+
+
+def invoke(services: Services, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), obj=CliContext(_services=services))
+
+
+# ---- rows written by hand ---------------------------------------------------------------------
+def insert_crm_snapshot(wh: DuckDBWarehouse, day: dt.date, content_hash: str, rows: int = 3) -> None:
+    wh.run_sql(
+        "INSERT INTO stg.crm_snapshots VALUES (@d, @blob, @h, @n, 1, 0, @at, 'run-crm')",
+        {"d": day, "blob": f"crm_{day}.csv", "h": content_hash, "n": rows, "at": AT},
+    )
+
+
+def insert_usage_pull(wh: DuckDBWarehouse, day: dt.date, content_hash: str, rows: int = 2) -> None:
+    wh.run_sql(
+        "INSERT INTO stg.usage_pulls VALUES (@d, @blob, @h, 1, @n, @n, 0, 0, 0, @at, @at, 'run-usage')",
+        {"d": day, "blob": f"usage-raw/date={day}/usage.ndjson", "h": content_hash, "n": rows, "at": AT},
+    )
+
+
+def insert_analytics_rows(wh: DuckDBWarehouse, day: dt.date, companies: Sequence[str], run_id: str) -> None:
+    for company in companies:
+        wh.run_sql(
+            "INSERT INTO analytics.company_daily_activity (activity_date, company_id, active_users, events, "
+            "active_users_7d, events_7d, active_days_7d, is_churn_risk, data_quality_flags, record_loaded_at, run_id) "
+            "VALUES (@d, @c, 1, 2, 1, 2, 1, 0, '', @at, @run)",
+            {"d": day, "c": company, "at": AT, "run": run_id},
+        )
+
+
+def insert_build(wh: DuckDBWarehouse, day: dt.date, crm: str | None, usage: str | None, rows: int, run_id: str) -> None:
+    wh.run_sql(
+        "INSERT INTO ops.date_builds VALUES (@d, @crm, @usage, @d, @n, @at, @run)",
+        {"d": day, "crm": crm, "usage": usage, "n": rows, "at": AT, "run": run_id},
+    )
+    wh.run_sql(
+        "INSERT INTO ops.pipeline_runs (run_id, step, run_date, status, started_at, finished_at, duration_ms, "
+        "rows_out) VALUES (@run, 'build', @d, 'succeeded', @at, @at, 1234, @n)",
+        {"run": run_id, "d": day, "at": AT, "n": rows},
+    )
+
+
+def insert_check(wh: DuckDBWarehouse, day: dt.date, name: str, status: str, severity: str = "fail") -> None:
+    wh.run_sql(
+        "INSERT INTO ops.data_quality_results (run_id, check_date, check_name, severity, status, observed_value, "
+        "threshold, message, checked_at) VALUES ('run-b1', @d, @name, @sev, @status, 5, 0, @msg, @at)",
+        {"d": day, "name": name, "sev": severity, "status": status, "msg": f"{name} {status}", "at": AT},
+    )
+
+
+def insert_quarantined(wh: DuckDBWarehouse, day: dt.date) -> None:
+    wh.run_sql(
+        "INSERT INTO ops.quarantined_files VALUES ('crm_bad.csv', 'h-bad', 'rejected', @d, 'q/crm_bad.csv', "
+        "'q/crm_bad.csv.report.json', 'missing column country', 0, @at, 'run-q')",
+        {"d": day, "at": AT},
+    )
+
+
+def count(wh: DuckDBWarehouse, table: str) -> int:
+    return int(wh.run_sql(f"SELECT COUNT(*) AS n FROM {table}")[0]["n"])
+
+
+# ---- help and usage errors (exit 2) --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "command",
+    [[], ["schema"], ["schema", "apply"], ["status"], ["backfill"], ["rebuild"], ["rollback"], ["replay"]],
+)
+def test_every_command_has_help(command: list[str], services: Services) -> None:
+    result = invoke(services, *command, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Usage:" in result.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status"],  # no date at all
+        ["status", "--date", "2025-03-01", "--start", "2025-03-01", "--end", "2025-03-02"],
+        ["status", "--start", "2025-03-01"],  # --end missing
+        ["status", "--start", "2025-03-05", "--end", "2025-03-01"],  # reversed range
+        ["status", "--date", "2025-02-30"],  # not a real date
+        ["backfill", "--start", "2025-03-01"],
+        ["rebuild", "--date", "yesterday"],
+        ["replay", "--date", "2025-03-01", "--no-usage", "--no-crm"],
+        ["nosuchcommand"],
+    ],
+)
+def test_bad_usage_exits_2_without_touching_anything(args: list[str], services: Services) -> None:
+    result = invoke(services, *args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+
+
+def test_rollback_without_yes_refuses_with_exit_2_and_deletes_nothing(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    insert_analytics_rows(warehouse, D1, ["C000001", "C000002"], "run-b1")
+    insert_build(warehouse, D1, "crm-1", "usage-1", 2, "run-b1")
+
+    result = invoke(services, "rollback", "--date", "2025-03-01")
+
+    assert result.exit_code == 2
+    assert "--yes" in result.output
+    assert count(warehouse, "analytics.company_daily_activity") == 2
+    assert count(warehouse, "ops.date_builds") == 1
+
+
+# ---- the one error handler (exit 1) --------------------------------------------------------------
+def failing_status(*_: Any, **__: Any) -> Any:
+    raise AuthenticationFailed("usage API answered 401 for key=sekrit-value-123")
+
+
+def test_pipeline_error_is_one_line_on_stderr_and_exit_1(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(operations, "status_with", failing_status)
+
+    result = invoke(services, "status", "--date", "2025-03-01")
+
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: AuthenticationFailed: usage API answered 401 for key=***"]
+    assert "sekrit-value-123" not in result.output
+
+
+def test_verbose_adds_the_traceback(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(operations, "status_with", failing_status)
+
+    result = invoke(services, "--verbose", "status", "--date", "2025-03-01")
+
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: AuthenticationFailed")
+    assert "sekrit-value-123" not in result.stderr
+
+
+def test_unexpected_error_is_also_one_line_with_a_hint(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_: Any, **__: Any) -> Any:
+        raise KeyError("activity_date")
+
+    monkeypatch.setattr(operations, "status_with", broken)
+
+    result = invoke(services, "status", "--date", "2025-03-01")
+
+    assert result.exit_code == 1
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "unexpected error: KeyError" in result.stderr
+    assert "--verbose" in result.stderr
+
+
+def test_configuration_error_from_the_settings_file_exits_1(tmp_path: Any) -> None:
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": {"CRM_REJECT_THRESHOLD": "2"}}))
+
+    result = CliRunner().invoke(cli, ["--settings", str(settings_file), "status", "--date", "2025-03-01"])
+
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: ConfigurationError: setting CRM_REJECT_THRESHOLD")
+
+
+# ---- schema apply ------------------------------------------------------------------------------
+def test_schema_apply_lists_migrations_then_reports_up_to_date(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "w.duckdb"))
+    args = ["--settings", str(tmp_path / "absent.json"), "schema", "apply"]
+
+    first = CliRunner().invoke(cli, args)
+    second = CliRunner().invoke(cli, args)
+
+    assert first.exit_code == 0, first.output
+    assert "applied schema/0001_schemas" in first.stdout
+    assert second.exit_code == 0
+    assert second.stdout.strip() == "schema is up to date (no migration applied)"
+
+
+# ---- status ------------------------------------------------------------------------------------
+def test_status_json_reports_inputs_build_checks_and_quarantine_per_date(
+    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+) -> None:
+    insert_crm_snapshot(warehouse, D1, "crm-1", rows=3)
+    insert_usage_pull(warehouse, D1, "usage-1", rows=2)
+    insert_usage_pull(warehouse, D2, "usage-2", rows=4)
+    insert_analytics_rows(warehouse, D1, ["C000001", "C000002", "C000003"], "run-b1")
+    insert_build(warehouse, D1, "crm-1", "usage-1", 3, "run-b1")
+    insert_check(warehouse, D1, "analytics_row_drop", "fail")
+    insert_check(warehouse, D1, "unknown_company_usage", "warn", severity="warn")
+    insert_check(warehouse, D1, "analytics_row_count", "pass")
+    insert_quarantined(warehouse, D2)
+    gate.versions = {D1: InputVersions("crm-1", "usage-1"), D2: InputVersions(None, "usage-2")}
+
+    result = invoke(services, "status", "--start", "2025-03-01", "--end", "2025-03-03", "--json")
+
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert [entry["date"] for entry in report] == ["2025-03-01", "2025-03-02", "2025-03-03"]
+    assert set(report[0]) == {
+        "date",
+        "inputs",
+        "crm_snapshot_in_force",
+        "readiness",
+        "build",
+        "checks",
+        "quarantined_files",
+    }
+    first, second, third = report
+    assert first["inputs"]["crm"] == {
+        "present": True,
+        "version": "crm-1",
+        "rows": 3,
+        "at": "2025-03-04T06:00:00",
+        "source": "crm_2025-03-01.csv",
+        "details": {"rejected_rows": 1, "duplicate_rows": 0, "run_id": "run-crm"},
+    }
+    assert first["inputs"]["usage"]["present"] is True
+    assert first["inputs"]["usage"]["rows"] == 2
+    assert first["build"]["built"] is True
+    assert first["build"]["run_id"] == "run-b1"
+    assert first["build"]["rows"] == 3
+    assert first["build"]["current_rows"] == 3
+    assert first["build"]["duration_ms"] == 1234
+    assert first["build"]["up_to_date"] is True
+    assert [c["check"] for c in first["checks"]["failed"]] == ["analytics_row_drop"]
+    assert [c["check"] for c in first["checks"]["warned"]] == ["unknown_company_usage"]
+    assert first["checks"]["passed"] == 1
+    # D2: usage only, the D1 snapshot in force, not built, a quarantined file.
+    assert second["inputs"]["crm"]["present"] is False
+    assert second["crm_snapshot_in_force"] == "2025-03-01"
+    assert second["build"]["built"] is False
+    assert second["quarantined_files"][0]["source_blob"] == "crm_bad.csv"
+    assert second["quarantined_files"][0]["reason"] == "missing column country"
+    # D3: nothing at all.
+    assert third["inputs"]["usage"]["present"] is False
+    assert third["checks"]["run_id"] is None
+
+
+def test_status_says_a_build_is_stale_when_the_gate_holds_newer_usage(
+    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+) -> None:
+    insert_usage_pull(warehouse, D1, "usage-2")
+    insert_build(warehouse, D1, None, "usage-1", 3, "run-b1")
+    gate.versions = {D1: InputVersions(None, "usage-2")}
+
+    result = invoke(services, "status", "--date", "2025-03-01", "--json")
+
+    assert json.loads(result.stdout)[0]["build"]["up_to_date"] is False
+
+
+def test_status_table_renders_without_json(services: Services, warehouse: DuckDBWarehouse) -> None:
+    insert_usage_pull(warehouse, D1, "usage-1")
+
+    result = invoke(services, "status", "--date", "2025-03-01")
+
+    assert result.exit_code == 0, result.output
+    assert "2025-03-01" in result.stdout
+    assert "not built" in result.stdout
+
+
+# ---- rollback ----------------------------------------------------------------------------------
+def test_rollback_deletes_only_that_dates_rows_and_forgets_its_build(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    insert_analytics_rows(warehouse, D1, ["C000001", "C000002"], "run-b1")
+    insert_analytics_rows(warehouse, D2, ["C000001"], "run-b1")
+    insert_build(warehouse, D1, "crm-1", "usage-1", 2, "run-b1")
+    insert_build(warehouse, D2, "crm-1", "usage-2", 1, "run-b1")
+
+    result = invoke(services, "rollback", "--date", "2025-03-01", "--yes")
+
+    assert result.exit_code == 0, result.output
+    assert "removed 2 analytics rows and the build record" in result.stdout
+    remaining = warehouse.run_sql("SELECT activity_date FROM analytics.company_daily_activity")
+    assert [r["activity_date"] for r in remaining] == [D2]
+    assert [r["activity_date"] for r in warehouse.run_sql("SELECT activity_date FROM ops.date_builds")] == [D2]
+    runs = warehouse.run_sql("SELECT status, rows_in FROM ops.pipeline_runs WHERE step = 'rollback'")
+    assert runs == [{"status": "succeeded", "rows_in": 2}]
+
+
+def test_rollback_of_a_failing_delete_leaves_the_date_whole(warehouse: DuckDBWarehouse) -> None:
+    insert_analytics_rows(warehouse, D1, ["C000001"], "run-b1")
+    insert_build(warehouse, D1, "crm-1", "usage-1", 1, "run-b1")
+    # ops.date_builds is deleted after the analytics rows: make that second statement fail.
+    warehouse.run_sql("ALTER TABLE ops.date_builds RENAME TO date_builds_gone")
+
+    with pytest.raises(Exception, match="date_builds"):
+        operations.rollback_date(warehouse, D1)
+
+    assert count(warehouse, "analytics.company_daily_activity") == 1
+
+
+# ---- rebuild -----------------------------------------------------------------------------------
+def test_rebuild_queues_one_forced_message_the_builder_accepts(services: Services, queue: FakeQueue) -> None:
+    result = invoke(services, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03")
+
+    assert result.exit_code == 0, result.output
+    assert len(queue.sent) == 1
+    request = parse_build_request(queue.sent[0])
+    assert request.dates == (D1, D2, D3)
+    assert request.force is True
+    assert "queued a build of 2025-03-01..2025-03-03" in result.stdout
+
+
+# ---- backfill --dry-run -------------------------------------------------------------------------
+def test_backfill_dry_run_lists_the_plan_and_changes_nothing(
+    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+) -> None:
+    insert_usage_pull(warehouse, D1, "usage-1")
+    insert_build(warehouse, D1, None, "usage-1", 1, "run-b1")
+    services.state_table.entities.append({"PartitionKey": "usage_pull", "RowKey": "2025-03-01"})  # type: ignore[attr-defined]
+    gate.versions = {D1: InputVersions(None, "usage-1")}
+    tables = ["stg.usage_pulls", "ops.date_builds", "ops.pipeline_runs", "analytics.company_daily_activity"]
+    before = {t: count(warehouse, t) for t in tables}
+
+    result = invoke(services, "backfill", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert "would pull usage for 2 dates: 2025-03-02..2025-03-03" in result.stdout
+    assert "already pulled (skipped): 1: 2025-03-01" in result.stdout
+    assert "build 2025-03-02..2025-03-03 (2 dates)" in result.stdout
+    assert "already built from the same inputs (skipped): 1" in result.stdout
+    assert {t: count(warehouse, t) for t in tables} == before
