@@ -1,0 +1,176 @@
+"""Backfill orchestration (shared.services.operations) with fakes: planning, chunks, resuming
+after an interruption, and the progress it reports."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+import pytest
+
+from shared.services.operations import (
+    BackfillDateState,
+    DateRange,
+    OperationStopped,
+    contiguous_chunks,
+    plan_backfill,
+    run_backfill,
+)
+
+START = dt.date(2025, 1, 1)
+
+
+def days(n: int, start: dt.date = START) -> list[dt.date]:
+    return [start + dt.timedelta(days=i) for i in range(n)]
+
+
+class FakePipeline:
+    """Remembers which days were pulled and which were built, like watermarks and date_builds."""
+
+    def __init__(self, fail_pull_on: dt.date | None = None) -> None:
+        self.pulled: set[dt.date] = set()
+        self.built: set[dt.date] = set()
+        self.pull_calls: list[dt.date] = []
+        self.build_calls: list[DateRange] = []
+        self.fail_pull_on = fail_pull_on
+
+    def read_states(self, wanted: Sequence[dt.date]) -> dict[dt.date, BackfillDateState]:
+        return {d: BackfillDateState(pulled=d in self.pulled, up_to_date=d in self.built) for d in wanted}
+
+    def pull_day(self, day: dt.date) -> None:
+        self.pull_calls.append(day)
+        if day == self.fail_pull_on:
+            raise ConnectionError("API went away")
+        self.pulled.add(day)
+        self.built.discard(day)  # a new usage version: the date's build is no longer current
+
+    def build_range(self, chunk: DateRange) -> None:
+        self.build_calls.append(chunk)
+        self.built.update(chunk.days())
+
+
+class RecordingProgress:
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, int]] = []
+
+    def start_phase(self, name: str, total: int) -> None:
+        self.events.append(("start", name, total))
+
+    def advance(self, dates: int, *, skipped: bool = False) -> None:
+        self.events.append(("skip" if skipped else "done", "", dates))
+
+
+def test_contiguous_chunks_split_at_gaps_and_at_the_chunk_size() -> None:
+    picked = [*days(5), *days(3, dt.date(2025, 1, 10))]
+
+    assert contiguous_chunks(picked, max_days=2) == [
+        DateRange(dt.date(2025, 1, 1), dt.date(2025, 1, 2)),
+        DateRange(dt.date(2025, 1, 3), dt.date(2025, 1, 4)),
+        DateRange(dt.date(2025, 1, 5), dt.date(2025, 1, 5)),
+        DateRange(dt.date(2025, 1, 10), dt.date(2025, 1, 11)),
+        DateRange(dt.date(2025, 1, 12), dt.date(2025, 1, 12)),
+    ]
+
+
+def test_date_range_refuses_a_reversed_range() -> None:
+    with pytest.raises(ValueError, match="after"):
+        DateRange(dt.date(2025, 1, 2), dt.date(2025, 1, 1))
+
+
+def test_plan_rebuilds_dates_whose_usage_is_pulled_even_if_built_before() -> None:
+    rng = DateRange(START, START + dt.timedelta(days=3))
+    states = {
+        d: BackfillDateState(pulled=i < 2, up_to_date=i in (0, 2)) for i, d in enumerate(rng.days())
+    }  # day 2 built but not pulled: its pull will change it
+
+    plan = plan_backfill(rng, states, chunk_days=31)
+
+    assert plan.pull == days(2, START + dt.timedelta(days=2))
+    assert plan.build == [DateRange(START + dt.timedelta(days=1), START + dt.timedelta(days=3))]
+    assert plan.build_skipped == [START]
+
+
+def test_backfill_pulls_then_builds_in_chunks_of_the_given_size() -> None:
+    pipeline = FakePipeline()
+    rng = DateRange(START, START + dt.timedelta(days=69))
+
+    result = run_backfill(
+        rng,
+        read_states=pipeline.read_states,
+        pull_day=pipeline.pull_day,
+        build_range=pipeline.build_range,
+        chunk_days=31,
+    )
+
+    assert pipeline.pull_calls == rng.days()
+    assert [len(c) for c in pipeline.build_calls] == [31, 31, 8]
+    assert pipeline.built == set(rng.days())
+    assert result.pulled == rng.days()
+
+
+def test_interrupted_backfill_resumes_skipping_the_dates_already_done() -> None:
+    rng = DateRange(START, START + dt.timedelta(days=9))
+    pipeline = FakePipeline(fail_pull_on=START + dt.timedelta(days=4))
+
+    with pytest.raises(OperationStopped, match=r"pull of 2025-01-05.*re-run `backfill --start 2025-01-01"):
+        run_backfill(
+            rng, read_states=pipeline.read_states, pull_day=pipeline.pull_day, build_range=pipeline.build_range
+        )
+    assert pipeline.pulled == set(days(4))
+    assert pipeline.build_calls == []
+
+    pipeline.fail_pull_on = None
+    pipeline.pull_calls.clear()
+    progress = RecordingProgress()
+    run_backfill(
+        rng,
+        read_states=pipeline.read_states,
+        pull_day=pipeline.pull_day,
+        build_range=pipeline.build_range,
+        progress=progress,
+    )
+
+    assert pipeline.pull_calls == days(6, START + dt.timedelta(days=4))
+    assert pipeline.build_calls == [rng]
+    assert progress.events == [
+        ("start", "pull usage", 10),
+        ("skip", "", 4),
+        *[("done", "", 1)] * 6,
+        ("start", "build", 10),
+        ("skip", "", 0),
+        ("done", "", 10),
+    ]
+
+
+def test_a_second_backfill_of_a_done_range_does_nothing() -> None:
+    pipeline = FakePipeline()
+    rng = DateRange(START, START + dt.timedelta(days=5))
+    kwargs = {"read_states": pipeline.read_states, "pull_day": pipeline.pull_day, "build_range": pipeline.build_range}
+    run_backfill(rng, **kwargs)  # type: ignore[arg-type]
+    pipeline.pull_calls.clear()
+    pipeline.build_calls.clear()
+
+    result = run_backfill(rng, **kwargs)  # type: ignore[arg-type]
+
+    assert pipeline.pull_calls == []
+    assert pipeline.build_calls == []
+    assert result.build_skipped_after_pull == rng.days()
+
+
+def test_a_failed_build_chunk_stops_with_a_resume_hint_and_keeps_earlier_chunks() -> None:
+    pipeline = FakePipeline()
+    rng = DateRange(START, START + dt.timedelta(days=9))
+    calls = 0
+
+    def flaky_build(chunk: DateRange) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("warehouse down")
+        pipeline.build_range(chunk)
+
+    with pytest.raises(OperationStopped, match=r"build of 2025-01-06\.\.2025-01-10"):
+        run_backfill(
+            rng, read_states=pipeline.read_states, pull_day=pipeline.pull_day, build_range=flaky_build, chunk_days=5
+        )
+    assert pipeline.built == set(days(5))
