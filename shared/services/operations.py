@@ -434,16 +434,6 @@ class BackfillPlan:
     def build_days(self) -> int:
         return sum(len(chunk) for chunk in self.build)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start": self.dates.start.isoformat(),
-            "end": self.dates.end.isoformat(),
-            "pull": [d.isoformat() for d in self.pull],
-            "pull_skipped": [d.isoformat() for d in self.pull_skipped],
-            "build": [{"start": c.start.isoformat(), "end": c.end.isoformat()} for c in self.build],
-            "build_skipped": [d.isoformat() for d in self.build_skipped],
-        }
-
 
 @dataclass(frozen=True)
 class BackfillResult:
