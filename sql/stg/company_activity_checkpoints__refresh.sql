@@ -134,4 +134,6 @@ INNER JOIN checkpoint_months
         AND (
             valid_until_next_active_month.next_activity_month IS NULL
             OR checkpoint_months.checkpoint_date <= valid_until_next_active_month.next_activity_month
-        );
+        )
+-- Stored month by month, so a build's read of one month touches only that month's pages.
+ORDER BY checkpoint_months.checkpoint_date, valid_until_next_active_month.company_id;
