@@ -4,12 +4,16 @@ A message asks for some dates. A requested date is rebuilt when its input versio
 snapshot hash, usage pull hash, from the readiness state) differ from those of its last
 successful build, or when the message says ``force``. A rebuilt date D changes the 7-day
 windows of D+1..D+6, so every one of those that was already built is rebuilt too (dates never
-built are left to their own message). The targets are grouped into contiguous ranges: the SQL
+built are left to their own message). A change on D can also reach built days after D+6:
+days_since_last_activity and churn's "known since" depend on a company's last and first
+activity however far back; the builder asks the warehouse which later dates that touches and
+adds them (``extend_beyond_window``). The targets are grouped into contiguous ranges: the SQL
 builds one range in one set-based run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,10 +51,11 @@ class BuildPlan:
     neighbours: tuple[dt.date, ...]  # already-built dates whose windows include a changed date
     unchanged: tuple[dt.date, ...]  # requested dates skipped: same versions as their last build
     ranges: tuple[tuple[dt.date, dt.date], ...] = field(default=())
+    beyond_window: tuple[dt.date, ...] = ()  # later built dates whose last/first activity moved
 
     @property
     def targets(self) -> tuple[dt.date, ...]:
-        return tuple(sorted({*self.changed, *self.neighbours}))
+        return tuple(sorted({*self.changed, *self.neighbours, *self.beyond_window}))
 
 
 def parse_build_request(payload: Any) -> BuildRequest:
@@ -122,6 +127,16 @@ def plan_build(
         neighbours=tuple(neighbours),
         unchanged=tuple(unchanged),
         ranges=tuple(contiguous_ranges(targets)),
+    )
+
+
+def extend_beyond_window(plan: BuildPlan, later: Iterable[dt.date]) -> BuildPlan:
+    """The plan with ``later`` built dates added (those not already targets) and ranges regrouped."""
+    extra = sorted(set(later) - set(plan.targets))
+    if not extra:
+        return plan
+    return dataclasses.replace(
+        plan, beyond_window=tuple(extra), ranges=tuple(contiguous_ranges([*plan.targets, *extra]))
     )
 
 

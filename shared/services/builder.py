@@ -36,6 +36,8 @@ from shared.rules.build_plan import (
     BuildRequest,
     InputVersions,
     checkpoint_refresh_from,
+    contiguous_ranges,
+    extend_beyond_window,
     parse_build_request,
     plan_build,
 )
@@ -46,6 +48,7 @@ log = logging.getLogger(__name__)
 
 STEP = "build"
 _BUILD_SQL = "analytics/company_daily_activity__build"
+_BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
 
 
 class VersionSource(Protocol):
@@ -201,6 +204,11 @@ def build(
     built = recorded_versions(warehouse, request.dates[0], window_to)
     current = dict(versions.input_versions(_days(request.dates[0], window_to)))
     plan = plan_build(request.dates, current, built, force=request.force)
+    later = dates_beyond_window(warehouse, plan.changed)
+    if later:
+        plan = extend_beyond_window(plan, later)
+        built.update(recorded_versions(warehouse, later[0], later[-1]))
+        current.update(versions.input_versions(plan.beyond_window))
     run_date = request.dates[0] if len(request.dates) == 1 else None
     with record_run(warehouse, step=STEP, run_id=run_id, run_date=run_date, clock=clock) as run:
         if not plan.targets:
@@ -210,15 +218,17 @@ def build(
             )
             return BuildOutcome(run_id, plan, 0, time.monotonic() - started)
         log.info(
-            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d unchanged skipped (%s)",
+            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d later dates whose "
+            "last/first activity moved, %d unchanged skipped (%s)",
             len(plan.targets),
             len(plan.ranges),
             len(plan.changed),
             len(plan.neighbours),
+            len(plan.beyond_window),
             len(plan.unchanged),
             request.reason or "no reason given",
         )
-        target_versions = {d: current.get(d, built.get(d, InputVersions())) for d in plan.targets}
+        target_versions = versions_to_record(plan, current, built)
         rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
         run.rows_out = rows
     try:
@@ -284,6 +294,31 @@ def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str
         warehouse.run("stg/company_first_usage__refresh", {"refresh_from": stale_from})
         warehouse.run("stg/company_activity_refreshed_pulls__record", {"run_id": run_id, "refreshed_at": loaded_at})
         log.info("refreshed activity checkpoints and first usage from %s", stale_from)
+
+
+def versions_to_record(
+    plan: BuildPlan, current: Mapping[dt.date, InputVersions], built: Mapping[dt.date, InputVersions]
+) -> dict[dt.date, InputVersions]:
+    """The input versions ops.date_builds records for each target.
+
+    A changed date records its current versions. A date rebuilt only as a neighbour keeps the
+    versions of its own last build: if its own inputs changed too, its own message must still
+    see the difference, or the dates in *its* window would never be rebuilt.
+    """
+    changed = set(plan.changed)
+    return {d: current.get(d, InputVersions()) if d in changed else built.get(d, InputVersions()) for d in plan.targets}
+
+
+def dates_beyond_window(warehouse: Warehouse, changed: Sequence[dt.date]) -> list[dt.date]:
+    """Built dates after D+6 whose days_since_last_activity or churn depend on a changed D.
+
+    Cheap in daily operation: for recent changes no built date lies beyond their windows.
+    """
+    found: set[dt.date] = set()
+    for changed_from, changed_to in contiguous_ranges(changed):
+        rows = warehouse.run(_BEYOND_WINDOW_SQL, {"changed_from": changed_from, "changed_to": changed_to})
+        found.update(_as_date(row["activity_date"]) for row in rows)
+    return sorted(found)
 
 
 def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> dict[dt.date, InputVersions]:

@@ -634,3 +634,95 @@ def test_property_any_history_and_build_order_converges_to_the_reference(
         assert world.rows() == reference_rows(world, dates)
     finally:
         engine.close()
+
+
+# ---- late corrections reach beyond the 7-day windows ------------------------------------------
+def test_late_activity_shortens_days_since_last_activity_on_every_later_built_day(world: World) -> None:
+    """SPEC 4 rebuilds D..D+6, but days_since_last_activity on day 40 depends on day 10 too."""
+    world.stage_snapshot(day(1), {"acme": "Acme", "zeta": "Zeta"})
+    world.stage_usage(day(1), {"acme": (1, 1), "zeta": (1, 1)})
+    for n in range(2, 41):
+        world.stage_usage(day(n), {"acme": (0, 0), "zeta": (1, 1)})
+    world.build(days(1, 40))
+    assert world.company("acme")[-1][6] == 39
+
+    world.stage_usage(day(10), {"acme": (2, 3), "zeta": (1, 1)})  # late: acme was active on day 10
+    outcome = world.build([day(10)])
+
+    assert outcome.plan.neighbours == tuple(days(11, 16))
+    assert outcome.plan.beyond_window == tuple(days(17, 40))
+    assert [row[6] for row in world.company("acme")[16:]] == list(range(7, 31))
+    assert world.rows() == reference_rows(world, days(1, 40))
+
+
+def test_corrected_away_activity_lengthens_days_since_on_later_days_and_leaves_others(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme", "zeta": "Zeta"})
+    for n in range(1, 31):
+        world.stage_usage(day(n), {"acme": (1, 1) if n in (1, 5) else (0, 0), "zeta": (1, 1)})
+    world.build(days(1, 30))
+    zeta_before = world.company("zeta")
+
+    world.stage_usage(day(5), {"acme": (0, 0), "zeta": (1, 1)})  # day 5's activity was a mistake
+    outcome = world.build([day(5)])
+
+    assert outcome.plan.beyond_window == tuple(days(12, 30))
+    assert world.company("acme")[-1][6] == 29
+    assert world.company("zeta") == zeta_before
+    assert world.rows() == reference_rows(world, days(1, 30))
+
+
+def test_a_neighbour_with_its_own_correction_still_rebuilds_its_own_window(world: World) -> None:
+    """Days 1 and 2 both re-staged; day 1's build rebuilds day 2 as a neighbour, and day 2's own
+    message must not then be skipped: day 8 is only in day 2's window."""
+    world.stage_snapshot(day(3), {"a": "A"})
+    world.build(days(1, 12))
+
+    world.stage_usage(day(1), {})
+    world.stage_usage(day(2), {"a": (0, 0)})  # a is known from day 2 now
+    world.build([day(1)])
+    second = world.build([day(2)])
+
+    assert second.plan.changed == (day(2),)
+    assert world.rows() == reference_rows(world, days(1, 12))
+
+
+def test_a_first_appearance_moved_earlier_makes_later_days_churn_risk(world: World) -> None:
+    """A usage-only company first seen on day 20, corrected to first appear on day 3."""
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    for n in range(1, 31):
+        world.stage_usage(day(n), {"acme": (1, 1), **({"ghost": (0, 0)} if n >= 20 else {})})
+    world.build(days(1, 30))
+
+    world.stage_usage(day(3), {"acme": (1, 1), "ghost": (0, 0)})
+    world.build([day(3)])
+
+    assert world.rows() == reference_rows(world, days(1, 30))
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(first_usage=usage_days, corrections=usage_days, snapshots=snapshot_days)
+def test_property_rebuilding_only_the_restaged_dates_converges_to_the_reference(
+    first_usage: dict[int, dict[str, Usage]],
+    corrections: dict[int, dict[str, Usage]],
+    snapshots: dict[int, dict[str, str]],
+) -> None:
+    """What the readiness gate does: after corrections, only the re-staged dates are requested
+    (no force). Every built row must still equal the reference from the final staging."""
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    try:
+        world = World(engine)
+        for offset, companies in sorted(snapshots.items()):
+            world.stage_snapshot(_START + dt.timedelta(days=offset), companies)
+        for offset, rows in sorted(first_usage.items()):
+            world.stage_usage(_START + dt.timedelta(days=offset), rows)
+        dates = [_START + dt.timedelta(days=k) for k in range(_SPAN)]
+        world.build(dates)
+        for offset, rows in sorted(corrections.items()):
+            world.stage_usage(_START + dt.timedelta(days=offset), rows)
+        for offset in sorted(corrections):
+            world.build([_START + dt.timedelta(days=offset)])
+
+        assert world.rows() == reference_rows(world, dates)
+    finally:
+        engine.close()
