@@ -57,19 +57,27 @@ class Services:
     def blobs(self) -> BlobStore:
         from shared.adapters.blob_store import BlobStore
 
-        return self._get("blobs", lambda: BlobStore.from_settings(self.settings))
+        return self._get("blobs", lambda: self._provisioned(BlobStore.from_settings))
 
     @property
     def build_queue(self) -> BuildQueue:
         from shared.adapters.queue_store import BuildQueue
 
-        return self._get("build_queue", lambda: BuildQueue.from_settings(self.settings))
+        return self._get("build_queue", lambda: self._provisioned(BuildQueue.from_settings))
 
     @property
     def state_table(self) -> StateTable:
         from shared.adapters.table_state import StateTable
 
-        return self._get("state_table", lambda: StateTable.from_settings(self.settings))
+        return self._get("state_table", lambda: self._provisioned(StateTable.from_settings))
+
+    def _provisioned(self, build: Any) -> Any:
+        """Build a storage adapter, creating the pipeline's containers, queues and table first,
+        once per process: a fresh account (or one an operator's CLI reaches first) just works."""
+        if "_storage_provisioned" not in self._overrides:
+            provision_storage(self.settings)
+            self._overrides["_storage_provisioned"] = True
+        return build(self.settings)
 
     @property
     def usage_api(self) -> UsageApiClient:
@@ -128,6 +136,23 @@ def connect_warehouse(settings: Settings) -> Warehouse:
     from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 
     return DuckDBWarehouse(settings.duckdb_path)
+
+
+def provision_storage(settings: Settings) -> None:
+    """Create the containers, queues (with the build queue's poison queue) and table the pipeline
+    uses. Idempotent; in Azure they may also come from infrastructure code."""
+    from shared.adapters.blob_store import BlobStore
+    from shared.adapters.queue_store import QueueStore
+    from shared.adapters.table_state import StateTable
+
+    blobs = BlobStore.from_settings(settings)
+    for container in (settings.crm_container, settings.quarantine_container, settings.raw_container):
+        blobs.ensure_container(container)
+    queue = QueueStore.from_settings(settings)
+    queue.ensure_exists()
+    # Created up front so operators (and tests) can look into it before a message ever fails.
+    queue.named(f"{queue.name}-poison").ensure_exists()
+    StateTable.from_settings(settings).ensure_exists()
 
 
 @functools.lru_cache(maxsize=1)

@@ -30,6 +30,7 @@ from types import TracebackType
 from typing import IO
 
 from shared.settings import Settings
+from shared.wiring import provision_storage
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
@@ -224,23 +225,8 @@ class AzuriteProcess:
 
 
 def provision(settings: Settings) -> None:
-    """Create the containers, queues and table the pipeline uses (idempotent).
-
-    In Azure these come from the infrastructure; against a fresh Azurite the local-run tool and
-    the test fixtures create them here. The poison queue is created too so that operators
-    (and tests) can look into it before the first message fails.
-    """
-    from shared.adapters.blob_store import BlobStore
-    from shared.adapters.queue_store import QueueStore
-    from shared.adapters.table_state import StateTable
-
-    blobs = BlobStore.from_settings(settings)
-    for container in (settings.crm_container, settings.quarantine_container, settings.raw_container):
-        blobs.ensure_container(container)
-    queue = QueueStore.from_settings(settings)
-    queue.ensure_exists()
-    queue.named(f"{queue.name}-poison").ensure_exists()
-    StateTable.from_settings(settings).ensure_exists()
+    """Create the pipeline's containers, queues and table in a fresh Azurite (idempotent)."""
+    provision_storage(settings)
 
 
 def _require_installed() -> None:

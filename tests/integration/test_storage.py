@@ -512,3 +512,33 @@ def test_plain_text_message_is_malformed_for_a_base64_host(storage_settings: Set
 
     with pytest.raises(MalformedMessage):
         store.body(message)
+
+
+def test_services_create_the_pipelines_storage_on_first_use(azurite) -> None:
+    """An operator's CLI (or the first function) reaching a fresh account must not fail with
+    'table not found': the wiring provisions containers, queues and the table once."""
+    import uuid
+
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.settings import Settings
+    from shared.wiring import Services
+
+    suffix = uuid.uuid4().hex[:10]
+    settings = Settings.from_values(
+        {
+            "PIPELINE_STORAGE": azurite.connection_string,
+            "CRM_CONTAINER": f"crm-{suffix}",
+            "QUARANTINE_CONTAINER": f"quar-{suffix}",
+            "RAW_CONTAINER": f"raw-{suffix}",
+            "BUILD_QUEUE": f"build-{suffix}",
+            "STATE_TABLE": f"state{suffix}",
+        }
+    )
+    services = Services(settings)
+    services.state_table.upsert({"PartitionKey": "p", "RowKey": "r", "n": 1})
+    services.build_queue.send({"dates": ["2025-01-01"]})
+
+    containers = {c.name for c in BlobServiceClient.from_connection_string(azurite.connection_string).list_containers()}
+    assert {f"crm-{suffix}", f"quar-{suffix}", f"raw-{suffix}"} <= containers
+    assert services.state_table.get("p", "r") is not None
