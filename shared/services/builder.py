@@ -204,11 +204,6 @@ def build(
     built = recorded_versions(warehouse, request.dates[0], window_to)
     current = dict(versions.input_versions(_days(request.dates[0], window_to)))
     plan = plan_build(request.dates, current, built, force=request.force)
-    later = dates_beyond_window(warehouse, plan.changed)
-    if later:
-        plan = extend_beyond_window(plan, later)
-        built.update(recorded_versions(warehouse, later[0], later[-1]))
-        current.update(versions.input_versions(plan.beyond_window))
     run_date = request.dates[0] if len(request.dates) == 1 else None
     with record_run(warehouse, step=STEP, run_id=run_id, run_date=run_date, clock=clock) as run:
         if not plan.targets:
@@ -218,18 +213,20 @@ def build(
             )
             return BuildOutcome(run_id, plan, 0, time.monotonic() - started)
         log.info(
-            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d later dates whose "
-            "last/first activity moved, %d unchanged skipped (%s)",
+            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d unchanged skipped (%s)",
             len(plan.targets),
             len(plan.ranges),
             len(plan.changed),
             len(plan.neighbours),
-            len(plan.beyond_window),
             len(plan.unchanged),
             request.reason or "no reason given",
         )
-        target_versions = versions_to_record(plan, current, built)
-        rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
+        with warehouse.transaction():
+            # Refresh first: which later days a change reaches is read from fresh derived tables.
+            refresh_derived_usage(warehouse, plan.targets[-1], run_id=run_id, loaded_at=loaded_at)
+            plan = extend_to_later_dates(plan, warehouse, versions, current, built)
+            target_versions = versions_to_record(plan, current, built)
+            rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
         run.rows_out = rows
     try:
         versions.record_build(target_versions, run_id, loaded_at)
@@ -294,6 +291,25 @@ def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str
         warehouse.run("stg/company_first_usage__refresh", {"refresh_from": stale_from})
         warehouse.run("stg/company_activity_refreshed_pulls__record", {"run_id": run_id, "refreshed_at": loaded_at})
         log.info("refreshed activity checkpoints and first usage from %s", stale_from)
+
+
+def extend_to_later_dates(
+    plan: BuildPlan,
+    warehouse: Warehouse,
+    versions: VersionSource,
+    current: dict[dt.date, InputVersions],
+    built: dict[dt.date, InputVersions],
+) -> BuildPlan:
+    """Add the built dates after the windows whose rows a changed date still reaches, and learn
+    their versions (``current`` and ``built`` are filled in place)."""
+    later = dates_beyond_window(warehouse, plan.changed)
+    if not later:
+        return plan
+    plan = extend_beyond_window(plan, later)
+    built.update(recorded_versions(warehouse, later[0], later[-1]))
+    current.update(versions.input_versions(plan.beyond_window))
+    log.info("a change reaches %d built date(s) after its windows (last/first activity moved)", len(later))
+    return plan
 
 
 def versions_to_record(

@@ -6,16 +6,16 @@
 -- A later row (X, c) must be rebuilt when, for the re-staged range [@changed_from, @changed_to]:
 --   * its stored last activity day lies in the range and c has no activity there any more, or
 --   * c now has activity in the range after its stored last activity (or it had none), or
---   * c now appears in usage in the range before it was first known, or its first appearance
---     was in the range and is gone (churn's "known since" moved).
--- The rows' values are still computed from staging only; this query only picks dates.
+--   * its window is all zeros and its stored churn flag disagrees with "known since D-6"
+--     computed from the refreshed dims and first-usage table (a first appearance moved).
+-- Run it after the derived usage tables are refreshed, in the build's transaction. The rows'
+-- values are still computed from staging only; this query only picks dates.
 -- Grain: one row per activity_date, ascending.
 -- Parameters: @changed_from, @changed_to (DATE, a contiguous range of re-staged dates).
 WITH usage_in_range AS (
     SELECT
         company_id,
-        MAX(CASE WHEN active_users > 0 OR events > 0 THEN activity_date END) AS last_active_in_range,
-        MIN(activity_date) AS first_seen_in_range
+        MAX(CASE WHEN active_users > 0 OR events > 0 THEN activity_date END) AS last_active_in_range
     FROM stg.product_usage
     WHERE activity_date BETWEEN @changed_from AND @changed_to
     GROUP BY company_id
@@ -61,31 +61,17 @@ gained_later_activity AS (
         AND (lr.stored_last_active IS NULL OR lr.stored_last_active < ur.last_active_in_range)
 ),
 
-known_earlier AS (
-    -- Before the build refreshes stg.company_first_usage, it still holds the old first day.
-    SELECT lr.activity_date
-    FROM later_rows AS lr
-    INNER JOIN usage_in_range AS ur ON ur.company_id = lr.company_id
-    LEFT JOIN first_known AS fk ON fk.company_id = lr.company_id
-    WHERE (fk.known_from IS NULL OR fk.known_from > ur.first_seen_in_range)
-        AND lr.activity_date <= DATEADD(DAY, 6, COALESCE(fk.known_from, lr.activity_date))
-),
-
-known_later AS (
-    -- Its first appearance was in the range and no usage row is left there: it is now known
-    -- from its next CRM version or usage row, so churn may flip on the 6 days after that.
-    SELECT lr.activity_date
-    FROM later_rows AS lr
-    INNER JOIN first_known AS fk ON fk.company_id = lr.company_id
-    LEFT JOIN usage_in_range AS ur ON ur.company_id = lr.company_id
-    WHERE fk.known_from BETWEEN @changed_from AND @changed_to
-        AND ur.company_id IS NULL
-        AND lr.activity_date <= DATEADD(DAY, 6, (
-            SELECT MIN(next_seen.activity_date)
-            FROM stg.product_usage AS next_seen
-            WHERE next_seen.company_id = lr.company_id
-                AND next_seen.activity_date > CAST(@changed_to AS DATE)
-        ))
+known_since_moved AS (
+    SELECT cda.activity_date
+    FROM analytics.company_daily_activity AS cda
+    LEFT JOIN first_known AS fk ON fk.company_id = cda.company_id
+    WHERE cda.activity_date > DATEADD(DAY, 6, CAST(@changed_to AS DATE))
+        AND cda.active_users_7d = 0
+        AND cda.events_7d = 0
+        AND cda.is_churn_risk <> CASE
+            WHEN fk.known_from <= DATEADD(DAY, -6, cda.activity_date) THEN CAST(1 AS BIT)
+            ELSE CAST(0 AS BIT)
+        END
 )
 
 SELECT DISTINCT affected.activity_date
@@ -94,8 +80,6 @@ FROM (
     UNION ALL
     SELECT activity_date FROM gained_later_activity
     UNION ALL
-    SELECT activity_date FROM known_earlier
-    UNION ALL
-    SELECT activity_date FROM known_later
+    SELECT activity_date FROM known_since_moved
 ) AS affected
 ORDER BY affected.activity_date;

@@ -686,6 +686,20 @@ def test_a_neighbour_with_its_own_correction_still_rebuilds_its_own_window(world
     assert world.rows() == reference_rows(world, days(1, 12))
 
 
+def test_known_since_moved_by_an_earlier_message_still_reaches_days_after_the_window(world: World) -> None:
+    """Found by the property test: day 1's message refreshes first usage (a from day 2), so day
+    2's message must not rely on the old first-usage table to see that days 9..10 changed."""
+    world.stage_snapshot(day(4), {"a": "A"})
+    world.build(days(1, 14))
+
+    world.stage_usage(day(1), {})
+    world.stage_usage(day(2), {"a": (0, 0)})  # known from day 2: churn from day 8, not day 10
+    world.build([day(1)])
+    world.build([day(2)])
+
+    assert world.rows() == reference_rows(world, days(1, 14))
+
+
 def test_a_first_appearance_moved_earlier_makes_later_days_churn_risk(world: World) -> None:
     """A usage-only company first seen on day 20, corrected to first appear on day 3."""
     world.stage_snapshot(day(1), {"acme": "Acme"})
