@@ -1,11 +1,13 @@
 -- Purpose: staging tables for the two inputs, their landing tables and per-date load manifests.
 -- Conventions (all tables): dates are UTC days; timestamps are UTC DATETIME2 without offset;
--- *_landing tables hold one load (load_id) between bulk load and the atomic swap into staging.
+-- *_landing tables hold one load (load_id) between bulk load and the atomic swap into staging;
+-- ids (company_id, event_id) use a binary collation: 'ACME' and 'acme' are two companies, as
+-- in the embedded engine (Azure SQL's default collation would make them collide).
 
 -- One row per (snapshot_date, company_id): the validated CRM snapshot of that date.
 CREATE TABLE stg.crm_companies (
     snapshot_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     company_name NVARCHAR(400) NULL,
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,
@@ -24,7 +26,7 @@ CREATE TABLE stg.crm_companies (
 CREATE TABLE stg.crm_companies_landing (
     load_id NVARCHAR(64) NOT NULL,
     snapshot_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     company_name NVARCHAR(400) NULL,
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,
@@ -48,7 +50,7 @@ CREATE TABLE stg.crm_snapshots (
 -- One row per (activity_date, company_id): the validated usage of that day.
 CREATE TABLE stg.product_usage (
     activity_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     active_users INT NOT NULL,
     events BIGINT NOT NULL,
     source_blob NVARCHAR(1024) NOT NULL,
@@ -60,7 +62,7 @@ CREATE TABLE stg.product_usage (
 CREATE TABLE stg.product_usage_landing (
     load_id NVARCHAR(64) NOT NULL,
     activity_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     active_users INT NOT NULL,
     events BIGINT NOT NULL,
     source_blob NVARCHAR(1024) NOT NULL
@@ -89,14 +91,14 @@ CREATE TABLE stg.usage_pulls (
 -- stg.product_usage only (refreshed from the month of a re-staged day onward).
 CREATE TABLE stg.company_activity_checkpoints (
     checkpoint_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     last_active_date DATE NOT NULL,
     PRIMARY KEY (checkpoint_date, company_id)
 );
 
 -- First day each company appeared in usage (any row, active or not), for "known since".
 CREATE TABLE stg.company_first_usage (
-    company_id NVARCHAR(64) NOT NULL PRIMARY KEY,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY,
     first_usage_date DATE NOT NULL
 );
 

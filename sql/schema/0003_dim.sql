@@ -7,7 +7,7 @@
 -- last_contact_at) is what "changed" means. A day D is served by the version with
 -- valid_from <= D AND (valid_to IS NULL OR valid_to > D).
 CREATE TABLE dim.companies (
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     valid_from DATE NOT NULL,
     valid_to DATE NULL,
     is_current BIT NOT NULL,
@@ -29,7 +29,7 @@ CREATE INDEX ix_companies_valid ON dim.companies (valid_from, valid_to);
 -- Azure SQL gets the index below for its lookups (the embedded engine skips CREATE INDEX).
 CREATE TABLE dim.companies_rebuild (
     load_id NVARCHAR(64) NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     valid_from DATE NOT NULL,
     valid_to DATE NULL,
     company_name NVARCHAR(400) NULL,

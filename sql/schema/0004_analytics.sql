@@ -1,7 +1,7 @@
 -- Purpose: the product table. Grain: one row per (activity_date, company_id).
 CREATE TABLE analytics.company_daily_activity (
     activity_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     company_name NVARCHAR(400) NULL,
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,
@@ -27,7 +27,7 @@ CREATE INDEX ix_company_daily_activity_company ON analytics.company_daily_activi
 CREATE TABLE analytics.company_daily_activity_build (
     run_id NVARCHAR(64) NOT NULL,
     activity_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     company_name NVARCHAR(400) NULL,
     country NVARCHAR(100) NULL,
     industry_tag NVARCHAR(200) NULL,

@@ -4,8 +4,8 @@
 -- there is no key; the rollup de-duplicates. event_ts is UTC (offsets converted on load) and
 -- event_date is its UTC day, so a day's refresh reads one index range.
 CREATE TABLE agg.fact_events (
-    event_id NVARCHAR(64) NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    event_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     event_ts DATETIME2(6) NOT NULL,
     event_date DATE NOT NULL,
     loaded_at DATETIME2(6) NOT NULL
@@ -22,7 +22,7 @@ CREATE INDEX ix_fact_events_loaded ON agg.fact_events (loaded_at, event_id, even
 -- Grain: one row per (activity_date, company_id): distinct events that day (UTC).
 CREATE TABLE agg.company_daily_events (
     activity_date DATE NOT NULL,
-    company_id NVARCHAR(64) NOT NULL,
+    company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL,
     event_count BIGINT NOT NULL,
     refreshed_at DATETIME2(6) NOT NULL,
     run_id NVARCHAR(64) NOT NULL,

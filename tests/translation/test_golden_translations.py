@@ -106,3 +106,26 @@ def test_translated_semantics_run_on_duckdb() -> None:
     import datetime as dt
 
     assert row == {"prev": dt.date(2025, 2, 28), "flag": True, "x": 0.30000000000000004, "gap": 30}
+
+
+def test_binary_collation_is_dropped_for_duckdb_which_compares_binary() -> None:
+    assert (
+        translate("CREATE TABLE s.t (company_id NVARCHAR(64) COLLATE Latin1_General_100_BIN2 NOT NULL)")
+        == "CREATE TABLE s.t (company_id TEXT(64) NOT NULL)"
+    )
+
+
+def test_other_collations_are_refused() -> None:
+    with pytest.raises(TranslationError, match="collation SQL_Latin1_General_CP1_CI_AS"):
+        translate("CREATE TABLE s.t (name NVARCHAR(64) COLLATE SQL_Latin1_General_CP1_CI_AS NULL)")
+
+
+def test_ids_differing_only_in_case_are_two_companies() -> None:
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    engine.bulk_load(
+        "stg.company_first_usage", ["company_id", "first_usage_date"], [("ACME", "2025-01-01"), ("acme", "2025-01-02")]
+    )
+    assert engine.run_sql("SELECT COUNT(*) AS n FROM stg.company_first_usage WHERE company_id = @c", {"c": "acme"}) == [
+        {"n": 1}
+    ]

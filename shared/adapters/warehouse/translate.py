@@ -13,6 +13,9 @@ Rewrites (each has a golden test in tests/translation/):
 - ``DATEADD(DAY, n, d)`` → ``d + n``: stays a DATE (DuckDB's ``d + INTERVAL`` is a TIMESTAMP).
   Our T-SQL uses DATEADD(DAY, ...) on DATE values only; on a timestamp DuckDB fails loudly.
 - ``MERGE ... UPDATE SET tgt.col = ...``: DuckDB wants unqualified SET targets.
+- ``COLLATE <name>_BIN2`` on a column: dropped. Ids are compared byte for byte (Azure SQL's
+  default collation is case-insensitive, so the T-SQL says BIN2); DuckDB already compares
+  binary. Any other collation is refused: we would not know its DuckDB meaning.
 - ``CREATE INDEX``: skipped; DuckDB's zone maps serve our range filters, and ART indexes would
   only slow bulk loads and hold memory. (Primary keys are kept: they enforce the grain.)
 Refused with a clear error: reading the clock (SYSUTCDATETIME, GETDATE, CURRENT_TIMESTAMP:
@@ -54,7 +57,7 @@ def to_duckdb(statement: Statement) -> str | None:
         raise TranslationError(statement.sql_file, statement.index, f"unsupported in DuckDB: {exc}") from exc
 
 
-def _rewrite(node: exp.Expression) -> exp.Expression:
+def _rewrite(node: exp.Expression) -> exp.Expression | None:
     if isinstance(node, exp.DataType):
         if node.this == exp.DataType.Type.BIT:
             return exp.DataType.build("BOOLEAN")
@@ -64,6 +67,8 @@ def _rewrite(node: exp.Expression) -> exp.Expression:
         node.set("expressions", [e.this if isinstance(e, exp.Ordered) else e for e in node.expressions])
     if isinstance(node, exp.DateAdd) and (node.unit is None or node.unit.name.upper() in {"DAY", "DD", "D"}):
         return exp.Add(this=node.this, expression=node.expression)
+    if isinstance(node, exp.ColumnConstraint) and isinstance(node.args.get("kind"), exp.CollateColumnConstraint):
+        return None  # a binary collation (others are refused before rewriting)
     if isinstance(node, exp.Merge):
         for when in node.find_all(exp.When):
             then = when.args.get("then")
@@ -87,6 +92,8 @@ def _refuse_unsupported(tree: exp.Expression, statement: Statement) -> None:
             refuse("SQL must not read the clock: pass the time as a parameter")
         if isinstance(node, exp.Anonymous) and node.name.upper() in _CLOCK_FUNCTIONS:
             refuse(f"SQL must not read the clock ({node.name}): pass the time as a parameter")
+        if isinstance(node, exp.CollateColumnConstraint) and not node.this.name.upper().endswith(("_BIN2", "_BIN")):
+            refuse(f"collation {node.this.name} has no DuckDB equivalent: only binary (*_BIN2) collations translate")
         if isinstance(node, exp.GeneratedAsIdentityColumnConstraint):
             refuse("IDENTITY columns are not supported: generate keys in the loader")
         if isinstance(node, exp.With) and node.args.get("recursive"):
