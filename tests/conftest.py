@@ -20,12 +20,28 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
 from shared.tools.azurite import AzuriteProcess, provision
 from shared.wiring import Services
 
 StorageSettingsFactory = Callable[..., Settings]
 ServicesFactory = Callable[..., Services]
+
+
+@pytest.fixture
+def warehouse() -> Iterator[DuckDBWarehouse]:
+    """A fresh in-memory DuckDB warehouse with the whole schema applied."""
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    yield engine
+    engine.close()
+
+
+@pytest.fixture
+def wh(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
+    """Short alias of ``warehouse`` for SQL-heavy tests."""
+    return warehouse
 
 
 @pytest.fixture(scope="session")

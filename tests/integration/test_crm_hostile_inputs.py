@@ -38,14 +38,6 @@ class RecordingReadiness:
 
 
 @pytest.fixture
-def warehouse() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
 def services(
     storage_settings: Settings, make_services: Callable[..., Services], warehouse: DuckDBWarehouse
 ) -> Services:

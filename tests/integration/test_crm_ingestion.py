@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,14 +41,6 @@ class RecordingReadiness:
     ) -> MarkResult:
         self.marks.append((activity_date, input_name, version, rows))
         return MarkResult(activity_date, True, False)
-
-
-@pytest.fixture
-def warehouse() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
 
 
 @pytest.fixture

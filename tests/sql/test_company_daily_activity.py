@@ -237,14 +237,6 @@ def reference_rows(world: World, dates: Iterable[dt.date]) -> list[dict[str, Any
 
 
 @pytest.fixture
-def wh() -> Iterable[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
-
-
-@pytest.fixture
 def world(wh: DuckDBWarehouse) -> World:
     return World(wh)
 

@@ -4,7 +4,6 @@ look-back recomputed, and the reconciliation check against the API's daily event
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,14 +20,6 @@ from shared.settings import Settings
 
 D = dt.date(2025, 3, 10)
 NOW = dt.datetime(2025, 3, 20, 2, 0)  # today 2025-03-20: with a 2-day look-back, 18..20 always refresh
-
-
-@pytest.fixture
-def wh() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
 
 
 def rollup(wh: DuckDBWarehouse) -> dict[tuple[dt.date, str], int]:

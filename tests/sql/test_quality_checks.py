@@ -7,7 +7,7 @@ are worked out by hand in each test.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import pytest
 
@@ -24,14 +24,6 @@ SETTINGS = Settings(
     quality_unknown_company_share_warn=0.05,
     freshness_deadline_hours=30,
 )
-
-
-@pytest.fixture
-def wh() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
 
 
 # ---- writing test data ------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -58,12 +58,9 @@ def _stage(wh: DuckDBWarehouse) -> None:
 
 
 @pytest.fixture
-def wh() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    _stage(engine)
-    yield engine
-    engine.close()
+def wh(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
+    _stage(warehouse)
+    return warehouse
 
 
 def make_services(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:

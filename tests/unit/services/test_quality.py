@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 
@@ -23,14 +22,6 @@ D1 = dt.date(2025, 3, 10)
 D2 = dt.date(2025, 3, 11)
 NOW = dt.datetime(2025, 3, 12, 2, 0)
 SETTINGS = Settings(pipeline_name="company-activity")
-
-
-@pytest.fixture
-def wh() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
 
 
 def add_activity(wh: DuckDBWarehouse, day: dt.date, company_id: str, events: int = 1, flags: str = "") -> None:

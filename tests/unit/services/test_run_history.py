@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import pytest
 
@@ -12,14 +11,6 @@ from shared.errors import AuthenticationFailed, BuildError
 from shared.services.run_history import recent_runs, record_run
 
 D = dt.date(2025, 3, 10)
-
-
-@pytest.fixture
-def wh() -> Iterator[DuckDBWarehouse]:
-    engine = DuckDBWarehouse(":memory:")
-    engine.apply_schema()
-    yield engine
-    engine.close()
 
 
 class Ticks:
