@@ -241,9 +241,6 @@ class AzureSqlWarehouse(Warehouse):
         self._wait = wait or wait_exponential_jitter(multiplier=0.5, max=30, jitter=1)
         self._driver_error = driver_error
         self._conn: Connection | None = None
-        self._lock = threading.RLock()
-        self._depth = 0
-        self._owner: int | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, **kwargs: Any) -> AzureSqlWarehouse:
@@ -306,27 +303,15 @@ class AzureSqlWarehouse(Warehouse):
                 _close_quietly(cursor)
 
     # ---- transactions and connections --------------------------------------------------
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._connection()
-            self._depth, self._owner = 1, threading.get_ident()
-            try:
-                yield
-            except BaseException as exc:
-                self._rollback(discard=isinstance(exc, WarehouseTransientError))
-                raise
-            else:
-                self._commit()
-            finally:
-                self._depth, self._owner = 0, None
+    def _begin_transaction(self) -> None:
+        self._connection()  # the connection never autocommits: a transaction is always open
+
+    def _commit_transaction(self) -> None:
+        self._commit()
+
+    def _rollback_transaction(self, error: BaseException) -> None:
+        # After a transient error the connection may be dead: discard it rather than reuse it.
+        self._rollback(discard=isinstance(error, WarehouseTransientError))
 
     def close(self) -> None:
         with self._lock:

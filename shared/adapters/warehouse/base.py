@@ -14,7 +14,8 @@ import datetime as dt
 import hashlib
 import logging
 import re
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,6 +43,11 @@ class Warehouse(abc.ABC):
 
     def __init__(self, sql_root: Path = SQL_ROOT) -> None:
         self.sql_root = sql_root
+        # One connection per engine, shared by the worker's threads: the lock serialises use,
+        # _depth makes transaction() re-entrant, _owner says which thread holds a transaction.
+        self._lock = threading.RLock()
+        self._depth = 0
+        self._owner: int | None = None
 
     # ---- statements --------------------------------------------------------------------
     @abc.abstractmethod
@@ -88,9 +94,37 @@ class Warehouse(abc.ABC):
         them apart, so the others follow for identical results).
         """
 
-    @abc.abstractmethod
-    def transaction(self) -> contextlib.AbstractContextManager[None]:
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
         """A transaction; re-entrant (an inner block joins the outer one)."""
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
+                return
+            self._begin_transaction()
+            self._depth, self._owner = 1, threading.get_ident()
+            try:
+                yield
+            except BaseException as exc:
+                self._rollback_transaction(exc)
+                raise
+            else:
+                self._commit_transaction()
+            finally:
+                self._depth, self._owner = 0, None
+
+    @abc.abstractmethod
+    def _begin_transaction(self) -> None: ...
+
+    @abc.abstractmethod
+    def _commit_transaction(self) -> None: ...
+
+    @abc.abstractmethod
+    def _rollback_transaction(self, error: BaseException) -> None: ...
 
     def close(self) -> None:  # noqa: B027 - optional for engines without resources
         """Release connections."""

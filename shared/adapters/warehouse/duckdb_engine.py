@@ -7,13 +7,11 @@ invocations on several threads.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import os
 import tempfile
-import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
@@ -49,8 +47,6 @@ class DuckDBWarehouse(Warehouse):
         self._con = duckdb.connect(self.path)
         if memory_limit:
             self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
-        self._lock = threading.RLock()
-        self._depth = 0
 
     def _execute(self, statement: Statement, params: Mapping[str, Any]) -> list[Row] | None:
         sql = to_duckdb(statement)
@@ -68,27 +64,14 @@ class DuckDBWarehouse(Warehouse):
             names = [d[0] for d in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        with self._lock:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                finally:
-                    self._depth -= 1
-                return
-            self._con.execute("BEGIN TRANSACTION")
-            self._depth = 1
-            try:
-                yield
-            except BaseException:
-                self._con.execute("ROLLBACK")
-                raise
-            else:
-                self._con.execute("COMMIT")
-            finally:
-                self._depth = 0
+    def _begin_transaction(self) -> None:
+        self._con.execute("BEGIN TRANSACTION")
+
+    def _commit_transaction(self) -> None:
+        self._con.execute("COMMIT")
+
+    def _rollback_transaction(self, error: BaseException) -> None:
+        self._con.execute("ROLLBACK")
 
     def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
         """Stream rows through a temporary CSV file and COPY, one batch at a time.
