@@ -29,8 +29,6 @@ Every invocation is logged as one structured line: function, trigger data, outco
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import datetime as dt
 import importlib
@@ -59,7 +57,9 @@ from azure.storage.blob import BlobServiceClient, ContainerClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 from croniter import croniter
 
-from shared.errors import ConfigurationError
+from shared.adapters.queue_store import decode_body, encode_text
+from shared.adapters.storage_common import default_credential
+from shared.errors import ConfigurationError, MalformedMessage
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
 from shared.logs import configure_logging, log_context
 
@@ -135,18 +135,13 @@ class StorageConnection:
     def blob_service(self) -> BlobServiceClient:
         if self.connection_string:
             return BlobServiceClient.from_connection_string(self.connection_string)
-        return BlobServiceClient(f"https://{self.account_name}.blob.core.windows.net", credential=_credential())
+        return BlobServiceClient(f"https://{self.account_name}.blob.core.windows.net", credential=default_credential())
 
     def queue_service(self) -> QueueServiceClient:
         if self.connection_string:
             return QueueServiceClient.from_connection_string(self.connection_string)
-        return QueueServiceClient(f"https://{self.account_name}.queue.core.windows.net", credential=_credential())
-
-
-def _credential() -> Any:
-    from azure.identity import DefaultAzureCredential
-
-    return DefaultAzureCredential()
+        account_url = f"https://{self.account_name}.queue.core.windows.net"
+        return QueueServiceClient(account_url, credential=default_credential())
 
 
 def resolve_connection(setting: str, environ: Mapping[str, str]) -> StorageConnection:
@@ -337,23 +332,17 @@ Invoke = Callable[[RegisteredFunction, Any, dict[str, Any], str], Invocation]
 # ======================================================================================
 # Queue message encoding (host.json extensions.queues.messageEncoding)
 # ======================================================================================
-class UndecodableMessage(ValueError):
-    """A queue message that is not in the encoding host.json declares."""
+# The producer's codec (shared/adapters/queue_store.py) is the one the runner decodes with, so
+# the two can never disagree; UndecodableMessage is its MalformedMessage.
+UndecodableMessage = MalformedMessage
 
 
 def decode_message(content: str, encoding: str) -> bytes:
-    if encoding == "base64":
-        try:
-            return base64.b64decode(content.encode("ascii"), validate=True)
-        except (binascii.Error, UnicodeEncodeError) as exc:
-            raise UndecodableMessage("message is not base64 although host.json says messageEncoding=base64") from exc
-    return content.encode("utf-8")
+    return decode_body(content, encoding)
 
 
 def encode_message(body: bytes, encoding: str) -> str:
-    if encoding == "base64":
-        return base64.b64encode(body).decode("ascii")
-    return body.decode("utf-8")
+    return encode_text(body.decode("utf-8"), encoding)
 
 
 # ======================================================================================
