@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import RejectedInput
 from shared.logs import log_context
+from shared.services.alerts import AlertSink, failure_alert, send_safely
+from shared.services.run_history import record_run
 
 log = logging.getLogger(__name__)
 
@@ -96,3 +98,22 @@ def refresh_company_daily_events(
             )
         log.info("events rollup refreshed %d day(s) (%d touched by new events)", len(days), len(touched))
         return RefreshResult(days, loaded_through)
+
+
+STEP = "events_rollup"
+
+
+def refresh_on_schedule(
+    warehouse: Warehouse, alerts: AlertSink, pipeline: str, run_id: str, now: dt.datetime, lookback_days: int
+) -> RefreshResult | None:
+    """The scheduled refresh (after each usage tick): recorded in ops, alerted on failure, never
+    raised — the usage the tick staged must not be undone or retried because of the rollup."""
+    try:
+        with record_run(warehouse, step=STEP, run_id=run_id, run_date=now.date()) as run:
+            result = refresh_company_daily_events(warehouse, run_id, now, lookback_days)
+            run.rows_out = len(result.days)
+            return result
+    except Exception as exc:
+        log.exception("events rollup failed")
+        send_safely(alerts, failure_alert(pipeline, STEP, exc, run_id=run_id))
+        return None

@@ -45,6 +45,7 @@ from shared.errors import (
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
+from shared.services import events_rollup
 from shared.services.alerts import Alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -137,7 +138,17 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
     """The timer's entry point (via ``Services.run_usage_tick``). ``past_due`` runs behave the
     same: the plan depends on the day and the watermarks, not on when the timer fired."""
     source = services.usage_api.for_run()
-    return run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+    result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+    # The daily slot also keeps the fact-events rollup fresh (SPEC 6); it never fails the tick.
+    events_rollup.refresh_on_schedule(
+        services.warehouse,
+        services.alerts,
+        services.settings.pipeline_name,
+        result.run_id,
+        now,
+        services.settings.events_lookback_days,
+    )
+    return result
 
 
 def run_tick(

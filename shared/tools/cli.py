@@ -34,8 +34,8 @@ from rich.progress import (
 from rich.table import Table
 
 from shared.errors import PipelineError
-from shared.logs import configure_logging, redact
-from shared.services import operations
+from shared.logs import configure_logging, new_run_id, redact
+from shared.services import events_rollup, operations
 from shared.services.operations import DateRange, DateStatus
 from shared.settings import Settings
 from shared.wiring import Services, connect_warehouse
@@ -375,6 +375,27 @@ def rollback(obj: CliContext, day: dt.date, yes: bool) -> None:
         f"{' and the build record' if result.build_record_removed else ''}; {readiness}; "
         f"rebuild with `rebuild --date {day}` (run {result.run_id})"
     )
+
+
+# ---- events rollup ---------------------------------------------------------------------------
+@cli.group(help="The fact-events rollup (agg.company_daily_events).")
+def events() -> None:
+    pass
+
+
+@events.command("refresh", help="Recompute the days touched by newly loaded events plus the look-back window.")
+@click.option(
+    "--lookback-days", type=click.IntRange(min=0), default=None, help="Default: the EVENTS_LOOKBACK_DAYS setting."
+)
+@pass_cli
+def events_refresh(obj: CliContext, lookback_days: int | None) -> None:
+    settings = obj.services.settings
+    lookback = settings.events_lookback_days if lookback_days is None else lookback_days
+    result = events_rollup.refresh_company_daily_events(
+        obj.services.warehouse, new_run_id(), dt.datetime.now(dt.UTC), lookback
+    )
+    first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
+    click.echo(f"refreshed {len(result.days)} day(s) of agg.company_daily_events ({first}..{last})")
 
 
 # ---- replay ----------------------------------------------------------------------------------

@@ -159,7 +159,18 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
 # ---- help and usage errors (exit 2) --------------------------------------------------------------
 @pytest.mark.parametrize(
     "command",
-    [[], ["schema"], ["schema", "apply"], ["status"], ["backfill"], ["rebuild"], ["rollback"], ["replay"]],
+    [
+        [],
+        ["schema"],
+        ["schema", "apply"],
+        ["status"],
+        ["backfill"],
+        ["rebuild"],
+        ["rollback"],
+        ["replay"],
+        ["events"],
+        ["events", "refresh"],
+    ],
 )
 def test_every_command_has_help(command: list[str], services: Services) -> None:
     result = invoke(services, *command, "--help")
@@ -411,3 +422,20 @@ def test_backfill_dry_run_lists_the_plan_and_changes_nothing(
     assert "build 2025-03-02..2025-03-03 (2 dates)" in result.stdout
     assert "already built from the same inputs (skipped): 1" in result.stdout
     assert {t: count(warehouse, t) for t in tables} == before
+
+
+def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, warehouse: DuckDBWarehouse) -> None:
+    from shared.services.events_rollup import load_fact_events
+
+    today = dt.datetime.now(dt.UTC).date()
+    stamp = f"{today.isoformat()}T08:00:00Z"
+    load_fact_events(
+        warehouse, [("e1", "acme", stamp), ("e1", "acme", stamp), ("e2", "acme", stamp)], dt.datetime(2030, 1, 1)
+    )
+
+    result = invoke(services, "events", "refresh", "--lookback-days", "0")
+
+    assert result.exit_code == 0, result.output
+    assert "refreshed 1 day(s)" in result.output
+    rows = warehouse.run_sql("SELECT activity_date, company_id, event_count FROM agg.company_daily_events")
+    assert rows == [{"activity_date": today, "company_id": "acme", "event_count": 2}]
