@@ -8,6 +8,8 @@ the decision says, so every race is settled by the table, not by this code.
 
 A date is buildable when both inputs are present, or when usage is present and the CRM file
 has not come within ``grace`` of the usage (then it is built with the older snapshot, "stale").
+The grace clock starts when usage was first present: a look-back correction of the usage does
+not restart the wait, and once a date was built stale, its corrections are rebuilt at once.
 A build is queued once per buildable version pair: a new version of either input, or the CRM
 file arriving after a stale build, gives a new pair and queues again.
 
@@ -51,6 +53,7 @@ class DateState:
     built: InputVersions | None = None  # the pair of the last build recorded by the builder
     built_at: dt.datetime | None = None
     built_run_id: str | None = None
+    usage_since: dt.datetime | None = None  # when usage was first present: the CRM grace clock
 
     def versions(self) -> InputVersions:
         return InputVersions(self.crm.version if self.crm else None, self.usage.version if self.usage else None)
@@ -119,7 +122,7 @@ def buildable(state: DateState, now: dt.datetime, grace: dt.timedelta) -> tuple[
         return None, ""
     if state.crm is not None:
         return InputVersions(state.crm.version, state.usage.version), "both inputs present"
-    if now - state.usage.at >= grace:
+    if now - (state.usage_since or state.usage.at) >= grace:
         return InputVersions(None, state.usage.version), "CRM grace period passed: build with the older snapshot"
     return None, ""
 
@@ -138,6 +141,8 @@ def _with_input(state: DateState, event: InputMarked, now: dt.datetime) -> tuple
         return state, False  # a duplicate: keep the first arrival time (the grace clock)
     marked = InputState(event.version, event.rows, now)
     state = dataclasses.replace(state, **{event.input_name: marked})
+    if event.input_name == "usage" and state.usage_since is None:
+        state = dataclasses.replace(state, usage_since=now)
     # A new version re-opens the date until its build is queued.
     return dataclasses.replace(state, build_status="waiting"), True
 

@@ -181,7 +181,7 @@ def state_to_entity(state: DateState, run_id: str) -> dict[str, Any]:
                 entity[f"{prefix}_crm_version"] = pair.crm_version
             if pair.usage_version is not None:
                 entity[f"{prefix}_usage_version"] = pair.usage_version
-    optional = {"queued_at": state.queued_at, "built_at": state.built_at}
+    optional = {"queued_at": state.queued_at, "built_at": state.built_at, "usage_since": state.usage_since}
     entity.update({k: _iso(v) for k, v in optional.items() if v is not None})
     if state.built_run_id is not None:
         entity["built_run_id"] = state.built_run_id
@@ -210,6 +210,8 @@ def state_from_entity(entity: Mapping[str, Any]) -> DateState:
         built=pair("built"),
         built_at=_parse(entity["built_at"]) if entity.get("built_at") else None,
         built_run_id=entity.get("built_run_id"),
+        # Absent in entities written before the field existed: grace then counts from usage_at.
+        usage_since=_parse(entity["usage_since"]) if entity.get("usage_since") else None,
     )
 
 

@@ -142,3 +142,37 @@ def test_sweep_skips_settled_dates() -> None:
     waiting, _ = run([(usage(), at(0))])
     assert not grace_candidate(waiting, at(1), GRACE)
     assert grace_candidate(waiting, at(6), GRACE)
+
+
+def test_a_usage_correction_does_not_restart_the_crm_grace_period() -> None:
+    """Look-back re-pulls correct usage daily; the wait for a missing CRM file still ends
+    CRM_GRACE_HOURS after usage was first present, not after the latest correction."""
+    _state, sent = run([(usage("u1"), at(0)), (usage("u2"), at(3)), (GraceCheck(), at(6))])
+    assert sent == [InputVersions(None, "u2")]
+
+
+def test_a_correction_after_a_stale_build_is_rebuilt_at_once() -> None:
+    _state, sent = run([(usage("u1"), at(0)), (GraceCheck(), at(6)), (usage("u2"), at(24))])
+    assert sent == [InputVersions(None, "u1"), InputVersions(None, "u2")]
+
+
+def test_the_state_survives_its_table_entity_including_the_grace_clock() -> None:
+    from shared.services.readiness import state_from_entity, state_to_entity
+
+    state, _sent = run([(usage("u1"), at(0)), (usage("u2"), at(3)), (crm("c1"), at(4))])
+    state = decide(state, BuildRecorded(InputVersions("c1", "u2"), "run-9"), at(5), GRACE).state
+
+    assert state.usage_since == at(0)
+    assert state_from_entity(state_to_entity(state, "run-9")) == state
+
+
+def test_an_entity_written_before_the_grace_clock_field_counts_from_the_usage_time() -> None:
+    from shared.services.readiness import state_from_entity, state_to_entity
+
+    state, _sent = run([(usage("u1"), at(0))])
+    entity = state_to_entity(state, "run-1")
+    del entity["usage_since"]
+
+    old = state_from_entity(entity)
+    assert old.usage_since is None
+    assert decide(old, GraceCheck(), at(6), GRACE).send == InputVersions(None, "u1")
