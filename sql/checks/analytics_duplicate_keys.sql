@@ -1,16 +1,16 @@
 -- Check: analytics_duplicate_keys (severity: fail).
 -- Purpose: analytics.company_daily_activity must hold one row per company for the date.
---   Keys are compared the way Azure SQL's
---   default collation compares them (case-insensitive, trailing spaces ignored): the primary
---   key already rejects exact repeats, so what can slip through on the embedded engine is the
---   same company under two spellings, which Azure SQL would treat as one key.
+--   Keys are compared the way Azure SQL compares the binary-collated (BIN2) ids: exactly,
+--   except that trailing spaces are ignored. The primary key already rejects exact repeats;
+--   what can slip through on the embedded engine is the same id with trailing spaces, which
+--   Azure SQL would treat as one key. Ids differing in case are two companies.
 -- Grain: one summary row for @check_date: observed_value = duplicated keys,
 --   offending_rows = rows carrying a duplicated key.
 -- Parameters: @check_date (DATE).
 WITH
 
 date_keys AS (
-    SELECT UPPER(RTRIM(company_id)) AS company_key
+    SELECT RTRIM(company_id) AS company_key
     FROM analytics.company_daily_activity
     WHERE activity_date = CAST(@check_date AS DATE)
 ),

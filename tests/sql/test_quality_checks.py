@@ -243,15 +243,24 @@ def test_staging_usage_duplicate_keys_pass_with_one_row_per_company(wh: DuckDBWa
 
 
 def test_staging_usage_duplicate_keys_fail_on_keys_azure_sql_would_treat_as_equal(wh: DuckDBWarehouse) -> None:
-    add_usage(wh, D, ["acme", "ACME", "Acme ", "globex"])
+    add_usage(wh, D, ["acme", "acme ", "acme  ", "globex"])  # trailing spaces: one key on Azure SQL
     result = check(wh, "stg_usage_duplicate_keys")
     assert (result.status, result.observed_value, result.offending_rows) == ("fail", 1.0, 3)
+
+
+def test_ids_differing_only_in_case_are_two_companies_not_duplicates(wh: DuckDBWarehouse) -> None:
+    """Ids are binary-collated on Azure SQL too (BIN2): 'ACME' and 'acme' are distinct."""
+    add_usage(wh, D, ["acme", "ACME", "Acme"])
+    add_crm_snapshot(wh, D, ["acme", "ACME"])
+    add_activity(wh, D, ["acme", "ACME"])
+    for name in ("stg_usage_duplicate_keys", "stg_crm_duplicate_keys", "analytics_duplicate_keys"):
+        assert check(wh, name).status == "pass", name
 
 
 def test_staging_crm_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
     add_crm_snapshot(wh, D, ["acme", "globex"])
     assert check(wh, "stg_crm_duplicate_keys").status == "pass"
-    add_crm_snapshot(wh, D + dt.timedelta(days=1), ["acme", "Globex", "GLOBEX"])
+    add_crm_snapshot(wh, D + dt.timedelta(days=1), ["acme", "globex", "globex "])
     result = check(wh, "stg_crm_duplicate_keys", D + dt.timedelta(days=1))
     assert (result.status, result.offending_rows) == ("fail", 2)
 
@@ -259,7 +268,7 @@ def test_staging_crm_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
 def test_analytics_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
     add_activity(wh, D, ["acme", "globex"])
     assert check(wh, "analytics_duplicate_keys").status == "pass"
-    add_activity(wh, D, ["ACME"])
+    add_activity(wh, D, ["acme "])
     result = check(wh, "analytics_duplicate_keys")
     assert (result.status, result.observed_value, result.offending_rows) == ("fail", 1.0, 2)
 
