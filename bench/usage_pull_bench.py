@@ -64,7 +64,7 @@ def main() -> None:
         [
             sys.executable,
             "-m",
-            "shared.tools.mock_usage_api",
+            "pipeline_tools.mock_usage_api",
             "--port",
             str(port),
             "--companies",

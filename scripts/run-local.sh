@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-exec .venv/bin/python -m shared.tools.local_run "$@"
+exec .venv/bin/python -m pipeline_tools.local_run "$@"

@@ -28,6 +28,11 @@ class MalformedMessage(RejectedInput):
     """A queue message that can never be processed; rejected at once, not retried."""
 
 
+class FutureDateRefused(RejectedInput):
+    """A date after yesterday (UTC) was asked for: its inputs cannot exist yet, so nothing is
+    built, pulled, replayed or rolled back for it (building it would invent rows)."""
+
+
 # Transient errors: retry with backoff.
 class TransientError(PipelineError):
     """Worth retrying: the same call may succeed later."""

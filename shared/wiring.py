@@ -1,6 +1,6 @@
 """Builds clients, engines and services from Settings: lazily, once per process.
 
-Only this module and ``shared/tools`` construct adapters; services receive them. The
+Only this module and ``pipeline_tools`` construct adapters; services receive them. The
 Functions worker imports ``function_app`` once per process and reuses this container across
 invocations (the "manage connections" guidance: one client per process, not per call).
 """

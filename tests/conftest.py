@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from pipeline_tools.azurite import AzuriteProcess, provision
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
-from shared.tools.azurite import AzuriteProcess, provision
 from shared.wiring import Services
 
 StorageSettingsFactory = Callable[..., Settings]

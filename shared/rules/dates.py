@@ -16,9 +16,11 @@ history before the pipeline existed is loaded on purpose, with the backfill comm
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Literal
+
+from shared.errors import FutureDateRefused
 
 PullReason = Literal["yesterday", "lookback", "catchup"]
 
@@ -37,6 +39,25 @@ def utc_today(now: dt.datetime) -> dt.date:
     if now.tzinfo is not None:
         now = now.astimezone(dt.UTC)
     return now.date()
+
+
+def last_buildable_date(now: dt.datetime) -> dt.date:
+    """Yesterday (UTC): the newest day whose inputs can be complete. No later day is ever built."""
+    return utc_today(now) - dt.timedelta(days=1)
+
+
+def refuse_future_dates(dates: Iterable[dt.date], now: dt.datetime) -> None:
+    """Raise ``FutureDateRefused`` naming the first date after yesterday (UTC), if any.
+
+    The one rule every entry point applies (queue messages, CLI commands, replay), so a build
+    can never invent rows for a day whose inputs cannot exist yet."""
+    limit = last_buildable_date(now)
+    future = sorted(day for day in dates if day > limit)
+    if future:
+        raise FutureDateRefused(
+            f"{future[0].isoformat()} is in the future: the latest date that can be built is "
+            f"{limit.isoformat()} (yesterday, UTC)"
+        )
 
 
 def plan_pulls(

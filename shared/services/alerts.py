@@ -34,10 +34,13 @@ class Alert:
     run_id: str | None = None
     date: dt.date | None = None
     facts: dict[str, str] = field(default_factory=dict)
+    # What the incident is about beyond its date: a blob name with its ETag, a message id, a
+    # check name. Two different bad files for one date are two incidents, two alerts.
+    subject: str | None = None
 
     def dedup_key(self) -> str:
-        """The same failure for the same date and step alerts once per dedup window."""
-        return f"{self.pipeline}|{self.step}|{self.date}|{self.title}"
+        """The same failure of the same step, date and subject alerts once per dedup window."""
+        return f"{self.pipeline}|{self.step}|{self.date}|{self.subject or ''}|{self.title}"
 
     def redacted(self) -> Alert:
         return Alert(
@@ -49,6 +52,7 @@ class Alert:
             run_id=self.run_id,
             date=self.date,
             facts={k: redact(v) for k, v in self.facts.items()},
+            subject=redact(self.subject) if self.subject is not None else None,
         )
 
 

@@ -19,15 +19,15 @@ from typing import Any
 
 import pytest
 
+from pipeline_tools.azurite import AzuriteProcess
+from pipeline_tools.mock_usage_api import MockUsageApi
+from pipeline_tools.runner import DrainResult, Invocation, Runner
+from pipeline_tools.sample_data import CrmSample, CrmSnapshotFile
 from shared.adapters.usage_api import UsageApiClient
 from shared.adapters.warehouse.base import checked_table_name
 from shared.host_config import queue_config
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.tools.azurite import AzuriteProcess
-from shared.tools.mock_usage_api import MockUsageApi
-from shared.tools.runner import DrainResult, Invocation, Runner
-from shared.tools.sample_data import CrmSample, CrmSnapshotFile
 from shared.wiring import Services
 
 FUNCTION_APP = Path(__file__).resolve().parents[2] / "function_app.py"

@@ -10,9 +10,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from click.testing import CliRunner, Result
 
+from pipeline_tools.cli import CliContext, cli
 from shared.errors import UpstreamUnavailable
 from shared.services import usage_ingest
-from shared.tools.cli import CliContext, cli
 
 if TYPE_CHECKING:  # the fixtures come from tests/e2e/conftest.py; only their types are named here
     from tests.e2e.conftest import Pipeline, PipelineFactory

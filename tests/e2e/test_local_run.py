@@ -21,7 +21,7 @@ def test_local_run_builds_the_sample_through_the_triggers_and_stops_what_it_star
         [
             sys.executable,
             "-m",
-            "shared.tools.local_run",
+            "pipeline_tools.local_run",
             "--companies",
             "20",
             "--days",

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-import shared.tools.azurite as azurite_module
-from shared.tools.azurite import AzuriteProcess
+import pipeline_tools.azurite as azurite_module
+from pipeline_tools.azurite import AzuriteProcess
 
 pytestmark = pytest.mark.integration
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
+from pipeline_tools.mock_usage_api import MockUsageApi
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import AuthenticationFailed, BuildError
 from shared.host_config import queue_config
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.tools.mock_usage_api import MockUsageApi
 from shared.wiring import Services
 
 pytestmark = pytest.mark.integration

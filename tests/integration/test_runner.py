@@ -18,9 +18,9 @@ import pytest
 from azure.storage.blob import BlobClient, BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
+from pipeline_tools.azurite import AzuriteProcess
+from pipeline_tools.runner import BLOB_POISON_QUEUE, Runner
 from shared.host_config import queue_config
-from shared.tools.azurite import AzuriteProcess
-from shared.tools.runner import BLOB_POISON_QUEUE, Runner
 
 pytestmark = pytest.mark.integration
 

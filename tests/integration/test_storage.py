@@ -14,6 +14,7 @@ import pytest
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from pipeline_tools.azurite import AzuriteProcess
 from shared.adapters.blob_store import BlobStore
 from shared.adapters.queue_store import BuildQueue, QueueStore, host_message_encoding
 from shared.adapters.storage_common import StorageNotFound
@@ -21,7 +22,6 @@ from shared.adapters.table_state import StateTable
 from shared.errors import ConcurrencyConflict, MalformedMessage, UpstreamUnavailable
 from shared.host_config import queue_config
 from shared.settings import Settings
-from shared.tools.azurite import AzuriteProcess
 
 pytestmark = pytest.mark.integration
 

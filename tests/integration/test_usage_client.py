@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import requests
 
+from pipeline_tools.mock_usage_api import MockUsageApi, UsageDataset
 from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
 from shared.errors import AuthenticationFailed, RetryBudgetExhausted, UpstreamUnavailable
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services.usage_ingest import iter_lines
 from shared.settings import Settings
-from shared.tools.mock_usage_api import MockUsageApi, UsageDataset
 
 pytestmark = pytest.mark.integration
 

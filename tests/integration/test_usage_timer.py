@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
+from pipeline_tools.mock_usage_api import MockUsageApi
 from shared.adapters.usage_api import TokenBucketLimiter, UsageApiClient
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import AuthenticationFailed
 from shared.services.readiness import MarkResult
 from shared.services.usage_ingest import TickResult, load_watermarks, raw_manifest_path, raw_ndjson_path
 from shared.settings import Settings
-from shared.tools.mock_usage_api import MockUsageApi
 from shared.wiring import Services
 
 pytestmark = pytest.mark.integration

@@ -191,7 +191,7 @@ def test_dedup_holds_across_processes_through_the_state_table(receiver: Receiver
     first.send(an_alert())
     assert len(receiver.bodies) == 1
     claims = StateTable.from_settings(storage_settings).query("alert_dedup")
-    assert [c["alert_key"] for c in claims] == ["company-activity|build|2025-03-10|build failed: BuildError"]
+    assert [c["alert_key"] for c in claims] == ["company-activity|build|2025-03-10||build failed: BuildError"]
 
 
 def test_wiring_builds_the_webhook_sink_with_settings_and_table_dedup(

@@ -6,7 +6,8 @@ import datetime as dt
 
 import pytest
 
-from shared.rules.dates import plan_pulls, utc_today
+from shared.errors import FutureDateRefused
+from shared.rules.dates import last_buildable_date, plan_pulls, refuse_future_dates, utc_today
 
 TODAY = dt.date(2025, 3, 10)
 YESTERDAY = dt.date(2025, 3, 9)
@@ -74,3 +75,15 @@ def test_a_day_that_only_ever_failed_is_retried_even_before_the_first_success() 
     plan = plan_pulls(TODAY, days(7, 8), failed=days(6), lookback_days=0, max_catchup_days=31)
     assert plan.dates == days(6, 9)
     assert plan.reasons[dt.date(2025, 3, 6)] == "catchup"
+
+
+def test_last_buildable_date_is_yesterday_utc_whatever_the_offset() -> None:
+    late_evening_in_new_york = dt.datetime(2025, 3, 1, 22, 0, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
+    assert last_buildable_date(late_evening_in_new_york) == dt.date(2025, 3, 1)  # 03:00 UTC on 2 March
+
+
+def test_refuse_future_dates_names_the_first_future_date_and_the_limit() -> None:
+    now = dt.datetime(2025, 3, 10, 1, 0, tzinfo=dt.UTC)
+    refuse_future_dates([dt.date(2025, 3, 9), dt.date(2025, 1, 1)], now)  # yesterday and older pass
+    with pytest.raises(FutureDateRefused, match=r"2025-03-10 is in the future.*2025-03-09"):
+        refuse_future_dates([dt.date(2025, 3, 12), dt.date(2025, 3, 10), dt.date(2025, 3, 1)], now)

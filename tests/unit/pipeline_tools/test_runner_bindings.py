@@ -5,8 +5,7 @@ from __future__ import annotations
 import azure.functions as func
 import pytest
 
-from shared.errors import ConfigurationError
-from shared.tools.runner import (
+from pipeline_tools.runner import (
     BlobTrigger,
     QueueTrigger,
     TimerTrigger,
@@ -16,6 +15,7 @@ from shared.tools.runner import (
     resolve_connection,
     resolve_setting_references,
 )
+from shared.errors import ConfigurationError
 
 
 def _tiny_app() -> func.FunctionApp:

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from shared.tools.runner import (
+from pipeline_tools.runner import (
     QueueTrigger,
     RegisteredFunction,
     UndecodableMessage,
@@ -61,7 +61,7 @@ def test_each_invocation_logs_function_trigger_outcome_and_duration(caplog: pyte
     def boom(msg: object) -> None:
         raise ValueError("bad input")
 
-    with caplog.at_level(logging.INFO, logger="shared.tools.runner"):
+    with caplog.at_level(logging.INFO, logger="pipeline_tools.runner"):
         invoke(_function(lambda msg: None), "payload", {"queue": "q", "message_id": "m1"}, "test")
         invoke(_function(boom), "payload", {"queue": "q", "message_id": "m2"}, "test")
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import azure.functions as func
 
-from shared.tools.runner import RegisteredFunction, TimerScheduler, TimerTrigger, invoke
+from pipeline_tools.runner import RegisteredFunction, TimerScheduler, TimerTrigger, invoke
 
 UTC = dt.UTC
 

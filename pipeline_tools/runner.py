@@ -24,7 +24,7 @@ as in Azure:
 
 Every invocation is logged as one structured line: function, trigger data, outcome, duration.
 
-    python -m shared.tools.runner --settings local.settings.json --once --fire-timer
+    python -m pipeline_tools.runner --settings local.settings.json --once --fire-timer
 """
 
 from __future__ import annotations

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
+from pipeline_tools.cli import CliContext, cli
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import AuthenticationFailed
 from shared.rules.build_plan import InputVersions, parse_build_request
 from shared.services import operations
 from shared.settings import Settings
-from shared.tools.cli import CliContext, cli
 from shared.wiring import Services
 
 D1 = dt.date(2025, 3, 1)

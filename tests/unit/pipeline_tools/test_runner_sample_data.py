@@ -6,8 +6,8 @@ import csv
 import datetime as dt
 import io
 
-from shared.tools.mock_usage_api import company_id as mock_api_company_id
-from shared.tools.sample_data import COLUMNS, CrmSample, CrmSnapshotFile, company_id
+from pipeline_tools.mock_usage_api import company_id as mock_api_company_id
+from pipeline_tools.sample_data import COLUMNS, CrmSample, CrmSnapshotFile, company_id
 
 START, END = dt.date(2025, 1, 1), dt.date(2025, 1, 30)
 

@@ -8,7 +8,7 @@ it runs: 5xx bursts, slow responses, truncated JSON, duplicate records across pa
 401/403. Every request is logged (path, query, status, server-clock time) for assertions.
 
 Binds 127.0.0.1 only. Run it alone with
-``python -m shared.tools.mock_usage_api --port 7072 --companies 1000 --start 2025-01-01 --end 2025-12-31``.
+``python -m pipeline_tools.mock_usage_api --port 7072 --companies 1000 --start 2025-01-01 --end 2025-12-31``.
 """
 
 from __future__ import annotations

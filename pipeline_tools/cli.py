@@ -1,6 +1,6 @@
 """Operator CLI: schema, backfill, rebuild, rollback, replay, status.
 
-    python -m shared.tools.cli --settings local.settings.json status --date 2025-11-30
+    python -m pipeline_tools.cli --settings local.settings.json status --date 2025-11-30
 
 Each command parses its options and calls one function of ``shared.services.operations``; the
 same commands work against local (Azurite + DuckDB) and Azure settings, whatever the settings
@@ -420,7 +420,7 @@ def replay(obj: CliContext, day: dt.date, usage: bool, crm: bool) -> None:
 
 # ======================================================================================
 def main() -> None:
-    cli(prog_name="python -m shared.tools.cli")
+    cli(prog_name="python -m pipeline_tools.cli")
 
 
 if __name__ == "__main__":

@@ -36,11 +36,8 @@ from typing import Any
 
 import click
 
-from shared.errors import PipelineError
-from shared.logs import ContextFilter, JsonFormatter
-from shared.settings import Settings
-from shared.tools.azurite import AzuriteError, AzuriteProcess, provision
-from shared.tools.runner import (
+from pipeline_tools.azurite import AzuriteError, AzuriteProcess, provision
+from pipeline_tools.runner import (
     DrainResult,
     Invocation,
     Runner,
@@ -48,9 +45,12 @@ from shared.tools.runner import (
     read_local_settings,
     sigterm_as_interrupt,
 )
-from shared.tools.sample_data import CrmSample
+from pipeline_tools.sample_data import CrmSample
+from shared.errors import PipelineError
+from shared.logs import ContextFilter, JsonFormatter
+from shared.settings import Settings
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
 EXAMPLE_SETTINGS = REPO_ROOT / "local.settings.example.json"
 MAX_LOOKBACK_DAYS = 60  # the Settings bound of USAGE_LOOKBACK_DAYS
@@ -216,7 +216,7 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
 
 
 def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) -> tuple[Runner, Any, Any]:
-    from shared.tools.mock_usage_api import MockUsageApi
+    from pipeline_tools.mock_usage_api import MockUsageApi
 
     echo("==> Starting Azurite (in memory, free loopback ports)")
     azurite = started.enter_context(AzuriteProcess.start(workdir=plan.workdir / "azurite"))

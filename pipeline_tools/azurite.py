@@ -8,7 +8,7 @@ only: nothing is written to the repository, and every start begins empty.
     with AzuriteProcess.start() as azurite:
         settings = Settings(pipeline_storage=azurite.connection_string)
 
-``python -m shared.tools.azurite`` runs one in the foreground and prints its connection string.
+``python -m pipeline_tools.azurite`` runs one in the foreground and prints its connection string.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from typing import IO
 from shared.settings import Settings
 from shared.wiring import provision_storage
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 AZURITE_BIN = REPO_ROOT / "node_modules" / ".bin" / "azurite"
 
 # Azurite's fixed development account: public, documented by Microsoft, not a secret.

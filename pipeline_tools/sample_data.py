@@ -1,7 +1,7 @@
 """Deterministic sample CRM snapshots for the local run, the end-to-end tests and demos.
 
 One CSV per day, ``crm_YYYY-MM-DD.csv``, for companies ``C000001 .. C{N:06d}``: the same ids
-as the mock Product Usage API (shared/tools/mock_usage_api.py), so the two sides join. The
+as the mock Product Usage API (pipeline_tools/mock_usage_api.py), so the two sides join. The
 sample has the wrinkles a real CRM export has:
 
 - renames and country changes from some day on (slowly changing attributes);
@@ -12,7 +12,7 @@ sample has the wrinkles a real CRM export has:
 - one BAD file (the ``country`` column is missing), which the pipeline must quarantine.
 
 Everything derives from ``seed``, and each company from its own number, so a larger sample
-contains a smaller one's companies unchanged. ``python -m shared.tools.sample_data --out DIR``
+contains a smaller one's companies unchanged. ``python -m pipeline_tools.sample_data --out DIR``
 writes the files.
 """
 

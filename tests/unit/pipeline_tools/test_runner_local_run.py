@@ -8,8 +8,7 @@ from pathlib import Path
 import click
 import pytest
 
-from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.tools.local_run import (
+from pipeline_tools.local_run import (
     OWNED_BY_THE_RUN,
     RunPlan,
     Stage,
@@ -19,7 +18,8 @@ from shared.tools.local_run import (
     run_values,
     summarize,
 )
-from shared.tools.runner import DrainResult, Invocation
+from pipeline_tools.runner import DrainResult, Invocation
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 
 TODAY = dt.date(2025, 6, 15)
 YESTERDAY = dt.date(2025, 6, 14)
