@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import BuildError, TranslationError
 from shared.logs import log_context
@@ -267,6 +268,8 @@ def run_checks(
             store_results(warehouse, results, run_id, now)
             apply_quality_flags(warehouse, results)
         for result in results:
+            if result.status == "fail":
+                telemetry.CHECKS_FAILED.add(1, {"check": result.check_name})
             if not result.passed:
                 log.warning(
                     "data-quality %s: %s on %s: %s", result.status, result.check_name, result.check_date, result.message
