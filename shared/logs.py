@@ -73,10 +73,10 @@ def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
     merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
     token = _CONTEXT.set(merged)
     if fields.get("run_id") is not None:
-        # The invocation's span starts before its service names the run: when the run is named,
-        # the current span learns the context (run_id, step, date) too.
+        # The invocation's span starts before its service names the run: when the run is first
+        # named, the current span learns the context (run_id, step, date) too.
         span = trace.get_current_span()
-        if span.is_recording():
+        if span.is_recording() and "run_id" not in (getattr(span, "attributes", None) or {}):
             span.set_attributes(
                 {TELEMETRY_ATTRIBUTES[k]: str(v) for k, v in merged.items() if k in TELEMETRY_ATTRIBUTES}
             )

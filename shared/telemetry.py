@@ -34,6 +34,7 @@ from typing import Any, Literal
 
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
+from opentelemetry.sdk._logs import LogRecordProcessor
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -271,7 +272,7 @@ class PipelineSpanProcessor(SpanProcessor):
         return None
 
 
-class RedactingLogRecordProcessor:
+class RedactingLogRecordProcessor(LogRecordProcessor):
     """Runs before the exporting processor: the body and string attributes redacted, nested
     values flattened or dropped (an exported record carries the exception text and stack trace
     the logging handler adds, which our record factory never saw)."""
@@ -286,9 +287,6 @@ class RedactingLogRecordProcessor:
         if isinstance(fields, Mapping):
             attributes.update({str(k): v for k, v in fields.items() if k not in attributes})
         record.attributes = {k: _safe_value(v) for k, v in attributes.items() if _safe_value(v) is not None}
-
-    def emit(self, log_data: Any) -> None:  # the SDK's older name for on_emit
-        self.on_emit(log_data)
 
     def shutdown(self) -> None:
         return None

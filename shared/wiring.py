@@ -127,10 +127,12 @@ class Services:
         from shared.services import freshness
 
         with self._invocation("usage_timer"):
+            tick = None
             try:
-                return self.run_usage_tick(now, past_due)
-            finally:
-                freshness.evaluate_on_schedule(self, now)
+                tick = self.run_usage_tick(now, past_due)
+                return tick
+            finally:  # one run id for the invocation's steps (a new one if the tick failed early)
+                freshness.evaluate_on_schedule(self, now, run_id=getattr(tick, "run_id", None))
 
     def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
         from shared.services import usage_ingest

@@ -53,10 +53,10 @@ _COLUMNS = (
 _DESCRIBE = {"crm": "CRM snapshot file", "usage": "usage pull"}
 
 
-def evaluate_on_schedule(services: Any, now: dt.datetime) -> list[Freshness] | None:
+def evaluate_on_schedule(services: Any, now: dt.datetime, run_id: str | None = None) -> list[Freshness] | None:
     """The timer's call: never fails the tick; a failure is logged and alerted."""
     try:
-        return evaluate_freshness(services.warehouse, services.alerts, services.settings, now)
+        return evaluate_freshness(services.warehouse, services.alerts, services.settings, now, run_id)
     except Exception as exc:
         log.error("input freshness could not be evaluated (%s)", type(exc).__name__)
         send_safely(services.alerts, failure_alert(services.settings.pipeline_name, STEP, exc))
