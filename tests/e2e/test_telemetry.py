@@ -147,3 +147,35 @@ def _credentials(pipeline: Pipeline) -> list[str]:
 
     storage = pipeline.settings.pipeline_storage
     return connection_string_credentials(storage.get_secret_value()) if storage else []
+
+
+class RefusesBuilds:
+    """A warehouse whose analytics build always fails, so build messages end in poison."""
+
+    def __init__(self, inner: Any) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def run(self, name: str, params: Any = None) -> Any:
+        if name.startswith("analytics/company_daily_activity__build"):
+            raise RuntimeError("the warehouse refuses this build")
+        return self._inner.run(name, params)
+
+
+def test_poisoned_build_messages_are_counted_and_their_traces_failed(
+    make_pipeline: PipelineFactory, otel: OtelCapture
+) -> None:
+    from shared.adapters.queue_store import QueueStore
+
+    pipeline = make_pipeline(companies=6, days=2, include_bad_file=False, warehouse_wrapper=RefusesBuilds)
+    pipeline.run_everything()
+
+    poison_queue = f"{pipeline.settings.build_queue}-poison"
+    poisoned = QueueStore.from_settings(pipeline.settings).named(poison_queue).peek()
+    [(attributes, count)] = otel.metrics()["pipeline.poison.messages"]
+    assert attributes == {"queue": poison_queue} and count == len(poisoned) > 0
+    builds = [s for s in otel.spans() if s.parent is None and s.name == "build_requested"]
+    assert builds and all(s.status.status_code.name == "ERROR" for s in builds)
+    assert all("refuses this build" in s.status.description for s in builds)
