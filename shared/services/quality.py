@@ -12,9 +12,8 @@ failing the build it follows.
 analytics rows (and clears it when the check passes again; only the flags column changes,
 nothing is deleted), and sends one alert per violated check.
 
-Freshness needs a clock to matter: after a build it can only pass (the inputs just arrived),
-so the usage timer should also call ``run_checks(..., checks=checks_named("input_freshness"))``
-for the dates of its look-back window.
+Freshness needs a clock to matter: after a build it can only pass (the inputs just arrived);
+the usage timer evaluates it on its schedule (shared/services/freshness.py, ops.input_freshness).
 """
 
 from __future__ import annotations
