@@ -2,7 +2,8 @@
 
 The build-time check (sql/checks/input_freshness.sql) can only pass — a build runs because its
 inputs arrived — so the usage timer calls ``evaluate_on_schedule`` after every tick. For the
-``FRESHNESS_LOOKBACK_DAYS`` dates up to yesterday (UTC) it reads when each input arrived and
+``FRESHNESS_LOOKBACK_DAYS`` dates up to yesterday (UTC) — none before the first date any input
+ever arrived for — it reads when each input arrived and
 what the previous tick stored in ``ops.input_freshness``, decides (shared/rules/freshness.py),
 sends one alert per input listing the dates newly found missing past the deadline, stores the
 states with ``alerted_at`` set, and sends a resolved notice when a missed input arrives. It also
@@ -73,8 +74,10 @@ def evaluate_freshness(
     """Evaluate, alert and store the freshness of the recent dates (see module doc)."""
     run_id = run_id or new_run_id()
     now = _naive_utc(now)
-    last = last_buildable_date(now)
-    dates = [last - dt.timedelta(days=i) for i in range(settings.freshness_lookback_days)][::-1]
+    dates = dates_to_evaluate(warehouse, now, settings.freshness_lookback_days)
+    if not dates:
+        log.info("input freshness: no input has ever arrived, nothing to evaluate yet")
+        return []
     params = {"date_from": dates[0], "date_to": dates[-1]}
     with (
         log_context(run_id=run_id, step=STEP),
@@ -107,6 +110,17 @@ def evaluate_freshness(
             sum(s.status == "waiting" for s in states),
         )
     return states
+
+
+def dates_to_evaluate(warehouse: Warehouse, now: dt.datetime, lookback_days: int) -> list[dt.date]:
+    """The ``lookback_days`` dates up to yesterday, from the first date the pipeline ever received
+    an input (a new deployment is not alerted for the days before it existed)."""
+    last = last_buildable_date(now)
+    first_input = warehouse.run("ops/input_freshness__first_input_date")[0]["first_input_date"]
+    if first_input is None:
+        return []
+    first = max(_as_date(first_input), last - dt.timedelta(days=lookback_days - 1))
+    return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _alert_missing(

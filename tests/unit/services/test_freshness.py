@@ -90,6 +90,7 @@ def test_the_input_arriving_resolves_the_miss_with_one_notice(staged_but_crm_of_
 
 def test_an_outage_of_several_days_is_one_alert_per_input(warehouse: DuckDBWarehouse) -> None:
     alerts = RecordingAlertSink()
+    stage_usage(warehouse, dt.date(2025, 3, 6), TICK)  # the pipeline ran before the outage
     evaluate_freshness(warehouse, alerts, SETTINGS, TICK)
     assert sorted((a.subject, a.date, a.facts["Dates"]) for a in alerts.alerts) == [
         ("crm", None, "2025-03-07, 2025-03-08"),
@@ -117,3 +118,12 @@ def test_an_alert_that_could_not_be_sent_is_sent_by_the_next_tick(staged_but_crm
     evaluate_freshness(wh, alerts, SETTINGS, TICK + dt.timedelta(hours=2))
     assert [a.subject for a in alerts.alerts] == ["crm"]
     assert stored(wh)[("2025-03-08", "crm")]["alerted_at"] == TICK + dt.timedelta(hours=1)
+
+
+def test_days_before_the_first_input_ever_are_not_evaluated(warehouse: DuckDBWarehouse) -> None:
+    alerts = RecordingAlertSink()
+    assert evaluate_freshness(warehouse, alerts, SETTINGS, TICK) == []  # a new deployment
+    stage_usage(warehouse, DAYS[1], TICK)
+    states = evaluate_freshness(warehouse, alerts, SETTINGS, TICK)
+    assert sorted({s.activity_date for s in states}) == DAYS[1:]
+    assert [(a.subject, a.date) for a in alerts.alerts] == [("crm", DAYS[1])]
