@@ -132,7 +132,7 @@ class Services:
                 tick = self.run_usage_tick(now, past_due)
                 return tick
             finally:  # one run id for the invocation's steps (a new one if the tick failed early)
-                freshness.evaluate_on_schedule(self, now, run_id=getattr(tick, "run_id", None))
+                freshness.evaluate_on_schedule(self, now, run_id=tick.run_id if tick is not None else None)
 
     def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
         from shared.services import usage_ingest
