@@ -180,3 +180,25 @@ def test_the_distro_ships_envelopes_with_run_id_dimensions(receiver: Receiver, t
     assert message["properties"]["activity_date"] == "2025-03-09"
     metrics = [m for data in by_type["MetricData"] for m in data["metrics"]]
     assert any(m["name"] == "pipeline.build.succeeded" and m["value"] == 1 for m in metrics)
+
+
+def test_api_metrics_count_what_the_api_saw(otel: OtelCapture) -> None:
+    import datetime as dt
+
+    from pipeline_tools.mock_usage_api import MockUsageApi
+    from shared.adapters.usage_api import UsageApiClient
+    from shared.settings import Settings
+
+    day = dt.date(2025, 3, 9)
+    with MockUsageApi(40, start=day, end=day) as api:
+        api.rate_limit_next(1, retry_after="0")
+        api.fail_next(1, status=503, after=2)
+        settings = Settings(USAGE_API_BASE_URL=api.base_url, USAGE_API_PAGE_SIZE=10, USAGE_API_RATE_LIMIT_RPS=1000)
+        UsageApiClient(settings, sleep=lambda _s: None).fetch_day(day).close()
+        statuses = [r.status for r in api.requests]
+    metrics = {n: sum(v for _, v in points) for n, points in otel.metrics().items() if n.startswith("pipeline.api")}
+    assert metrics["pipeline.api.requests"] == len(statuses)
+    assert metrics["pipeline.api.rate_limited"] == statuses.count(429) == 1
+    assert metrics["pipeline.api.retries"] == sum(s != 200 for s in statuses) == 2
+    pages = [s for s in otel.spans() if s.name == "usage_api.page"]
+    assert len(pages) == statuses.count(200) and sum(p.attributes["usage_api.attempts"] for p in pages) == len(statuses)
