@@ -202,3 +202,26 @@ def test_api_metrics_count_what_the_api_saw(otel: OtelCapture) -> None:
     assert metrics["pipeline.api.retries"] == sum(s != 200 for s in statuses) == 2
     pages = [s for s in otel.spans() if s.name == "usage_api.page"]
     assert len(pages) == statuses.count(200) and sum(p.attributes["usage_api.attempts"] for p in pages) == len(statuses)
+
+
+CONSOLE_SCRIPT = """
+from shared import telemetry
+from shared.logs import log_context
+from shared.settings import Settings
+
+assert telemetry.configure_telemetry(Settings(TELEMETRY_CONSOLE="true")) == "console"
+with log_context(run_id="run-console-1", step="build"), telemetry.span("build_requested"):
+    telemetry.BUILD_SUCCEEDED.add(1)
+telemetry.flush()
+"""
+
+
+def test_the_console_switch_prints_spans_and_metrics_to_stderr(tmp_path: Path) -> None:
+    script = tmp_path / "console.py"
+    script.write_text(CONSOLE_SCRIPT)
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("APPLICATIONINSIGHTS")}, "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert '"name": "build_requested"' in done.stderr and '"run_id": "run-console-1"' in done.stderr
+    assert '"name": "pipeline.build.succeeded"' in done.stderr
+    assert done.stdout == ""
