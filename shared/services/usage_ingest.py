@@ -45,7 +45,7 @@ from shared.errors import (
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
-from shared.services import events_rollup
+from shared.services import alert_deliveries, events_rollup
 from shared.services.alerts import Alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -148,6 +148,8 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
         now,
         services.settings.events_lookback_days,
     )
+    # Alert deliveries that failed earlier are tried again on each tick (never fails the tick).
+    alert_deliveries.retry_on_schedule(services, now)
     return result
 
 
