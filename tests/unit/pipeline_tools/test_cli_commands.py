@@ -365,6 +365,24 @@ def test_status_says_a_build_is_stale_when_the_gate_holds_newer_usage(
     assert json.loads(result.stdout)[0]["build"]["up_to_date"] is False
 
 
+def test_a_build_whose_checks_never_ran_is_not_up_to_date(
+    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+) -> None:
+    insert_usage_pull(warehouse, D1, "usage-1")
+    insert_build(warehouse, D1, None, "usage-1", 3, "run-b1")
+    gate.versions = {D1: InputVersions(None, "usage-1")}
+
+    unchecked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    insert_check(warehouse, D1, "input_freshness", "pass")  # a partial run (the timer's) does not count
+    still = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    insert_check(warehouse, D1, "analytics_row_count", "pass")
+    checked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+
+    assert (unchecked["inputs_current"], unchecked["up_to_date"], unchecked["checked_at"]) == (True, False, None)
+    assert still["up_to_date"] is False
+    assert (checked["up_to_date"], checked["checked_at"]) == (True, "2025-03-04T06:00:00")
+
+
 def test_status_table_renders_without_json(services: Services, warehouse: DuckDBWarehouse) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
 
