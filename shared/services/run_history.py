@@ -64,7 +64,8 @@ def record_run(
     try:
         yield record
     except BaseException as exc:
-        record.status = "failed"
+        # Ctrl-C is not a failure of the step: `runs --status interrupted` finds what to resume.
+        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
             _finish(warehouse, record, started, clock, error=exc)
         except Exception as finish_error:
