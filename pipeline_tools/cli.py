@@ -679,7 +679,9 @@ def _print_checks(result: operations.ChecksRun) -> None:
 @cli.command(help="Recent pipeline runs (ops.pipeline_runs), newest first.")
 @click.option("--date", "day", type=ISO_DATE, help="Only runs of this date.")
 @click.option("--step", help="Only this step (build, usage_pull, usage_staging, crm_staging, quality, rollback, ...).")
-@click.option("--status", "run_status", help="Only this status (running, succeeded, failed, rejected, skipped, interrupted).")
+@click.option(
+    "--status", "run_status", help="Only this status (running, succeeded, failed, rejected, skipped, interrupted)."
+)
 @click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
 @json_option
 @pass_cli
