@@ -553,23 +553,31 @@ def events() -> None:
 @click.option(
     "--lookback-days", type=click.IntRange(min=0), default=None, help="Default: the EVENTS_LOOKBACK_DAYS setting."
 )
+@dry_run_option
 @json_option
 @pass_cli
-def events_refresh(obj: CliContext, lookback_days: int | None) -> None:
+def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) -> None:
     obj.resume_args = ["events", "refresh", *([] if lookback_days is None else ["--lookback-days", str(lookback_days)])]
     settings = obj.services.settings
     lookback = settings.events_lookback_days if lookback_days is None else lookback_days
-    run_id = new_run_id()
+    run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.services.warehouse, run_id, dt.datetime.now(dt.UTC), lookback
+        obj.services.warehouse, run_id or "dry-run", dt.datetime.now(dt.UTC), lookback, dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
     if obj.as_json:
         emit(
-            {"run_id": run_id, "days": result.days, "count": len(result.days), "loaded_through": result.loaded_through}
+            {
+                "run_id": run_id,
+                "dry_run": dry_run,
+                "days": result.days,
+                "count": len(result.days),
+                "loaded_through": result.loaded_through,
+            }
         )
         return
-    click.echo(f"refreshed {len(result.days)} day(s) of agg.company_daily_events ({first}..{last})")
+    verb = "dry run: would refresh" if dry_run else "refreshed"
+    click.echo(f"{verb} {len(result.days)} day(s) of agg.company_daily_events ({first}..{last})")
 
 
 # ---- replay ----------------------------------------------------------------------------------

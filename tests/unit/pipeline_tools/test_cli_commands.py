@@ -525,6 +525,16 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, 
         warehouse, [("e1", "acme", stamp), ("e1", "acme", stamp), ("e2", "acme", stamp)], dt.datetime(2030, 1, 1)
     )
 
+    planned = invoke(services, "events", "refresh", "--lookback-days", "0", "--dry-run", "--json")
+    assert json.loads(planned.stdout) | {"loaded_through": None} == {
+        "run_id": None,
+        "dry_run": True,
+        "days": [today.isoformat()],
+        "count": 1,
+        "loaded_through": None,
+    }
+    assert count(warehouse, "agg.company_daily_events") == 0
+
     result = invoke(services, "events", "refresh", "--lookback-days", "0")
 
     assert result.exit_code == 0, result.output
