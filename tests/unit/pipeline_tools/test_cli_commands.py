@@ -170,6 +170,10 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
         ["replay"],
         ["events"],
         ["events", "refresh"],
+        ["checks"],
+        ["checks", "run"],
+        ["runs"],
+        ["alerts"],
     ],
 )
 def test_every_command_has_help(command: list[str], services: Services) -> None:
