@@ -582,8 +582,9 @@ def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) ->
 
 # ---- replay ----------------------------------------------------------------------------------
 @cli.command(
+    "replay",
     help="Compare the staged rows of each date with what landed (usage: raw NDJSON, no API call; CRM: its file) "
-    "and re-stage what differs."
+    "and re-stage what differs.",
 )
 @date_range_options
 @click.option("--usage/--no-usage", default=True, show_default=True, help="Compare and restore usage.")
@@ -617,9 +618,6 @@ def replay_command(
     restored = sum(len(d.restored) for d in result.dates)
     if not dry_run:
         click.echo(f"restored {restored} input(s) of {len(result.dates)} date(s) (run {result.run_id})")
-
-
-replay_command.name = "replay"
 
 
 # ---- checks ----------------------------------------------------------------------------------

@@ -350,9 +350,7 @@ def dates_built_without_checks(warehouse: Warehouse, dates: Sequence[dt.date]) -
     return [
         _as_date(row["activity_date"])
         for row in rows
-        if row["run_id"] is not None
-        and _as_date(row["activity_date"]) in wanted
-        and (row["last_checked_at"] is None or row["last_checked_at"] < row["built_at"])
+        if row["run_id"] is not None and _as_date(row["activity_date"]) in wanted and not row["checks_ran"]
     ]
 
 

@@ -351,8 +351,7 @@ def _build_status(row: Row | None, *, inputs_current: bool) -> BuildStatus:
         return BuildStatus(
             built=False, current_rows=int(row["current_rows"]) if row else 0, up_to_date=False, inputs_current=False
         )
-    checked_at = row["last_checked_at"]
-    checked = checked_at is not None and checked_at >= row["built_at"]
+    checked = bool(row["checks_ran"])
     return BuildStatus(
         built=True,
         run_id=row["run_id"],
@@ -365,7 +364,7 @@ def _build_status(row: Row | None, *, inputs_current: bool) -> BuildStatus:
         crm_snapshot_date=_iso(row["crm_snapshot_date"]),
         up_to_date=inputs_current and checked,
         inputs_current=inputs_current,
-        checked_at=_iso(checked_at) if checked else None,
+        checked_at=_iso(row["last_checked_at"]) if checked else None,
     )
 
 

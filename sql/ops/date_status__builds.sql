@@ -69,7 +69,8 @@ SELECT
     r.started_at,
     r.finished_at,
     COALESCE(a.current_rows, 0) AS current_rows,
-    c.last_checked_at
+    c.last_checked_at,
+    CASE WHEN c.last_checked_at >= b.built_at THEN 1 ELSE 0 END AS checks_ran
 FROM dates AS d
 LEFT JOIN builds AS b ON d.activity_date = b.activity_date
 LEFT JOIN build_runs AS r ON b.run_id = r.run_id
