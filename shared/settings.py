@@ -175,6 +175,9 @@ class Settings(BaseModel):
         60, ge=0, validation_alias=AliasChoices("ALERT_DEDUP_MINUTES", "alert_dedup_minutes")
     )
     alert_timeout_s: float = Field(5.0, gt=0, validation_alias=AliasChoices("ALERT_TIMEOUT_S", "alert_timeout_s"))
+    alert_retry_max_attempts: int = Field(
+        5, ge=1, validation_alias=AliasChoices("ALERT_RETRY_MAX_ATTEMPTS", "alert_retry_max_attempts")
+    )  # a failed delivery is tried again on each timer tick until tried this many times
     run_link_template: str = Field(
         "", validation_alias=AliasChoices("RUN_LINK_TEMPLATE", "run_link_template")
     )  # e.g. a Log Analytics query URL with {run_id}; empty: alerts name the ops table instead

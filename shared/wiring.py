@@ -102,15 +102,20 @@ class Services:
     @property
     def alerts(self) -> AlertSink:
         def build() -> AlertSink:
+            from shared.services.alert_deliveries import RecordedAlertSink
             from shared.services.alerts import LogAlertSink
 
+            inner: AlertSink
             if self.settings.alert_webhook_url is None:
-                return LogAlertSink()
-            from shared.adapters.webhook import WebhookAlertSink
+                inner = LogAlertSink()
+            else:
+                from shared.adapters.webhook import WebhookAlertSink
 
-            # De-duplication claims live in the state table (lazily: alerts must work even
-            # when storage is the thing that is down; the sink then falls back to memory).
-            return WebhookAlertSink.from_settings(self.settings, state_table=lambda: self.state_table)
+                # De-duplication claims live in the state table (lazily: alerts must work even
+                # when storage is the thing that is down; the sink then falls back to memory).
+                inner = WebhookAlertSink.from_settings(self.settings, state_table=lambda: self.state_table)
+            # Each delivery is recorded in ops.alert_deliveries, after sending (lazily too).
+            return RecordedAlertSink(inner, lambda: self.warehouse)
 
         return self._get("alerts", build)
 

@@ -31,6 +31,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
@@ -74,6 +75,18 @@ class AlertDedup(Protocol):
     def claim(self, key: str, now: dt.datetime, window: dt.timedelta) -> bool: ...
 
     def release(self, key: str) -> None: ...
+
+
+DeliveryStatus = Literal["sent", "suppressed", "failed", "log_only"]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one send of an alert ended (recorded in ops.alert_deliveries by the wiring)."""
+
+    status: DeliveryStatus
+    attempts: int = 0  # HTTP posts made (0 when suppressed)
+    error_type: str | None = None  # the last failure's type, never its text
 
 
 def utcnow() -> dt.datetime:
@@ -325,17 +338,18 @@ class WebhookAlertSink:
             run_link_template=settings.run_link_template,
         )
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage) -> DeliveryResult:
         alert = alert.redacted()
         key = alert.dedup_key()
         if self.dedup_window > dt.timedelta(0) and not self.dedup.claim(key, self._clock(), self.dedup_window):
             log.info("alert %r suppressed: already sent within %s", alert.title, self.dedup_window)
-            return
+            return DeliveryResult("suppressed")
         payload = _redact_strings(
             build_payload(alert, run_link(alert.run_id, self.run_link_template), self.payload_format)
         )
+        attempts = [0]
         try:
-            self._post(payload)
+            self._post(payload, attempts)
         except Exception as exc:  # never fail the step that raised the alert
             # Free the claim so the next occurrence can try again instead of being suppressed.
             self.dedup.release(key)
@@ -346,8 +360,10 @@ class WebhookAlertSink:
                 self.retries + 1,
                 redact(str(exc)) if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__,
             )
+            return DeliveryResult("failed", attempts[0], type(exc).__name__)
+        return DeliveryResult("sent", attempts[0])
 
-    def _post(self, payload: dict[str, Any]) -> None:
+    def _post(self, payload: dict[str, Any], attempts: list[int]) -> None:
         retrying = Retrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=self._backoff_s, max=max(self._backoff_s * 4, 0.0)),
@@ -356,6 +372,7 @@ class WebhookAlertSink:
         )
         for attempt in retrying:
             with attempt:
+                attempts[0] += 1
                 self._post_once(payload)
 
     def _post_once(self, payload: dict[str, Any]) -> None:

@@ -99,6 +99,12 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
                 raise
             if outcome.plan.targets:
                 run_post_build(services, outcome.plan.targets, run_id)
+            else:
+                # Nothing to rebuild, but a build counts as done only once its checks ran: a
+                # redelivery after a crash between the commit and the checks runs them now.
+                unchecked = dates_built_without_checks(services.warehouse, request.dates)
+                if unchecked:
+                    run_post_build(services, unchecked, run_id)
             return outcome
 
 
@@ -344,6 +350,17 @@ def dates_beyond_window(warehouse: Warehouse, changed: Sequence[dt.date]) -> lis
         rows = warehouse.run(_BEYOND_WINDOW_SQL, {"changed_from": changed_from, "changed_to": changed_to})
         found.update(_as_date(row["activity_date"]) for row in rows)
     return sorted(found)
+
+
+def dates_built_without_checks(warehouse: Warehouse, dates: Sequence[dt.date]) -> list[dt.date]:
+    """Built dates of ``dates`` with no full data-quality check run since their last build."""
+    wanted = set(dates)
+    rows = warehouse.run("ops/date_status__builds", {"date_from": min(dates), "date_to": max(dates)})
+    return [
+        _as_date(row["activity_date"])
+        for row in rows
+        if row["run_id"] is not None and _as_date(row["activity_date"]) in wanted and not row["checks_ran"]
+    ]
 
 
 def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> dict[dt.date, InputVersions]:

@@ -189,6 +189,11 @@ class Warehouse(abc.ABC):
             done.append(version)
         return done
 
+    def pending_migrations(self) -> list[tuple[int, str]]:
+        """The migrations ``apply_schema`` would apply now, in order (read only)."""
+        applied = self._applied_migrations()
+        return [(version, name) for version, name in migrations(self.sql_root) if version not in applied]
+
     def _applied_migrations(self) -> dict[int, str]:
         if not self.table_exists("ops", "schema_migrations"):
             return {}
