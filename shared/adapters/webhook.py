@@ -36,8 +36,10 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
+from opentelemetry.trace import SpanKind
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from shared import telemetry
 from shared.errors import ConcurrencyConflict, PermanentError, TransientError, UpstreamUnavailable
 from shared.logs import redact, register_secret
 from shared.settings import Settings
@@ -374,11 +376,19 @@ class WebhookAlertSink:
                 self._post_once(payload)
 
     def _post_once(self, payload: dict[str, Any]) -> None:
+        # The URL is the secret: the HTTP instrumentation (which records it) is off for this
+        # request, and our span names only the host.
+        with telemetry.span("webhook.post", kind=SpanKind.CLIENT, **{"server.address": self._host}) as span:
+            self._post_to_webhook(payload, span)
+
+    def _post_to_webhook(self, payload: dict[str, Any], span: Any) -> None:
         try:
-            response = self._session.post(self._url, json=payload, timeout=(self.timeout, self.timeout))
+            with telemetry.untraced_http():
+                response = self._session.post(self._url, json=payload, timeout=(self.timeout, self.timeout))
         except (requests.Timeout, requests.ConnectionError) as exc:
             # The exception text names the URL: keep only its type.
             raise UpstreamUnavailable(f"{type(exc).__name__} posting the alert") from None
+        span.set_attribute("http.response.status_code", response.status_code)
         if response.status_code >= 500 or response.status_code == 429:
             raise UpstreamUnavailable(f"webhook answered HTTP {response.status_code}")
         if response.status_code >= 400:

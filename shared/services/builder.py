@@ -26,6 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import MalformedMessage
 from shared.host_config import queue_config
@@ -82,7 +83,9 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
         except MalformedMessage as exc:
             reject_malformed(exc, services.alerts, pipeline, run_id)
             return None
+        telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
+            telemetry.set_attributes(activity_date=_describe_dates(request.dates), step=STEP)
             try:
                 outcome = build(
                     request,
@@ -91,7 +94,8 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
                     run_id=run_id,
                 )
             except Exception as exc:
-                alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id)
+                if alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id):
+                    telemetry.POISON_MESSAGES.add(1, {"queue": f"{services.settings.build_queue}-poison"})
                 raise
             if outcome.plan.targets:
                 run_post_build(services, outcome.plan.targets, run_id)
@@ -131,8 +135,9 @@ def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, ru
 
 def alert_if_poisoned(
     exc: BaseException, dequeue_count: int, request: BuildRequest, alerts: AlertSink, pipeline: str, run_id: str
-) -> None:
-    """On the last delivery the host allows, the message is about to land in the poison queue."""
+) -> bool:
+    """On the last delivery the host allows, the message is about to land in the poison queue.
+    Returns whether it is."""
     max_dequeue = queue_config().max_dequeue_count
     if dequeue_count < max_dequeue:
         log.warning(
@@ -141,7 +146,7 @@ def alert_if_poisoned(
             max_dequeue,
             type(exc).__name__,
         )
-        return
+        return False
     log.error("build failed on delivery %d of %d: moved to poison", dequeue_count, max_dequeue)
     _send(
         alerts,
@@ -160,6 +165,7 @@ def alert_if_poisoned(
             facts={"dates": _describe_dates(request.dates), "dequeue_count": str(dequeue_count)},
         ),
     )
+    return True
 
 
 def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
@@ -239,6 +245,9 @@ def build(
     except Exception as exc:  # the warehouse is the truth; the gate's status is informative
         log.warning("could not record the build status in the readiness state (%s)", type(exc).__name__)
     seconds = time.monotonic() - started
+    telemetry.BUILD_ROWS_WRITTEN.add(rows)
+    telemetry.BUILD_DURATION.record(seconds)
+    telemetry.BUILD_SUCCEEDED.add(1)
     log.info("built %d rows for %d date(s) in %.2f s", rows, len(plan.targets), seconds)
     return BuildOutcome(run_id, plan, rows, seconds)
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import (
@@ -183,6 +184,9 @@ def stage_crm_snapshot(
             record_ignored_columns(warehouse, result, run_id, clock())
         run.rows_in = result.data_rows
         run.rows_out = result.rows_staged
+        telemetry.set_attributes(**{"crm.status": result.status, "crm.rows_staged": result.rows_staged})
+        telemetry.CRM_ROWS_STAGED.add(result.rows_staged)
+        telemetry.CRM_ROWS_REJECTED.add(result.rejected_rows)
         if result.status == "rejected":
             run.status = "rejected"
             run.error_message = result.reason

@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.adapters.usage_api import DayPull, UsageSource
 from shared.errors import (
     AuthenticationFailed,
@@ -336,7 +337,11 @@ def stage_from_raw(
             raise PermanentError(f"raw landing for {day.isoformat()} is incomplete (no manifest)")
         result = screen_raw(deps.blobs, container, day, manifest)
         run.rows_in = result.received
-        _refuse_if_too_many_rejects(result, deps.settings.usage_reject_threshold)
+        try:
+            _refuse_if_too_many_rejects(result, deps.settings.usage_reject_threshold)
+        except RejectedInput:
+            telemetry.USAGE_ROWS_REJECTED.add(result.rejected)
+            raise
         version = result.version()
         current = deps.warehouse.run("stg/product_usage__current_version", {"activity_date": day})
         if current and current[0]["content_hash"] == version and not force:
@@ -345,6 +350,8 @@ def stage_from_raw(
             return StagedDate(day, version, len(result.accepted), False, result)
         _swap_into_staging(result, manifest, deps, run_id, now)
         run.rows_out = len(result.accepted)
+        telemetry.USAGE_ROWS_STAGED.add(len(result.accepted))
+        telemetry.USAGE_ROWS_REJECTED.add(result.rejected)
     log.info("staged %d usage rows for %s (version %s)", len(result.accepted), day.isoformat(), version[:12])
     return StagedDate(day, version, len(result.accepted), True, result)
 

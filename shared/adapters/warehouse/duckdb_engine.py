@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import duckdb
 
-from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name
+from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
 from shared.adapters.warehouse.translate import to_duckdb
 from shared.errors import BuildError
@@ -75,6 +75,7 @@ class DuckDBWarehouse(Warehouse):
     def _rollback_transaction(self, error: BaseException) -> None:
         self._con.execute("ROLLBACK")
 
+    @traced_bulk_load
     def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
         """Stream rows through a temporary CSV file and COPY, one batch at a time.
 
