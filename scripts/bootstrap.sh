@@ -35,3 +35,13 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libodbc.so.2'; then
       || echo "    (could not install unixodbc; Azure SQL driver tests will skip)"
   fi
 fi
+
+# The run report's browser test renders the page in headless Chromium (Debian's package).
+# Install it where we can (root with apt, as in CI); elsewhere that test skips with a reason.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "    (could not install chromium; the report's browser test will skip)"
+  fi
+fi
