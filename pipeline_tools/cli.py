@@ -18,6 +18,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
@@ -33,6 +34,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+import pipeline_tools.report as run_report
 from shared.errors import PipelineError
 from shared.logs import configure_logging, new_run_id, redact
 from shared.services import events_rollup, operations
@@ -416,6 +418,49 @@ def replay(obj: CliContext, day: dt.date, usage: bool, crm: bool) -> None:
         )
     for item in result.crm:
         click.echo(f"crm {day}: {item.blob_name}: {item.status}, {item.rows_staged} rows staged")
+
+
+# ---- report ----------------------------------------------------------------------------------
+@cli.command(help="Write the analysts' run report (one HTML page + PNG charts) from the warehouse alone.")
+@date_range_options
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where report.html and the PNGs go. Default: reports/<start>_<end>.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as one JSON document.")
+@pass_cli
+def report(
+    obj: CliContext,
+    day: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    out_dir: Path | None,
+    as_json: bool,
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    # Without dates: the last 28 days that can be built (ending yesterday, UTC).
+    dates = resolve_range(day, start, end) if (day or start or end) else DateRange(*run_report.default_range(now))
+    written = run_report.write_report(
+        obj.services.warehouse,
+        dates.start,
+        dates.end,
+        out_dir or Path("reports") / f"{dates.start}_{dates.end}",
+        now=now,
+        freshness_deadline_hours=obj.settings.freshness_deadline_hours,
+    )
+    if as_json:
+        click.echo(json.dumps(written.to_dict(), indent=2, sort_keys=True))
+    elif written.empty:
+        click.echo(f"no data for {dates}: nothing built, no input, no check in the range (page: {written.html})")
+    else:
+        click.echo(
+            f"report {dates}: {written.built_days} of {written.days} days built, "
+            f"{written.open_failures} open check failures; {len(written.pngs)} charts"
+        )
+        click.echo(f"page:   {written.html}")
+        click.echo(f"charts: {written.html.parent}/*.png")
 
 
 # ======================================================================================
