@@ -6,11 +6,21 @@
 --   dates' rows of companies that left the spine.
 --   - Spine of day D: the companies whose dim.companies version is in force on D, plus every
 --     company with a stg.product_usage row on D (unknown to CRM: attributes NULL).
---   - Rolling values are calendar windows D-6..D: the usage is laid on a dense grid (one row
---     per company per calendar day, missing days = 0), so ROWS 6 PRECEDING spans 7 days.
+--   - Rolling values are calendar windows: the usage is laid on a dense grid (one row per
+--     company per calendar day from D-27 of the first day, missing days = 0), so ROWS 6
+--     PRECEDING spans D-6..D, ROWS 27 PRECEDING D-27..D and ROWS BETWEEN 13 PRECEDING AND 7
+--     PRECEDING D-13..D-7 (events_prev_7d).
 --   - days_since_last_activity: the last active day (active_users > 0 OR events > 0): a running
 --     maximum on the grid, else the last active day between the first day's month start and the
---     grid, else the checkpoint at that month start. A build reads a month of usage, not history.
+--     grid, else the checkpoint at that month start. A build reads usage from the earlier of the
+--     first day's month start and its D-27 (at most 30 days before it) up to the last day, plus
+--     one checkpoint: never the rest of history.
+--   - Ratios: events_7d_change_pct ((events_7d - events_prev_7d) / events_prev_7d x 100,
+--     DECIMAL(23, 2): any BIGINT change fits) and events_per_active_user_7d (DECIMAL(21, 2)) are
+--     rounded half away from zero to 2 decimals, NULL when the divisor is 0;
+--     engagement_consistency_28d = active_days_28d / 28 as DECIMAL(5, 4). Each is computed as
+--     ROUND(numerator x 100 / divisor, 0) / 100 from exact integers, so T-SQL's DECIMAL division
+--     and DuckDB's (which divides in DOUBLE) round the same way.
 --   - is_churn_risk: no usage on each of D-6..D, for a company known (first CRM version or first
 --     usage row) since D-6 or earlier.
 -- Grain: one row per (activity_date, company_id).
@@ -37,12 +47,12 @@ day_offsets AS (
     CROSS JOIN digits AS thousands
 ),
 
--- The grid starts at D-6 of the first day: the first 7-day window.
+-- The grid starts at D-27 of the first day: the first 28-day window.
 bounds AS (
     SELECT
         CAST(@date_from AS DATE) AS date_from,
         CAST(@date_to AS DATE) AS date_to,
-        DATEADD(DAY, -6, CAST(@date_from AS DATE)) AS grid_from
+        DATEADD(DAY, -27, CAST(@date_from AS DATE)) AS grid_from
 ),
 
 calendar_days AS (
@@ -72,9 +82,9 @@ usage_rows AS (
     WHERE
         usage_rows.activity_date <= CAST(@date_to AS DATE)
         AND usage_rows.activity_date >= CASE
-            WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -6, CAST(@date_from AS DATE))
+            WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -27, CAST(@date_from AS DATE))
                 THEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
-            ELSE DATEADD(DAY, -6, CAST(@date_from AS DATE))
+            ELSE DATEADD(DAY, -27, CAST(@date_from AS DATE))
         END
 ),
 
@@ -215,6 +225,18 @@ rolling AS (
         SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END) OVER (
             PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
         ) AS active_days_7d,
+        SUM(events) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 13 PRECEDING AND 7 PRECEDING
+        ) AS events_prev_7d,
+        SUM(active_users) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 27 PRECEDING AND CURRENT ROW
+        ) AS active_users_28d,
+        SUM(events) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 27 PRECEDING AND CURRENT ROW
+        ) AS events_28d,
+        SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END) OVER (
+            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 27 PRECEDING AND CURRENT ROW
+        ) AS active_days_28d,
         MAX(CASE WHEN active_users > 0 OR events > 0 THEN calendar_date END) OVER (
             PARTITION BY company_id ORDER BY calendar_date ROWS UNBOUNDED PRECEDING
         ) AS last_active_on_grid
@@ -234,6 +256,10 @@ activity AS (
         rolling.active_users_7d,
         rolling.events_7d,
         rolling.active_days_7d,
+        rolling.events_prev_7d,
+        rolling.active_users_28d,
+        rolling.events_28d,
+        rolling.active_days_28d,
         COALESCE(rolling.last_active_on_grid, active_before_grid.last_active_date) AS last_active_date,
         known_since.known_since,
         snapshot_in_force.crm_snapshot_date,
@@ -265,6 +291,13 @@ INSERT INTO analytics.company_daily_activity_build (
     active_users_7d,
     events_7d,
     active_days_7d,
+    active_users_28d,
+    events_28d,
+    active_days_28d,
+    events_prev_7d,
+    events_7d_change_pct,
+    engagement_consistency_28d,
+    events_per_active_user_7d,
     days_since_last_activity,
     is_churn_risk,
     crm_snapshot_date,
@@ -283,6 +316,18 @@ SELECT
     active_users_7d,
     events_7d,
     active_days_7d,
+    active_users_28d,
+    events_28d,
+    active_days_28d,
+    events_prev_7d,
+    CAST(
+        ROUND(CAST(events_7d - events_prev_7d AS DECIMAL(19, 0)) * 10000 / NULLIF(events_prev_7d, 0), 0) / 100
+        AS DECIMAL(23, 2)
+    ) AS events_7d_change_pct,
+    CAST(CAST(active_days_28d AS DECIMAL(9, 4)) / 28 AS DECIMAL(5, 4)) AS engagement_consistency_28d,
+    CAST(
+        ROUND(CAST(events_7d AS DECIMAL(19, 0)) * 100 / NULLIF(active_users_7d, 0), 0) / 100 AS DECIMAL(21, 2)
+    ) AS events_per_active_user_7d,
     DATEDIFF(DAY, last_active_date, activity_date) AS days_since_last_activity,
     CAST(
         CASE
@@ -321,6 +366,13 @@ USING (
         active_users_7d,
         events_7d,
         active_days_7d,
+        active_users_28d,
+        events_28d,
+        active_days_28d,
+        events_prev_7d,
+        events_7d_change_pct,
+        engagement_consistency_28d,
+        events_per_active_user_7d,
         days_since_last_activity,
         is_churn_risk,
         crm_snapshot_date,
@@ -342,6 +394,14 @@ WHEN MATCHED AND (
     OR target.active_users_7d <> source.active_users_7d
     OR target.events_7d <> source.events_7d
     OR target.active_days_7d <> source.active_days_7d
+    -- NULL in rows built before migration 0007: IS DISTINCT FROM makes a rebuild fill them.
+    OR target.active_users_28d IS DISTINCT FROM source.active_users_28d
+    OR target.events_28d IS DISTINCT FROM source.events_28d
+    OR target.active_days_28d IS DISTINCT FROM source.active_days_28d
+    OR target.events_prev_7d IS DISTINCT FROM source.events_prev_7d
+    OR target.events_7d_change_pct IS DISTINCT FROM source.events_7d_change_pct
+    OR target.engagement_consistency_28d IS DISTINCT FROM source.engagement_consistency_28d
+    OR target.events_per_active_user_7d IS DISTINCT FROM source.events_per_active_user_7d
     OR target.days_since_last_activity IS DISTINCT FROM source.days_since_last_activity
     OR target.is_churn_risk <> source.is_churn_risk
     OR target.crm_snapshot_date IS DISTINCT FROM source.crm_snapshot_date
@@ -356,6 +416,13 @@ WHEN MATCHED AND (
     target.active_users_7d = source.active_users_7d,
     target.events_7d = source.events_7d,
     target.active_days_7d = source.active_days_7d,
+    target.active_users_28d = source.active_users_28d,
+    target.events_28d = source.events_28d,
+    target.active_days_28d = source.active_days_28d,
+    target.events_prev_7d = source.events_prev_7d,
+    target.events_7d_change_pct = source.events_7d_change_pct,
+    target.engagement_consistency_28d = source.engagement_consistency_28d,
+    target.events_per_active_user_7d = source.events_per_active_user_7d,
     target.days_since_last_activity = source.days_since_last_activity,
     target.is_churn_risk = source.is_churn_risk,
     target.crm_snapshot_date = source.crm_snapshot_date,
@@ -375,6 +442,13 @@ WHEN NOT MATCHED BY TARGET THEN
         active_users_7d,
         events_7d,
         active_days_7d,
+        active_users_28d,
+        events_28d,
+        active_days_28d,
+        events_prev_7d,
+        events_7d_change_pct,
+        engagement_consistency_28d,
+        events_per_active_user_7d,
         days_since_last_activity,
         is_churn_risk,
         crm_snapshot_date,
@@ -394,6 +468,13 @@ WHEN NOT MATCHED BY TARGET THEN
         source.active_users_7d,
         source.events_7d,
         source.active_days_7d,
+        source.active_users_28d,
+        source.events_28d,
+        source.active_days_28d,
+        source.events_prev_7d,
+        source.events_7d_change_pct,
+        source.engagement_consistency_28d,
+        source.events_per_active_user_7d,
         source.days_since_last_activity,
         source.is_churn_risk,
         source.crm_snapshot_date,
