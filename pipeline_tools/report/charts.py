@@ -100,7 +100,8 @@ def _activity(fig: Figure, days: Sequence[Day], what: str) -> None:
     x = [d.day for d in days]
 
     def value(day: Day, attr: str) -> float:
-        return NAN if day.activity is None else float(getattr(day.activity, attr))
+        number = None if day.activity is None else getattr(day.activity, attr)
+        return NAN if number is None else float(number)
 
     daily, avg7, avg28 = (
         ("active_users", "active_users_7d_avg", "active_users_28d_avg")

@@ -25,9 +25,10 @@ class DayActivity:
     active_users: int
     events: int
     active_users_7d_avg: float
-    active_users_28d_avg: float
+    active_users_28d_avg: float | None  # None: rows built before the 28-day columns existed
     events_7d_avg: float
-    events_28d_avg: float
+    events_28d_avg: float | None
+    rows_without_28d: int
     churn_risk_companies: int
     flagged_rows: int
     crm_stale_rows: int
@@ -90,6 +91,11 @@ class ReportData:
         return not any(d.built or d.checks or d.inputs != DayInputs(d.day) for d in self.days)
 
     @property
+    def days_without_28d(self) -> list[dt.date]:
+        """Built days with rows from before the 28-day columns existed (a rebuild fills them)."""
+        return [d.day for d in self.days if d.activity is not None and d.activity.rows_without_28d]
+
+    @property
     def latest(self) -> DayActivity | None:
         built = self.built_days
         return built[-1].activity if built else None
@@ -132,9 +138,10 @@ def _activity(row: Row) -> DayActivity:
         active_users=int(row["active_users"]),
         events=int(row["events"]),
         active_users_7d_avg=float(row["active_users_7d_avg"]),
-        active_users_28d_avg=float(row["active_users_28d_avg"]),
+        active_users_28d_avg=_float_or_none(row["active_users_28d_avg"]),
         events_7d_avg=float(row["events_7d_avg"]),
-        events_28d_avg=float(row["events_28d_avg"]),
+        events_28d_avg=_float_or_none(row["events_28d_avg"]),
+        rows_without_28d=int(row["rows_without_28d"]),
         churn_risk_companies=int(row["churn_risk_companies"]),
         flagged_rows=int(row["flagged_rows"]),
         crm_stale_rows=int(row["crm_stale_rows"]),

@@ -49,7 +49,8 @@ ABOUT = {
     "active_users": (
         "Bars: active users summed over all companies of the day (the API counts users per day, so these are "
         "user-days). Lines: the daily average over the last 7 and 28 calendar days, i.e. the sum of the "
-        "rows' active_users_7d divided by 7 and of active_users_28d divided by 28; missing days count as 0."
+        "rows' active_users_7d divided by 7 and of active_users_28d divided by 28; missing days count as 0, "
+        "so the lines start low where the history is shorter than the window."
     ),
     "events": (
         "Bars: events summed over all companies of the day. Lines: sum of events_7d / 7 and events_28d / 28, "
