@@ -135,10 +135,12 @@ def _churn_risk(fig: Figure, days: Sequence[Day]) -> None:
 def _rows_and_checks(fig: Figure, days: Sequence[Day]) -> None:
     rows_ax, checks_ax = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
     x = [d.day for d in days]
-    rows_ax.bar(x, [NAN if d.activity is None else d.activity.row_count for d in days], width=0.8, color=BLUE)
+    rows = [NAN if d.activity is None else d.activity.row_count for d in days]
+    rows_ax.bar(x, rows, width=0.8, color=BLUE, label="analytics rows of the day")
     rows_ax.set_ylabel("rows")
     rows_ax.yaxis.set_major_formatter(FuncFormatter(_thousands))
     _mark_unbuilt(rows_ax, days)
+    rows_ax.legend(loc="lower left", ncols=2, bbox_to_anchor=(0, 1.0))
     bottom = [0.0] * len(days)
     for status, color in (("fail", RED), ("error", DARK_RED), ("warn", AMBER)):
         heights = [float(d.checks.get(status, 0)) for d in days]
@@ -175,7 +177,7 @@ def _input_freshness(fig: Figure, days: Sequence[Day], deadline_hours: float) ->
     bottom = ax.get_xaxis_transform()  # x in dates, y in axes fraction
     for d in days:
         if d.crm_stale:
-            ax.axvspan(d.day - dt.timedelta(hours=12), d.day + dt.timedelta(hours=12), color=AMBER, alpha=0.25, lw=0)
+            ax.axvspan(_shifted(d.day, -0.5), _shifted(d.day, 0.5), color=AMBER, alpha=0.25, lw=0)
         if d.inputs.quarantined_files:
             ax.plot([d.day], [0.95], marker="X", markersize=9, color=RED, transform=bottom, linestyle="none")
         if d.inputs.crm_hours_after_day_end is None:
@@ -257,8 +259,8 @@ def _mark_unbuilt(ax: Axes, days: Sequence[Day]) -> None:
     unbuilt = [d.day for d in days if not d.built]
     for day in unbuilt:
         ax.axvspan(
-            day - dt.timedelta(hours=12),
-            day + dt.timedelta(hours=12),
+            _shifted(day, -0.5),
+            _shifted(day, 0.5),
             facecolor="none",
             edgecolor=GREY,
             hatch="///",
@@ -273,7 +275,13 @@ def _date_axis(ax: Axes, days: Sequence[Day]) -> None:
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     if days:
-        ax.set_xlim(days[0].day - dt.timedelta(days=0.7), days[-1].day + dt.timedelta(days=0.7))
+        ax.set_xlim(_shifted(days[0].day, -0.7), _shifted(days[-1].day, 0.7))
+
+
+def _shifted(day: dt.date, days: float) -> dt.datetime:
+    """A point ``days`` (fractional) from the day's midnight, where matplotlib draws the day.
+    (A date plus a fraction of a day is the same date: the fraction must go on a datetime.)"""
+    return dt.datetime.combine(day, dt.time()) + dt.timedelta(days=days)
 
 
 def _thousands(value: float, _pos: int | None = None) -> str:
