@@ -23,6 +23,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 from pipeline_tools.report.data import Day, ReportData
 
 NAN = math.nan
+MAX_LABELLED_BARS = 62
 INK, MUTED, GRID = "#1f2933", "#616e7c", "#e4e7eb"
 BLUE, BLUE_LIGHT, ORANGE, PURPLE = "#2563eb", "#bfdbfe", "#ea580c", "#7c3aed"
 RED, DARK_RED, AMBER, GREEN, GREY = "#dc2626", "#7f1d1d", "#f59e0b", "#16a34a", "#9aa5b1"
@@ -124,7 +125,8 @@ def _churn_risk(fig: Figure, days: Sequence[Day]) -> None:
     x = [d.day for d in days]
     counts = [NAN if d.activity is None else d.activity.churn_risk_companies for d in days]
     bars = ax.bar(x, counts, width=0.8, color=RED, label="companies with no usage on each of D-6..D")
-    ax.bar_label(bars, fmt=lambda v: "" if math.isnan(v) else f"{v:.0f}", fontsize=7, color=MUTED, padding=1)
+    if len(days) <= MAX_LABELLED_BARS:  # beyond that the labels would overlap; the table has them
+        ax.bar_label(bars, fmt=lambda v: "" if math.isnan(v) else f"{v:.0f}", fontsize=7, color=MUTED, padding=1)
     _mark_unbuilt(ax, days)
     _date_axis(ax, days)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True))

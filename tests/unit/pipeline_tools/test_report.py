@@ -202,6 +202,19 @@ def test_a_range_without_data_gets_a_page_that_says_so_and_no_chart(wh: DuckDBWa
     assert "<svg" not in page
 
 
+def test_a_range_with_inputs_but_no_built_day_still_charts_them(wh: DuckDBWarehouse, tmp_path: Path) -> None:
+    wh.run_sql(
+        "INSERT INTO stg.usage_pulls VALUES (@d, 'raw', 'h', 1, 4, 4, 0, 0, 0, @at, @at, 'run')",
+        {"d": D2, "at": AT},
+    )
+
+    written = write_report(wh, D1, D3, tmp_path, now=NOW, freshness_deadline_hours=30)
+
+    page = written.html.read_text(encoding="utf-8")
+    assert (written.empty, written.built_days, len(written.pngs)) == (False, 0, 6)
+    assert page.count('class="unbuilt"') == 3 and "0 / 3" in page
+
+
 def test_future_dates_are_refused_and_nothing_is_written(wh: DuckDBWarehouse, tmp_path: Path) -> None:
     with pytest.raises(FutureDateRefused, match="2025-03-10 is in the future"):
         write_report(wh, D1, dt.date(2025, 3, 10), tmp_path / "out", now=NOW, freshness_deadline_hours=30)
