@@ -17,10 +17,11 @@
 --     rest of history.
 --   - Ratios: events_7d_change_pct ((events_7d - events_prev_7d) / events_prev_7d x 100,
 --     DECIMAL(23, 2): any BIGINT change fits) and events_per_active_user_7d (DECIMAL(21, 2)) are
---     rounded half away from zero to 2 decimals, NULL when the divisor is 0;
---     engagement_consistency_28d = active_days_28d / 28 as DECIMAL(5, 4). Each is computed as
---     ROUND(numerator x 100 / divisor, 0) / 100 from exact integers, so T-SQL's DECIMAL division
---     and DuckDB's (which divides in DOUBLE) round the same way.
+--     rounded half away from zero to 2 decimals, NULL when the divisor is 0. Both are computed
+--     as ROUND(numerator x 100 / divisor, 0) / 100 from exact integers, so T-SQL's DECIMAL
+--     division and DuckDB's (which divides in DOUBLE) round the same way.
+--     engagement_consistency_28d = active_days_28d / 28 as DECIMAL(5, 4) (k / 28 is never a
+--     half-way case at 4 decimals).
 --   - is_churn_risk: no usage on each of D-6..D, for a company known (first CRM version or first
 --     usage row) since D-6 or earlier.
 -- Grain: one row per (activity_date, company_id).
