@@ -9,6 +9,7 @@ of the warehouse. The page needs no network: charts are inline SVG, styles inlin
 from __future__ import annotations
 
 import datetime as dt
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,11 +78,14 @@ def write_report(
     charts = [] if data.is_empty else draw_charts(data, freshness_deadline_hours)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    html = out_dir / HTML_NAME
-    html.write_text(render_page(data, charts, now=now), encoding="utf-8")
-    pngs = []
-    for chart in charts:
-        path = out_dir / f"{chart.name}.png"
-        path.write_bytes(chart.png)
-        pngs.append(path)
+    pngs = [_replace(out_dir / f"{chart.name}.png", chart.png) for chart in charts]
+    html = _replace(out_dir / HTML_NAME, render_page(data, charts, now=now).encode("utf-8"))  # last: complete
     return ReportFiles(start, end, html, pngs, len(data.days), len(data.built_days), len(data.open_failures))
+
+
+def _replace(path: Path, content: bytes) -> Path:
+    """Write beside, then rename over: an interrupted run never leaves a half-written file."""
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_bytes(content)
+    os.replace(partial, path)
+    return path

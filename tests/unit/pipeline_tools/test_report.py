@@ -259,6 +259,7 @@ def test_report_json_prints_what_was_written(wh: DuckDBWarehouse, tmp_path: Path
         "week_over_week_drops.png",
     ]
     assert all(Path(p).stat().st_size > 10_000 for p in printed["pngs"])
+    assert len(list(tmp_path.iterdir())) == 7, "the page and six PNGs, no partial file left"
 
 
 def test_report_of_an_empty_range_says_so(wh: DuckDBWarehouse, tmp_path: Path) -> None:
