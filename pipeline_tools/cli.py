@@ -176,7 +176,7 @@ def schema() -> None:
 @schema.command("apply", help="Apply the migrations not yet applied and print which.")
 @pass_cli
 def schema_apply(obj: CliContext) -> None:
-    # Connected without the container: Services.warehouse applies migrations itself on first use.
+    # Connected without the container: Services.warehouse refuses a schema that is behind.
     warehouse = connect_warehouse(obj.settings)
     try:
         applied = operations.apply_schema(warehouse)
@@ -186,6 +186,26 @@ def schema_apply(obj: CliContext) -> None:
         click.echo("schema is up to date (no migration applied)")
     for name in applied:
         click.echo(f"applied {name}")
+
+
+@schema.command(
+    "bootstrap",
+    help="Deploy step (Azure SQL, as the Entra admin): apply migrations, then create the app's identity "
+    "as a contained database user with row access to the pipeline's schemas.",
+)
+@click.option("--app-principal", required=True, help="The Function App's managed identity name (the app's name).")
+@pass_cli
+def schema_bootstrap(obj: CliContext, app_principal: str) -> None:
+    from pipeline_tools.schema_bootstrap import bootstrap
+
+    warehouse = connect_warehouse(obj.settings)
+    try:
+        result = bootstrap(warehouse, app_principal)
+    finally:
+        warehouse.close()
+    for name in result.applied:
+        click.echo(f"applied {name}")
+    click.echo(f"database user {result.principal} has row access to stg, dim, analytics, ops and agg")
 
 
 # ---- status ----------------------------------------------------------------------------------
