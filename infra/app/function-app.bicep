@@ -36,13 +36,10 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 }
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
-  // checkov:skip=CKV_AZURE_222:Same as CKV_AZURE_221: Event Grid must reach the blob extension webhook.
+  // checkov:skip=CKV_AZURE_222:Public network access stays on: Event Grid delivers blob events to the host's blob extension webhook over the public endpoint (authenticated by the blobs_extension system key); the app serves no HTTP functions.
   // checkov:skip=CKV_AZURE_17:No client certificates: Event Grid's webhook delivery does not present one; the webhook is protected by the blobs_extension key.
   // checkov:skip=CKV_AZURE_213:No health check path: the app has no HTTP functions to probe; failures surface through the alert rules.
-  // checkov:skip=CKV_AZURE_221:Public network access stays on: Event Grid delivers blob events to the host's webhook over the public endpoint (authenticated by the blobs_extension system key); the app serves no HTTP functions.
-  // checkov:skip=CKV_AZURE_56:No App Service Authentication: the app has no HTTP functions; the only inbound call is Event Grid's, to the key-protected runtime webhook, which Easy Auth would block.
-  // checkov:skip=CKV_AZURE_159:No HTTP/2 setting on Flex Consumption sites (platform-managed front end).
-  // checkov:skip=CKV_AZURE_212:Minimum instance count is not a Flex Consumption property: scale-out is per function group, sized below (maximumInstanceCount).
+  // checkov:skip=CKV_AZURE_212:No always-ready instances on Flex Consumption: they bill while idle, and a daily batch pipeline tolerates a cold start.
   name: 'func-${token}'
   location: location
   tags: union(tags, { 'azd-service-name': 'pipeline' })

@@ -16,7 +16,6 @@ var alertWebhookUrlSecretName = 'alert-webhook-url'
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109:No network ACL default-deny: the Flex Consumption app has no VNet integration here, so Key Vault references resolve over the public endpoint; access is RBAC-only (Key Vault Secrets User for the app identity).
   // checkov:skip=CKV_AZURE_189:Same reason as CKV_AZURE_109: public network access is needed for Key Vault references without VNet integration.
-  // checkov:skip=CKV2_AZURE_32:No private endpoint: see CKV_AZURE_109.
   name: 'kv-${token}'
   location: location
   tags: tags

@@ -13,9 +13,6 @@ var databaseName = 'pipeline'
 
 resource server 'Microsoft.Sql/servers@2023-08-01-preview' = {
   // checkov:skip=CKV_AZURE_113:Public network access stays on: the Flex Consumption app has no VNet integration here; the firewall admits Azure services only (plus the deployer's IP while the hook runs) and authentication is Entra-only.
-  // checkov:skip=CKV2_AZURE_45:No private endpoint: see CKV_AZURE_113.
-  // checkov:skip=CKV2_AZURE_2:Vulnerability assessment needs a storage account reached with a key (or Defender for SQL, a paid plan); not part of this deployment.
-  // checkov:skip=CKV2_AZURE_27:Entra-only authentication is set through administrators.azureADOnlyAuthentication, which checkov does not read in Bicep.
   name: 'sql-${token}'
   location: location
   tags: tags
@@ -43,9 +40,8 @@ resource allowAzureServices 'Microsoft.Sql/servers/firewallRules@2023-08-01-prev
 
 resource database 'Microsoft.Sql/servers/databases@2023-08-01-preview' = {
   // checkov:skip=CKV_AZURE_26:Alert e-mails belong to Defender for SQL (see infra/checkov.yaml, CKV_AZURE_25); pipeline alerts go to the action group in alerts.bicep.
-  // checkov:skip=CKV_AZURE_27:Same as CKV_AZURE_26.
-  // checkov:skip=CKV_AZURE_224:Ledger is for tamper evidence of regulated records; analytics tables are rebuilt by design (rollback, replay), which a ledger table would refuse.
-  // checkov:skip=CKV_AZURE_229:Zone redundancy is not offered for serverless General Purpose at this size and the database is rebuildable from raw inputs.
+  // checkov:skip=CKV_AZURE_27:Same as CKV_AZURE_26: administrator e-mails are a Defender for SQL setting, not used here.
+  // checkov:skip=CKV_AZURE_229:Zone redundancy adds cost and the database can be rebuilt from the raw inputs (CRM blobs, raw usage NDJSON) with the operator CLI.
   parent: server
   name: databaseName
   location: location

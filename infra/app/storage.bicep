@@ -23,11 +23,6 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   // checkov:skip=CKV_AZURE_43:The name is 'st' + uniqueString(...), 15 lowercase alphanumerics, valid; checkov cannot evaluate the expression.
   // checkov:skip=CKV_AZURE_206:Locally redundant storage is enough: every input can be re-sent (CRM) or re-pulled (usage API), and the warehouse is the system of record.
   // checkov:skip=CKV_AZURE_59:Public network access stays on: Flex Consumption without VNet integration and Event Grid reach the account over its public endpoint; shared keys are off and every caller needs an Entra role.
-  // checkov:skip=CKV_AZURE_190:Same as CKV_AZURE_59: blob public (anonymous) access is disabled by allowBlobPublicAccess false; network access is identity-gated.
-  // checkov:skip=CKV2_AZURE_1:Microsoft-managed keys: customer-managed keys add a vault dependency with no requirement asking for it.
-  // checkov:skip=CKV2_AZURE_33:No private endpoint: see CKV_AZURE_59 (no VNet in this deployment).
-  // checkov:skip=CKV2_AZURE_40:Shared-key authorization is disabled (allowSharedKeyAccess false); checkov does not read that property in Bicep.
-  // checkov:skip=CKV2_AZURE_41:No SAS is issued: shared keys are disabled, so no account or service SAS can be signed.
   name: 'st${token}'
   location: location
   tags: tags

@@ -17,15 +17,14 @@ PYTHON=.venv/bin/python
 # The server admits Azure services only; let this machine in for the bootstrap, then close it.
 rule="azd-bootstrap-$(date +%s)"
 my_ip=$(curl -fsS https://api.ipify.org)
+settings=$(mktemp)
+trap 'rm -f "$settings"; az sql server firewall-rule delete -g "$AZURE_RESOURCE_GROUP" -s "$AZURE_SQL_SERVER_NAME" -n "$rule" -o none 2>/dev/null || true' EXIT
 echo "==> temporary SQL firewall rule $rule for $my_ip"
 az sql server firewall-rule create -g "$AZURE_RESOURCE_GROUP" -s "$AZURE_SQL_SERVER_NAME" -n "$rule" \
   --start-ip-address "$my_ip" --end-ip-address "$my_ip" -o none
-trap 'az sql server firewall-rule delete -g "$AZURE_RESOURCE_GROUP" -s "$AZURE_SQL_SERVER_NAME" -n "$rule" -o none || true' EXIT
 
 # Settings for the CLI: Azure SQL with an Entra token from the az login (DefaultAzureCredential);
-# no password exists anywhere. Written to a private temp file, removed on exit.
-settings=$(mktemp)
-trap 'rm -f "$settings"; az sql server firewall-rule delete -g "$AZURE_RESOURCE_GROUP" -s "$AZURE_SQL_SERVER_NAME" -n "$rule" -o none || true' EXIT
+# no password exists anywhere. Written to a private temp file (removed on exit, as is the rule).
 cat > "$settings" <<JSON
 {"Values": {
   "WAREHOUSE_ENGINE": "azure_sql",
