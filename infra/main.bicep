@@ -23,7 +23,8 @@ param principalId string
 @allowed(['User', 'ServicePrincipal', 'Group'])
 param principalType string = 'User'
 
-@description('Base URL of the Product Usage API.')
+@minLength(1)
+@description('Base URL of the Product Usage API (required: the app\'s default is the local mock).')
 param usageApiBaseUrl string
 
 @secure()
