@@ -31,8 +31,6 @@ HOST_SETTINGS = {
     "PIPELINE_STORAGE__queueServiceUri",
     "PIPELINE_STORAGE__tableServiceUri",
     "PIPELINE_STORAGE__credential",
-    "APPLICATIONINSIGHTS_CONNECTION_STRING",
-    "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
 }
 # Settings the app reads that Azure leaves unset on purpose, and why.
 NOT_READ_IN_AZURE = {
