@@ -20,10 +20,15 @@ from shared.wiring import connect_warehouse
 MAX_PRINCIPAL_LENGTH = 128
 
 
+# The schemas sql/admin/app_identity__grant.sql gives the app row access to.
+GRANTED_SCHEMAS = ("stg", "dim", "analytics", "ops", "agg")
+
+
 @dataclass(frozen=True)
 class BootstrapResult:
-    applied: list[str]  # migrations applied by this run (empty: already current)
+    applied: list[str]  # migrations applied by this run (with dry_run: that it would apply)
     principal: str
+    dry_run: bool = False
 
 
 def check_principal_name(name: str) -> str:
@@ -47,17 +52,21 @@ def apply_migrations(settings: Settings) -> list[str]:
         warehouse.close()
 
 
-def bootstrap(warehouse: Warehouse, app_principal: str, now: dt.datetime | None = None) -> BootstrapResult:
+def bootstrap(
+    warehouse: Warehouse, app_principal: str, now: dt.datetime | None = None, *, dry_run: bool = False
+) -> BootstrapResult:
     """Apply pending migrations, then create the app's database user and grant it row access to
-    the pipeline's schemas (after the migrations: the grants name schemas they create)."""
+    the pipeline's schemas (after the migrations: the grants name schemas they create).
+    ``dry_run`` checks the same and reports the migrations it would apply; it changes nothing."""
     principal = check_principal_name(app_principal)
     if not warehouse.SUPPORTS_DATABASE_USERS:
         raise ConfigurationError(
             "schema bootstrap creates an Entra database user: it needs WAREHOUSE_ENGINE=azure_sql "
             "(the embedded engine has no users; `schema apply` is all it needs)"
         )
-    applied = operations.apply_schema(warehouse, now=now)
-    with warehouse.transaction():
-        warehouse.run("admin/app_identity__create_user", {"app_principal": principal})
-        warehouse.run("admin/app_identity__grant", {"app_principal": principal})
-    return BootstrapResult(applied, principal)
+    applied = operations.apply_schema(warehouse, now=now, dry_run=dry_run)
+    if not dry_run:
+        with warehouse.transaction():
+            warehouse.run("admin/app_identity__create_user", {"app_principal": principal})
+            warehouse.run("admin/app_identity__grant", {"app_principal": principal})
+    return BootstrapResult(applied, principal, dry_run)
