@@ -86,3 +86,16 @@ def test_cli_schema_bootstrap_names_the_engine_it_needs_in_one_line(tmp_path: Pa
     result = CliRunner().invoke(cli, ["--settings", str(settings_file), "schema", "bootstrap", "--app-principal", "f"])
     assert result.exit_code == 1
     assert "WAREHOUSE_ENGINE=azure_sql" in result.output
+
+
+def test_cli_schema_bootstrap_dry_run_on_duckdb_is_refused_the_same_way(tmp_path: Path) -> None:
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(f'{{"Values": {{"DUCKDB_PATH": "{tmp_path / "w.duckdb"}"}}}}')
+    result = CliRunner().invoke(
+        cli, ["--settings", str(settings_file), "schema", "bootstrap", "--app-principal", "f", "--dry-run", "--json"]
+    )
+    assert result.exit_code == 1
+    assert "WAREHOUSE_ENGINE=azure_sql" in result.output
+    assert not (tmp_path / "w.duckdb").exists() or not DuckDBWarehouse(tmp_path / "w.duckdb").table_exists(
+        "ops", "schema_migrations"
+    )
