@@ -281,7 +281,7 @@ def schema() -> None:
 @pass_cli
 def schema_apply(obj: CliContext, dry_run: bool) -> None:
     obj.resume_args = ["schema", "apply"]
-    # Connected without the container: Services.warehouse applies migrations itself on first use.
+    # Connected without the container: Services.warehouse refuses a schema that is behind.
     warehouse = connect_warehouse(obj.settings)
     try:
         applied = operations.apply_schema(warehouse, dry_run=dry_run)
@@ -294,6 +294,39 @@ def schema_apply(obj: CliContext, dry_run: bool) -> None:
         click.echo("schema is up to date (no migration applied)")
     for name in applied:
         click.echo(f"{'would apply' if dry_run else 'applied'} {name}")
+
+
+@schema.command(
+    "bootstrap",
+    help="Deploy step (Azure SQL, as the Entra admin): apply migrations, then create the app's identity "
+    "as a contained database user with row access to the pipeline's schemas.",
+)
+@click.option("--app-principal", required=True, help="The Function App's managed identity name (the app's name).")
+@dry_run_option
+@json_option
+@pass_cli
+def schema_bootstrap(obj: CliContext, app_principal: str, dry_run: bool) -> None:
+    from pipeline_tools.schema_bootstrap import GRANTED_SCHEMAS, bootstrap
+
+    warehouse = connect_warehouse(obj.settings)
+    try:
+        result = bootstrap(warehouse, app_principal, dry_run=dry_run)
+    finally:
+        warehouse.close()
+    if obj.as_json:
+        emit(
+            {
+                "dry_run": dry_run,
+                "would_apply" if dry_run else "applied": result.applied,
+                "principal": result.principal,
+                "schemas": list(GRANTED_SCHEMAS),
+            }
+        )
+        return
+    for name in result.applied:
+        click.echo(f"{'would apply' if dry_run else 'applied'} {name}")
+    verb = "would get" if dry_run else "has"
+    click.echo(f"database user {result.principal} {verb} row access to {', '.join(GRANTED_SCHEMAS)}")
 
 
 # ---- status ----------------------------------------------------------------------------------

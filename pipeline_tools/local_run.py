@@ -48,6 +48,7 @@ from pipeline_tools.runner import (
     sigterm_as_interrupt,
 )
 from pipeline_tools.sample_data import CrmSample
+from pipeline_tools.schema_bootstrap import apply_migrations
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
 from shared.settings import Settings
@@ -243,6 +244,8 @@ def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) 
 
     settings = Settings.from_environment()
     provision(settings)
+    applied = apply_migrations(settings)  # the deploy step: the app only checks the schema version
+    echo(f"==> Warehouse schema: {len(applied)} migration(s) applied" if applied else "==> Warehouse schema current")
     _upload_sample(plan, settings, echo)
 
     runner = Runner.from_app(load_app("function_app:app"), values)
