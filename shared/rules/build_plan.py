@@ -32,7 +32,18 @@ from shared.errors import MalformedMessage
 # The widest rolling window of a row (the 28-day columns, D-27..D): usage of D reaches D..D+27.
 WINDOW_DAYS = 28
 MAX_REQUEST_DAYS = 3660  # ten years; the build SQL's day generator reaches 10,000 days
-_ALLOWED_KEYS = {"dates", "start", "end", "reason", "force", "affected_only", "crm_version", "usage_version"}
+_ALLOWED_KEYS = {
+    "dates",
+    "start",
+    "end",
+    "reason",
+    "force",
+    "affected_only",
+    "crm_version",
+    "usage_version",
+    "traceparent",
+}
+_TRACEPARENT_MAX = 128  # W3C traceparent is 55 characters; later versions may append fields
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,9 @@ class BuildRequest:
     reason: str = ""
     force: bool = False
     affected_only: bool = False  # rebuild what these dates' inputs alter, not the dates themselves
+    # W3C trace context of the span that queued the message (absent in older messages): the
+    # build's trace links to it.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,7 +128,16 @@ def parse_build_request(payload: Any) -> BuildRequest:
     reason = payload.get("reason", "")
     if not isinstance(reason, str):
         raise MalformedMessage('"reason" must be a string')
-    return BuildRequest(dates=tuple(sorted(dates)), reason=reason[:200], force=force, affected_only=affected_only)
+    traceparent = payload.get("traceparent")
+    if traceparent is not None and (not isinstance(traceparent, str) or len(traceparent) > _TRACEPARENT_MAX):
+        raise MalformedMessage('"traceparent" must be a W3C traceparent string')
+    return BuildRequest(
+        dates=tuple(sorted(dates)),
+        reason=reason[:200],
+        force=force,
+        affected_only=affected_only,
+        traceparent=traceparent,
+    )
 
 
 def plan_build(

@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import MalformedMessage
 from shared.host_config import queue_config
@@ -87,7 +88,9 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
         except MalformedMessage as exc:
             reject_malformed(exc, services.alerts, pipeline, run_id)
             return None
+        telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
+            telemetry.set_attributes(activity_date=_describe_dates(request.dates), step=STEP)
             try:
                 outcome = build(
                     request,
@@ -96,10 +99,17 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
                     run_id=run_id,
                 )
             except Exception as exc:
-                alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id)
+                if alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id):
+                    telemetry.POISON_MESSAGES.add(1, {"queue": f"{services.settings.build_queue}-poison"})
                 raise
             if outcome.plan.targets:
                 run_post_build(services, outcome.plan.targets, run_id)
+            else:
+                # Nothing to rebuild, but a build counts as done only once its checks ran: a
+                # redelivery after a crash between the commit and the checks runs them now.
+                unchecked = dates_built_without_checks(services.warehouse, request.dates)
+                if unchecked:
+                    run_post_build(services, unchecked, run_id)
             return outcome
 
 
@@ -130,8 +140,9 @@ def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, ru
 
 def alert_if_poisoned(
     exc: BaseException, dequeue_count: int, request: BuildRequest, alerts: AlertSink, pipeline: str, run_id: str
-) -> None:
-    """On the last delivery the host allows, the message is about to land in the poison queue."""
+) -> bool:
+    """On the last delivery the host allows, the message is about to land in the poison queue.
+    Returns whether it is."""
     max_dequeue = queue_config().max_dequeue_count
     if dequeue_count < max_dequeue:
         log.warning(
@@ -140,7 +151,7 @@ def alert_if_poisoned(
             max_dequeue,
             type(exc).__name__,
         )
-        return
+        return False
     log.error("build failed on delivery %d of %d: moved to poison", dequeue_count, max_dequeue)
     _send(
         alerts,
@@ -159,6 +170,7 @@ def alert_if_poisoned(
             facts={"dates": _describe_dates(request.dates), "dequeue_count": str(dequeue_count)},
         ),
     )
+    return True
 
 
 def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
@@ -229,6 +241,9 @@ def build(
     except Exception as exc:  # the warehouse is the truth; the gate's status is informative
         log.warning("could not record the build status in the readiness state (%s)", type(exc).__name__)
     seconds = time.monotonic() - started
+    telemetry.BUILD_ROWS_WRITTEN.add(rows)
+    telemetry.BUILD_DURATION.record(seconds)
+    telemetry.BUILD_SUCCEEDED.add(1)
     log.info("built %d rows for %d date(s) in %.2f s", rows, len(plan.targets), seconds)
     return BuildOutcome(run_id, plan, rows, seconds)
 
@@ -371,6 +386,17 @@ def dates_beyond_window(warehouse: Warehouse, changed: Sequence[dt.date]) -> lis
         )
         found.update(_as_date(row["activity_date"]) for row in rows)
     return sorted(found)
+
+
+def dates_built_without_checks(warehouse: Warehouse, dates: Sequence[dt.date]) -> list[dt.date]:
+    """Built dates of ``dates`` with no full data-quality check run since their last build."""
+    wanted = set(dates)
+    rows = warehouse.run("ops/date_status__builds", {"date_from": min(dates), "date_to": max(dates)})
+    return [
+        _as_date(row["activity_date"])
+        for row in rows
+        if row["run_id"] is not None and _as_date(row["activity_date"]) in wanted and not row["checks_ran"]
+    ]
 
 
 def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> dict[dt.date, InputVersions]:

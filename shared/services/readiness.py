@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context
 from shared.rules.build_plan import InputVersions
@@ -166,6 +167,9 @@ class ReadinessGate:
         }
         if decision.affected_only:
             message["affected_only"] = True
+        traceparent = telemetry.current_traceparent()
+        if traceparent is not None:  # the build's trace links back to the tick or blob that queued it
+            message["traceparent"] = traceparent
         self._queue.send(message)
 
 
