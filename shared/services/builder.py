@@ -90,7 +90,9 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
             return None
         telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
-            telemetry.set_attributes(activity_date=_describe_dates(request.dates), step=STEP)
+            telemetry.set_attributes(
+                activity_date=_describe_dates(request.dates), step=STEP, affected_only=request.affected_only
+            )
             try:
                 outcome = build(
                     request,
