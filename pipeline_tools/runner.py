@@ -9,7 +9,11 @@ as in Azure:
 - Registered functions are data: bindings are read from ``app.get_functions()``, and
   ``%SETTING%`` references are resolved from the app settings (environment variables), as the
   host does. There is no second list of functions here.
-- Blob trigger: the bound ``<container>/<pattern>`` is polled; a blob is processed once per
+- Blob trigger: the bound ``<container>/<pattern>`` is polled, whatever the binding's ``source``:
+  with ``source=EventGrid`` (what function_app.py uses, as Flex Consumption requires) Azure
+  delivers each BlobCreated event through an Event Grid subscription to the host's blob
+  extension webhook, which cannot reach a local machine, so the runner's poll stands in for the
+  subscription and the function sees the same BlobClient either way. A blob is processed once per
   ETag (receipts in the ``azure-webjobs-hosts`` container, like the host); after
   ``maxDequeueCount`` failures a message goes to ``webjobs-blobtrigger-poison`` and that ETag
   is not retried. The function receives an ``azure.storage.blob.BlobClient`` (what the SDK-type
@@ -62,6 +66,7 @@ from shared.adapters.storage_common import default_credential
 from shared.errors import ConfigurationError, MalformedMessage
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
 from shared.logs import configure_logging, log_context
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +170,8 @@ class BlobTrigger:
     container: str
     path_pattern: str  # the part after "<container>/", e.g. "{name}" or "in/{name}.csv"
     connection: str
+    # "EventGrid" or the host's default "LogsAndContainerScan": delivered alike here (polled).
+    source: str = "LogsAndContainerScan"
 
     @property
     def list_prefix(self) -> str:
@@ -253,7 +260,12 @@ def _trigger_from_binding(function_name: str, binding: Mapping[str, Any], enviro
         container, _, pattern = path.partition("/")
         if not container or not pattern:
             raise ConfigurationError(f"{function_name}: blob trigger path {path!r} is not '<container>/<pattern>'")
-        return BlobTrigger(container, pattern, str(binding.get("connection") or "AzureWebJobsStorage"))
+        return BlobTrigger(
+            container,
+            pattern,
+            str(binding.get("connection") or "AzureWebJobsStorage"),
+            str(binding.get("source") or "LogsAndContainerScan"),
+        )
     if kind == "queueTrigger":
         queue_name = resolve_setting_references(str(binding["queueName"]), environ)
         return QueueTrigger(queue_name, str(binding.get("connection") or "AzureWebJobsStorage"))
@@ -808,7 +820,10 @@ class Runner:
         for fn in self.functions:
             t = fn.trigger
             if isinstance(t, BlobTrigger):
-                lines.append(f"{fn.name}: blobTrigger {t.container}/{t.path_pattern} (connection {t.connection})")
+                lines.append(
+                    f"{fn.name}: blobTrigger {t.container}/{t.path_pattern} (connection {t.connection}, "
+                    f"source {t.source}{', polled locally' if t.source == 'EventGrid' else ''})"
+                )
             elif isinstance(t, QueueTrigger):
                 lines.append(f"{fn.name}: queueTrigger {t.queue_name} (connection {t.connection})")
             else:
@@ -875,12 +890,26 @@ def sigterm_as_interrupt() -> Iterator[None]:
     help="Run the timer function NAME (every timer function without NAME) once, now, before polling.",
 )
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --once waits for work to finish.")
-def main(settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float) -> None:
+@click.option(
+    "--apply-schema/--no-apply-schema",
+    default=True,
+    show_default=True,
+    help="Apply pending warehouse migrations first, as the deploy step does in Azure.",
+)
+def main(
+    settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float, apply_schema: bool
+) -> None:
     values = read_local_settings(settings_path)
     # Exported before function_app is imported, as Core Tools starts the worker with them set.
     export_values(values, os.environ)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
     try:
+        if apply_schema:
+            from pipeline_tools.schema_bootstrap import apply_migrations
+
+            # What the deploy step does in Azure: the functions only check the schema version.
+            for name in apply_migrations(Settings.from_environment()):
+                click.echo(f"  applied {name}", err=True)
         runner = Runner.from_app(load_app(app_spec), values)
     except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None

@@ -164,6 +164,7 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
         [],
         ["schema"],
         ["schema", "apply"],
+        ["schema", "bootstrap"],
         ["status"],
         ["backfill"],
         ["rebuild"],
