@@ -2,13 +2,21 @@
 
 A message asks for some dates. A requested date is rebuilt when its input versions (CRM
 snapshot hash, usage pull hash, from the readiness state) differ from those of its last
-successful build, or when the message says ``force``. A rebuilt date D changes the 7-day
-windows of D+1..D+6, so every one of those that was already built is rebuilt too (dates never
-built are left to their own message). A change on D can also reach built days after D+6:
-days_since_last_activity and churn's "known since" depend on a company's last and first
-activity however far back; the builder asks the warehouse which later dates that touches and
-adds them (``extend_beyond_window``). The targets are grouped into contiguous ranges: the SQL
-builds one range in one set-based run.
+successful build, or when the message says ``force``. What a changed date alters decides what
+else is rebuilt (SPEC 4: "a re-staged input rebuilds every already-built day whose row it
+changes"), whatever the order in which inputs arrived:
+- usage of D is in the rolling windows of D..D+WINDOW_DAYS-1, so every one of those already
+  built is rebuilt too (dates never built are left to their own message);
+- usage of D also moves days_since_last_activity and churn's "known since" on built days after
+  the windows, however far ahead; the builder asks the warehouse which (``extend_beyond_window``);
+- a CRM snapshot staged, replaced or removed for S changes every built day from S up to the
+  next snapshot: the builder asks the warehouse which built days' snapshot in force differs from
+  the one they were built with (``add_crm_reach``), which also catches what an earlier message
+  missed.
+A message may be ``affected_only``: the gate sends one when an input of a date changed while
+the date itself cannot be built yet (no usage, or CRM still within its grace period); its dates
+are then origins of changes, not targets. The targets are grouped into contiguous ranges: the
+SQL builds one range in one set-based run.
 """
 
 from __future__ import annotations
@@ -21,9 +29,20 @@ from typing import Any
 
 from shared.errors import MalformedMessage
 
-WINDOW_DAYS = 7  # D-6..D: a change on D reaches D+1..D+6
+# The widest rolling window of a row (the 28-day columns, D-27..D): usage of D reaches D..D+27.
+WINDOW_DAYS = 28
 MAX_REQUEST_DAYS = 3660  # ten years; the build SQL's day generator reaches 10,000 days
-_ALLOWED_KEYS = {"dates", "start", "end", "reason", "force", "crm_version", "usage_version", "traceparent"}
+_ALLOWED_KEYS = {
+    "dates",
+    "start",
+    "end",
+    "reason",
+    "force",
+    "affected_only",
+    "crm_version",
+    "usage_version",
+    "traceparent",
+}
 _TRACEPARENT_MAX = 128  # W3C traceparent is 55 characters; later versions may append fields
 
 
@@ -42,6 +61,7 @@ class BuildRequest:
     dates: tuple[dt.date, ...]  # sorted, unique
     reason: str = ""
     force: bool = False
+    affected_only: bool = False  # rebuild what these dates' inputs alter, not the dates themselves
     # W3C trace context of the span that queued the message (absent in older messages): the
     # build's trace links to it.
     traceparent: str | None = None
@@ -51,15 +71,22 @@ class BuildRequest:
 class BuildPlan:
     """What one message will do, and why (for logs and the run record)."""
 
-    changed: tuple[dt.date, ...]  # requested dates that must be rebuilt
+    changed: tuple[dt.date, ...]  # requested dates whose inputs changed (or forced)
     neighbours: tuple[dt.date, ...]  # already-built dates whose windows include a changed date
     unchanged: tuple[dt.date, ...]  # requested dates skipped: same versions as their last build
     ranges: tuple[tuple[dt.date, dt.date], ...] = field(default=())
     beyond_window: tuple[dt.date, ...] = ()  # later built dates whose last/first activity moved
+    crm_reach: tuple[dt.date, ...] = ()  # built dates whose CRM snapshot in force changed
+    affected_only: bool = False  # the changed dates are origins only, not rebuilt themselves
+
+    @property
+    def rebuilt_changed(self) -> tuple[dt.date, ...]:
+        """The changed dates that are targets themselves."""
+        return () if self.affected_only else self.changed
 
     @property
     def targets(self) -> tuple[dt.date, ...]:
-        return tuple(sorted({*self.changed, *self.neighbours, *self.beyond_window}))
+        return tuple(sorted({*self.rebuilt_changed, *self.neighbours, *self.beyond_window, *self.crm_reach}))
 
 
 def parse_build_request(payload: Any) -> BuildRequest:
@@ -91,16 +118,26 @@ def parse_build_request(payload: Any) -> BuildRequest:
         if span > MAX_REQUEST_DAYS:
             raise MalformedMessage(f"range of {span} days is too large; at most {MAX_REQUEST_DAYS}")
         dates = {start + dt.timedelta(days=i) for i in range(span)}
-    force = payload.get("force", False)
+    force, affected_only = payload.get("force", False), payload.get("affected_only", False)
     if not isinstance(force, bool):
         raise MalformedMessage('"force" must be true or false')
+    if not isinstance(affected_only, bool):
+        raise MalformedMessage('"affected_only" must be true or false')
+    if force and affected_only:
+        raise MalformedMessage('"force" and "affected_only" exclude each other')
     reason = payload.get("reason", "")
     if not isinstance(reason, str):
         raise MalformedMessage('"reason" must be a string')
     traceparent = payload.get("traceparent")
     if traceparent is not None and (not isinstance(traceparent, str) or len(traceparent) > _TRACEPARENT_MAX):
         raise MalformedMessage('"traceparent" must be a W3C traceparent string')
-    return BuildRequest(dates=tuple(sorted(dates)), reason=reason[:200], force=force, traceparent=traceparent)
+    return BuildRequest(
+        dates=tuple(sorted(dates)),
+        reason=reason[:200],
+        force=force,
+        affected_only=affected_only,
+        traceparent=traceparent,
+    )
 
 
 def plan_build(
@@ -109,17 +146,19 @@ def plan_build(
     built: Mapping[dt.date, InputVersions],
     *,
     force: bool = False,
+    affected_only: bool = False,
 ) -> BuildPlan:
-    """Decide the targets of one message.
+    """Decide the targets of one message (before the warehouse adds later dates).
 
     ``current``: the readiness state's versions per date (a date missing means no state).
     ``built``: the versions recorded by the last successful build of each built date; it must
-    cover the requested dates and the WINDOW_DAYS - 1 days after each.
+    cover the requested dates and the WINDOW_DAYS - 1 days after each. ``affected_only``: the
+    changed dates are not built themselves, only what their change reaches.
     """
     requested = sorted(set(requested))
     changed = [d for d in requested if force or d not in built or built[d] != current.get(d, InputVersions())]
     unchanged = [d for d in requested if d not in set(changed)]
-    changed_set = set(changed)
+    changed_set = set() if affected_only else set(changed)  # dates that are targets anyway
     neighbours = sorted(
         {
             d + dt.timedelta(days=k)
@@ -128,13 +167,13 @@ def plan_build(
             if d + dt.timedelta(days=k) in built and d + dt.timedelta(days=k) not in changed_set
         }
     )
-    targets = sorted(changed_set | set(neighbours))
-    return BuildPlan(
+    plan = BuildPlan(
         changed=tuple(changed),
         neighbours=tuple(neighbours),
         unchanged=tuple(unchanged),
-        ranges=tuple(contiguous_ranges(targets)),
+        affected_only=affected_only,
     )
+    return dataclasses.replace(plan, ranges=tuple(contiguous_ranges(plan.targets)))
 
 
 def extend_beyond_window(plan: BuildPlan, later: Iterable[dt.date]) -> BuildPlan:
@@ -142,9 +181,17 @@ def extend_beyond_window(plan: BuildPlan, later: Iterable[dt.date]) -> BuildPlan
     extra = sorted(set(later) - set(plan.targets))
     if not extra:
         return plan
-    return dataclasses.replace(
-        plan, beyond_window=tuple(extra), ranges=tuple(contiguous_ranges([*plan.targets, *extra]))
-    )
+    plan = dataclasses.replace(plan, beyond_window=tuple(extra))
+    return dataclasses.replace(plan, ranges=tuple(contiguous_ranges(plan.targets)))
+
+
+def add_crm_reach(plan: BuildPlan, stale: Iterable[dt.date]) -> BuildPlan:
+    """The plan with the built dates whose CRM snapshot in force changed (not already targets)."""
+    extra = sorted(set(stale) - set(plan.targets))
+    if not extra:
+        return plan
+    plan = dataclasses.replace(plan, crm_reach=tuple(extra))
+    return dataclasses.replace(plan, ranges=tuple(contiguous_ranges(plan.targets)))
 
 
 def contiguous_ranges(dates: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:

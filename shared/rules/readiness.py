@@ -11,7 +11,13 @@ has not come within ``grace`` of the usage (then it is built with the older snap
 The grace clock starts when usage was first present: a look-back correction of the usage does
 not restart the wait, and once a date was built stale, its corrections are rebuilt at once.
 A build is queued once per buildable version pair: a new version of either input, or the CRM
-file arriving after a stale build, gives a new pair and queues again.
+file arriving after a stale build, gives a new pair and queues again. A new version of an
+input of a date that cannot be built yet (a CRM snapshot before its usage, usage within its
+CRM grace period) already changes built days around it (a snapshot is in force until the next
+one; usage is in later days' windows), so it queues an ``affected_only`` message: the builder
+rebuilds those days, not the date. Such a message claims nothing in the state: if its send is
+lost, the date's own build (once buildable) still rebuilds its window neighbours, and every
+build finds the days whose CRM snapshot in force changed.
 
 Crash safety: queueing writes ``pending=True`` in the same conditional update that claims the
 pair; the edge sends, then clears it. A sender that dies in between leaves ``pending`` set, and
@@ -92,6 +98,7 @@ class Decision:
     send: InputVersions | None = None  # queue a build message for this pair
     changed: bool = False  # the marked input's version differs from the recorded one
     reason: str = ""
+    affected_only: bool = False  # the message rebuilds what the change reaches, not the date
 
 
 def decide(state: DateState, event: Event, now: dt.datetime, grace: dt.timedelta) -> Decision:
@@ -111,6 +118,9 @@ def decide(state: DateState, event: Event, now: dt.datetime, grace: dt.timedelta
     if pair is not None and pair != state.queued:
         queued = dataclasses.replace(state, queued=pair, queued_at=now, pending=True, build_status="queued")
         return Decision(queued, send=pair, changed=changed, reason=reason)
+    if changed and pair is None:
+        why = "new input version while the date cannot be built yet: rebuild the built dates it changes"
+        return Decision(state, send=state.versions(), changed=True, reason=why, affected_only=True)
     if state.pending and state.queued is not None and _should_resend(state, event, now):
         return Decision(state, send=state.queued, changed=changed, reason="re-send: earlier send not confirmed")
     return Decision(state, changed=changed)

@@ -3,12 +3,15 @@
 A message names dates (``{"dates": [...]}``) or a range (``{"start": ..., "end": ...}``), with
 an optional ``reason`` and ``force``. The builder
 1. plans (pure, shared/rules/build_plan.py): the requested dates whose input versions differ
-   from their last successful build (or all, with ``force``), plus every already-built date
-   whose 7-day windows they touch (D+1..D+6), grouped into contiguous ranges;
+   from their last successful build (or all, with ``force``; none with ``affected_only``, whose
+   dates are only origins of a change), plus every already-built date whose rolling windows
+   they touch (D+1..D+WINDOW_DAYS-1), plus every built date whose CRM snapshot in force changed
+   since its build (asked of the warehouse);
 2. in ONE warehouse transaction: refreshes the derived usage tables (activity checkpoints,
-   first usage) from the earliest changed usage date, runs the build SQL once per range (set
-   based: MERGE on (activity_date, company_id), deleting companies that left the spine) and
-   records the versions it built in ops.date_builds;
+   first usage) from the earliest changed usage date, adds the built dates after the windows
+   whose last activity or "known since" moved, runs the build SQL once per contiguous range
+   (set based: MERGE on (activity_date, company_id), deleting companies that left the spine)
+   and records the versions it built in ops.date_builds;
 3. records the run in ops.pipeline_runs (step "build") and runs the data-quality checks.
 
 A malformed message is logged, alerted and dropped (returning normally, so the host does not
@@ -36,6 +39,7 @@ from shared.rules.build_plan import (
     BuildPlan,
     BuildRequest,
     InputVersions,
+    add_crm_reach,
     checkpoint_refresh_from,
     contiguous_ranges,
     extend_beyond_window,
@@ -50,6 +54,7 @@ log = logging.getLogger(__name__)
 STEP = "build"
 _BUILD_SQL = "analytics/company_daily_activity__build"
 _BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
+_CRM_REACH_SQL = "ops/date_builds__crm_snapshot_changed"
 
 
 class VersionSource(Protocol):
@@ -85,7 +90,9 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
             return None
         telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
-            telemetry.set_attributes(activity_date=_describe_dates(request.dates), step=STEP)
+            telemetry.set_attributes(
+                activity_date=_describe_dates(request.dates), step=STEP, affected_only=request.affected_only
+            )
             try:
                 outcome = build(
                     request,
@@ -215,28 +222,19 @@ def build(
     window_to = request.dates[-1] + dt.timedelta(days=WINDOW_DAYS - 1)
     built = recorded_versions(warehouse, request.dates[0], window_to)
     current = dict(versions.input_versions(_days(request.dates[0], window_to)))
-    plan = plan_build(request.dates, current, built, force=request.force)
+    plan = plan_build(request.dates, current, built, force=request.force, affected_only=request.affected_only)
+    plan = extend_to_crm_reach(plan, warehouse, built)
     run_date = request.dates[0] if len(request.dates) == 1 else None
     with record_run(warehouse, step=STEP, run_id=run_id, run_date=run_date, clock=clock) as run:
-        if not plan.targets:
-            run.status = "skipped"
-            log.info(
-                "build skipped: the inputs of %s are unchanged since their last build", _describe_dates(plan.unchanged)
-            )
-            return BuildOutcome(run_id, plan, 0, time.monotonic() - started)
-        log.info(
-            "building %d date(s) in %d range(s): %d changed, %d window neighbours, %d unchanged skipped (%s)",
-            len(plan.targets),
-            len(plan.ranges),
-            len(plan.changed),
-            len(plan.neighbours),
-            len(plan.unchanged),
-            request.reason or "no reason given",
-        )
+        if not plan.changed and not plan.targets:
+            return _skipped(run, plan, started)
         with warehouse.transaction():
             # Refresh first: which later days a change reaches is read from fresh derived tables.
-            refresh_derived_usage(warehouse, plan.targets[-1], run_id=run_id, loaded_at=loaded_at)
+            refresh_derived_usage(warehouse, max(plan.targets or plan.changed), run_id=run_id, loaded_at=loaded_at)
             plan = extend_to_later_dates(plan, warehouse, versions, current, built)
+            if not plan.targets:
+                return _skipped(run, plan, started)
+            _log_plan(plan, request)
             target_versions = versions_to_record(plan, current, built)
             rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
         run.rows_out = rows
@@ -250,6 +248,31 @@ def build(
     telemetry.BUILD_SUCCEEDED.add(1)
     log.info("built %d rows for %d date(s) in %.2f s", rows, len(plan.targets), seconds)
     return BuildOutcome(run_id, plan, rows, seconds)
+
+
+def _skipped(run: Any, plan: BuildPlan, started: float) -> BuildOutcome:
+    run.status = "skipped"
+    if plan.affected_only:
+        log.info("build skipped: the change of %s reaches no built date", _describe_dates(plan.changed))
+    else:
+        log.info("build skipped: the inputs of %s are unchanged since their build", _describe_dates(plan.unchanged))
+    return BuildOutcome(run.run_id, plan, 0, time.monotonic() - started)
+
+
+def _log_plan(plan: BuildPlan, request: BuildRequest) -> None:
+    log.info(
+        "building %d date(s) in %d range(s): %d changed%s, %d window neighbours, %d after the windows, "
+        "%d with a changed CRM snapshot, %d unchanged skipped (%s)",
+        len(plan.targets),
+        len(plan.ranges),
+        len(plan.changed),
+        " (origins only, not rebuilt themselves)" if plan.affected_only else "",
+        len(plan.neighbours),
+        len(plan.beyond_window),
+        len(plan.crm_reach),
+        len(plan.unchanged),
+        request.reason or "no reason given",
+    )
 
 
 def build_ranges(
@@ -336,18 +359,33 @@ def versions_to_record(
     versions of its own last build: if its own inputs changed too, its own message must still
     see the difference, or the dates in *its* window would never be rebuilt.
     """
-    changed = set(plan.changed)
+    changed = set(plan.rebuilt_changed)
     return {d: current.get(d, InputVersions()) if d in changed else built.get(d, InputVersions()) for d in plan.targets}
 
 
+def extend_to_crm_reach(plan: BuildPlan, warehouse: Warehouse, built: dict[dt.date, InputVersions]) -> BuildPlan:
+    """Add the built dates whose CRM snapshot in force changed since their build (``built`` is
+    filled in place with their versions, which they keep: their own inputs did not change)."""
+    rows = warehouse.run(_CRM_REACH_SQL)
+    if not rows:
+        return plan
+    stale = {_as_date(row["activity_date"]): InputVersions(row["crm_version"], row["usage_version"]) for row in rows}
+    built.update(stale)
+    log.info("a changed CRM snapshot reaches %d built date(s)", len(stale))
+    return add_crm_reach(plan, stale)
+
+
 def dates_beyond_window(warehouse: Warehouse, changed: Sequence[dt.date]) -> list[dt.date]:
-    """Built dates after D+6 whose days_since_last_activity or churn depend on a changed D.
+    """Built dates after the windows (D+WINDOW_DAYS on) whose days_since_last_activity or churn
+    depend on a changed D.
 
     Cheap in daily operation: for recent changes no built date lies beyond their windows.
     """
     found: set[dt.date] = set()
     for changed_from, changed_to in contiguous_ranges(changed):
-        rows = warehouse.run(_BEYOND_WINDOW_SQL, {"changed_from": changed_from, "changed_to": changed_to})
+        rows = warehouse.run(
+            _BEYOND_WINDOW_SQL, {"changed_from": changed_from, "changed_to": changed_to, "window_days": WINDOW_DAYS}
+        )
         found.update(_as_date(row["activity_date"]) for row in rows)
     return sorted(found)
 

@@ -50,7 +50,7 @@ MAX_ATTEMPTS = 25  # conditional-update retries per event; contention is a handf
 class MarkResult:
     activity_date: dt.date
     changed: bool  # the input's version differs from what was recorded before
-    build_queued: bool  # this call queued the build message
+    build_queued: bool  # this call queued the date's build message (not an affected-only one)
 
 
 class ReadinessGate:
@@ -82,9 +82,9 @@ class ReadinessGate:
                 input_name,
                 "new version" if decision.changed else "same version",
                 rows,
-                "; build queued" if decision.send else "",
+                _queued_note(decision),
             )
-        return MarkResult(activity_date, decision.changed, decision.send is not None)
+        return MarkResult(activity_date, decision.changed, decision.send is not None and not decision.affected_only)
 
     def check_grace_periods(self, now: dt.datetime, run_id: str) -> list[dt.date]:
         """Queue builds for dates whose usage is present and whose CRM grace period passed
@@ -139,11 +139,22 @@ class ReadinessGate:
             except ConcurrencyConflict:
                 self._sleep(random.uniform(0, 0.02 * attempt))  # noqa: S311 - jitter, not crypto
                 continue
-            if decision.send is not None:
+            if decision.send is not None and decision.affected_only:
+                self._send_affected_only(activity_date, decision, run_id)
+            elif decision.send is not None:
                 self._send(activity_date, decision, run_id)
                 self._apply(activity_date, SendConfirmed(decision.send), now, run_id)
             return decision
         raise ConcurrencyConflict(f"readiness state of {activity_date}: still contended after {MAX_ATTEMPTS} attempts")
+
+    def _send_affected_only(self, activity_date: dt.date, decision: Decision, run_id: str) -> None:
+        """Best effort: the mark is recorded and a retried trigger would not send again (same
+        version). A lost message is made good by the date's own build (its window neighbours)
+        and by every build's search for days whose CRM snapshot in force changed."""
+        try:
+            self._send(activity_date, decision, run_id)
+        except Exception as exc:
+            log.warning("could not queue the rebuild of the dates this input changes (%s)", type(exc).__name__)
 
     def _send(self, activity_date: dt.date, decision: Decision, run_id: str) -> None:
         versions = decision.send
@@ -154,10 +165,18 @@ class ReadinessGate:
             "crm_version": versions.crm_version,
             "usage_version": versions.usage_version,
         }
+        if decision.affected_only:
+            message["affected_only"] = True
         traceparent = telemetry.current_traceparent()
         if traceparent is not None:  # the build's trace links back to the tick or blob that queued it
             message["traceparent"] = traceparent
         self._queue.send(message)
+
+
+def _queued_note(decision: Decision) -> str:
+    if decision.send is None:
+        return ""
+    return "; rebuild of the dates it changes queued" if decision.affected_only else "; build queued"
 
 
 # ---- entity <-> state ---------------------------------------------------------------------------

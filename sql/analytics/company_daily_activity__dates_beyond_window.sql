@@ -1,8 +1,9 @@
--- Purpose: the already-built dates AFTER the 7-day windows of a re-staged range whose rows
--- still depend on it. A change on day D moves the windows of D..D+6 (rebuilt anyway), but
--- also days_since_last_activity and "known since" on every later day until the company's next
--- activity, however far ahead. SPEC 4 names only D..D+6; without these dates, a late
--- correction would leave later rows stale and builds in different orders would disagree.
+-- Purpose: the already-built dates AFTER the rolling windows of a changed range whose rows
+-- still depend on it. A change on day D moves the windows of D..D+@window_days-1 (rebuilt
+-- anyway), but also days_since_last_activity and "known since" on every later day until the
+-- company's next activity, however far ahead; without these dates, a late correction (or a
+-- late CRM snapshot that moves a company's first appearance) would leave later rows stale and
+-- builds in different orders would disagree.
 -- A later row (X, c) must be rebuilt when, for the re-staged range [@changed_from, @changed_to]:
 --   * its stored last activity day lies in the range and c has no activity there any more, or
 --   * c now has activity in the range after its stored last activity (or it had none), or
@@ -11,7 +12,9 @@
 -- Run it after the derived usage tables are refreshed, in the build's transaction. The rows'
 -- values are still computed from staging only; this query only picks dates.
 -- Grain: one row per activity_date, ascending.
--- Parameters: @changed_from, @changed_to (DATE, a contiguous range of re-staged dates).
+-- Parameters: @changed_from, @changed_to (DATE, a contiguous range of changed dates),
+--   @window_days (INT, the widest rolling window: the dates up to @changed_to + @window_days - 1
+--   are rebuilt as window neighbours already).
 WITH usage_in_range AS (
     SELECT
         company_id,
@@ -27,7 +30,7 @@ later_rows AS (
         company_id,
         DATEADD(DAY, -days_since_last_activity, activity_date) AS stored_last_active
     FROM analytics.company_daily_activity
-    WHERE activity_date > DATEADD(DAY, 6, CAST(@changed_to AS DATE))
+    WHERE activity_date > DATEADD(DAY, @window_days - 1, CAST(@changed_to AS DATE))
 ),
 
 first_known AS (
@@ -65,7 +68,7 @@ known_since_moved AS (
     SELECT cda.activity_date
     FROM analytics.company_daily_activity AS cda
     LEFT JOIN first_known AS fk ON fk.company_id = cda.company_id
-    WHERE cda.activity_date > DATEADD(DAY, 6, CAST(@changed_to AS DATE))
+    WHERE cda.activity_date > DATEADD(DAY, @window_days - 1, CAST(@changed_to AS DATE))
         AND cda.active_users_7d = 0
         AND cda.events_7d = 0
         AND cda.is_churn_risk <> CASE

@@ -1,6 +1,7 @@
 -- Purpose: record the builds of one run (run_id) in ops.date_builds, in the build's transaction:
 --   the input versions it used (loaded into ops.date_builds_landing), the CRM snapshot in force
---   and the row count of each rebuilt date. The next build of a date compares against these.
+--   (date and content hash: what ops/date_builds__crm_snapshot_changed.sql compares) and the row
+--   count of each rebuilt date. The next build of a date compares against these.
 -- Grain: one row per activity_date.
 -- Parameters: @run_id, @built_at (the build's load time; no clock in SQL).
 WITH
@@ -34,16 +35,27 @@ snapshot_in_force AS (
     GROUP BY built_dates.activity_date
 ),
 
+snapshot_versions AS (
+    SELECT
+        snapshot_in_force.activity_date,
+        snapshot_in_force.crm_snapshot_date,
+        snapshots.content_hash AS crm_snapshot_version
+    FROM snapshot_in_force
+    LEFT JOIN stg.crm_snapshots AS snapshots
+        ON snapshots.snapshot_date = snapshot_in_force.crm_snapshot_date
+),
+
 builds AS (
     SELECT
         built_dates.activity_date,
         built_dates.crm_version,
         built_dates.usage_version,
-        snapshot_in_force.crm_snapshot_date,
+        snapshot_versions.crm_snapshot_date,
+        snapshot_versions.crm_snapshot_version,
         COALESCE(row_counts.row_count, 0) AS row_count
     FROM built_dates
-    INNER JOIN snapshot_in_force
-        ON built_dates.activity_date = snapshot_in_force.activity_date
+    INNER JOIN snapshot_versions
+        ON built_dates.activity_date = snapshot_versions.activity_date
     LEFT JOIN row_counts
         ON built_dates.activity_date = row_counts.activity_date
 )
@@ -55,16 +67,20 @@ WHEN MATCHED THEN UPDATE SET
     target.crm_version = source.crm_version,
     target.usage_version = source.usage_version,
     target.crm_snapshot_date = source.crm_snapshot_date,
+    target.crm_snapshot_version = source.crm_snapshot_version,
     target.row_count = source.row_count,
     target.built_at = @built_at,
     target.run_id = @run_id
 WHEN NOT MATCHED BY TARGET THEN
-    INSERT (activity_date, crm_version, usage_version, crm_snapshot_date, row_count, built_at, run_id)
+    INSERT (
+        activity_date, crm_version, usage_version, crm_snapshot_date, crm_snapshot_version, row_count, built_at, run_id
+    )
     VALUES (
         source.activity_date,
         source.crm_version,
         source.usage_version,
         source.crm_snapshot_date,
+        source.crm_snapshot_version,
         source.row_count,
         @built_at,
         @run_id

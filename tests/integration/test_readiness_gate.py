@@ -37,7 +37,8 @@ def gate(storage_settings: Settings, queue: BuildQueue) -> ReadinessGate:
 
 
 def messages_for(queue: BuildQueue, day: dt.date) -> list[dict[str, Any]]:
-    return [m for m in queue.peek_all() if m["dates"] == [day.isoformat()]]
+    """The date's build messages (not the affected-only ones a CRM mark before usage sends)."""
+    return [m for m in queue.peek_all() if m["dates"] == [day.isoformat()] and not m.get("affected_only")]
 
 
 def test_crm_first_then_usage_queues_one_build(gate: ReadinessGate, queue: BuildQueue) -> None:
@@ -45,9 +46,15 @@ def test_crm_first_then_usage_queues_one_build(gate: ReadinessGate, queue: Build
     second = gate.mark_input_present(DAY, "usage", "u1", 9, at(1), "run-usage")
 
     assert (first.build_queued, second.build_queued) == (False, True)
-    assert messages_for(queue, DAY) == [
-        {"dates": ["2025-03-01"], "reason": "both inputs present", "crm_version": "c1", "usage_version": "u1"}
-    ]
+    [affected, build] = queue.peek_all()
+    # The snapshot is in force on later built days at once: those are rebuilt, not the date.
+    assert affected["affected_only"] is True and (affected["crm_version"], affected["usage_version"]) == ("c1", None)
+    assert build == {
+        "dates": ["2025-03-01"],
+        "reason": "both inputs present",
+        "crm_version": "c1",
+        "usage_version": "u1",
+    }
     state = gate.state(DAY)
     assert state is not None and not state.pending and state.build_status == "queued"
 
@@ -116,7 +123,7 @@ def test_simultaneous_marking_of_both_inputs_queues_exactly_one_message(gate: Re
         )
         assert sum(r.build_queued for r in results) == 1, day
 
-    payloads = queue.peek_all()
+    payloads = [m for m in queue.peek_all() if not m.get("affected_only")]
     assert sorted(m["dates"][0] for m in payloads) == [d.isoformat() for d in days]  # one per date
 
 
@@ -139,14 +146,15 @@ def test_many_instances_marking_the_same_inputs_queue_one_version_pair(gate: Rea
 
 
 class FlakyQueue:
-    """A queue whose first send fails, like an instance dying between claim and send."""
+    """A queue whose first build send fails, like an instance dying between claim and send
+    (affected-only messages claim nothing: they are not what this fault is about)."""
 
     def __init__(self, inner: BuildQueue) -> None:
         self.inner = inner
         self.failures_left = 1
 
     def send(self, payload: dict[str, Any], visibility_timeout_s: int | None = None) -> str:
-        if self.failures_left:
+        if self.failures_left and not payload.get("affected_only"):
             self.failures_left -= 1
             raise UpstreamUnavailable("queue send failed")
         return self.inner.send(payload, visibility_timeout_s)
@@ -179,6 +187,19 @@ def test_send_lost_without_redelivery_is_resent_by_the_sweep(storage_settings: S
     assert gate.check_grace_periods(at(1.01), "timer") == []  # the sender may still be alive
     assert gate.check_grace_periods(at(2), "timer") == [DAY]
     assert len(messages_for(queue, DAY)) == 1
+
+
+def test_a_lost_affected_only_send_does_not_fail_the_mark(storage_settings: Settings, queue: BuildQueue) -> None:
+    class RefusingQueue:
+        def send(self, payload: dict[str, Any], visibility_timeout_s: int | None = None) -> str:
+            raise UpstreamUnavailable("queue send failed")
+
+    gate = ReadinessGate(StateTable.from_settings(storage_settings), RefusingQueue(), crm_grace_hours=6)
+    result = gate.mark_input_present(DAY, "crm", "c1", 10, at(0), "r1")
+
+    assert result.changed and not result.build_queued
+    state = gate.state(DAY)
+    assert state is not None and state.crm is not None and state.crm.version == "c1"
 
 
 def test_record_build_marks_the_date_built(gate: ReadinessGate) -> None:

@@ -696,7 +696,7 @@ def _full_table(world: World) -> list[dict[str, Any]]:
     return world.wh.run_sql("SELECT * FROM analytics.company_daily_activity ORDER BY activity_date, company_id")
 
 
-def test_late_correction_of_day_3_rebuilds_days_3_to_9_and_nothing_else(world: World) -> None:
+def test_late_correction_of_day_3_rebuilds_its_built_window_and_changes_only_acme_there(world: World) -> None:
     for n in range(1, 11):
         world.stage_snapshot(day(n), {"acme": "Acme", "zeta": "Zeta"})
         world.stage_usage(day(n), {"acme": (n, 10 * n), "zeta": (1, 1)})
@@ -708,11 +708,11 @@ def test_late_correction_of_day_3_rebuilds_days_3_to_9_and_nothing_else(world: W
     outcome = world.build([day(3)])
 
     assert outcome.plan.changed == (day(3),)
-    assert outcome.plan.neighbours == tuple(days(4, 9))
+    assert outcome.plan.neighbours == tuple(days(4, 10))  # the built days of D+1..D+27 (28-day windows)
     after = {(r["activity_date"], r["company_id"]): r for r in _full_table(world)}
     assert after.keys() == before.keys()
     moved = sorted(key for key in after if after[key] != before[key])
-    assert moved == [(d, "acme") for d in days(3, 9)]
+    assert moved == [(d, "acme") for d in days(3, 10)]  # day 10: its 28-day window holds day 3
     # The new numbers: acme's day 3 went from 3 to 100 users.
     assert [after[(d, "acme")]["active_users_7d"] - before[(d, "acme")]["active_users_7d"] for d in days(3, 9)] == [
         97
@@ -838,7 +838,7 @@ def test_property_any_history_and_build_order_converges_to_the_reference(
 
 # ---- late corrections reach beyond the 7-day windows ------------------------------------------
 def test_late_activity_shortens_days_since_last_activity_on_every_later_built_day(world: World) -> None:
-    """SPEC 4 rebuilds D..D+6, but days_since_last_activity on day 40 depends on day 10 too."""
+    """The windows reach D..D+27, but days_since_last_activity on day 40 depends on day 10 too."""
     world.stage_snapshot(day(1), {"acme": "Acme", "zeta": "Zeta"})
     world.stage_usage(day(1), {"acme": (1, 1), "zeta": (1, 1)})
     for n in range(2, 41):
@@ -849,26 +849,65 @@ def test_late_activity_shortens_days_since_last_activity_on_every_later_built_da
     world.stage_usage(day(10), {"acme": (2, 3), "zeta": (1, 1)})  # late: acme was active on day 10
     outcome = world.build([day(10)])
 
-    assert outcome.plan.neighbours == tuple(days(11, 16))
-    assert outcome.plan.beyond_window == tuple(days(17, 40))
+    assert outcome.plan.neighbours == tuple(days(11, 37))
+    assert outcome.plan.beyond_window == tuple(days(38, 40))
     assert [row[6] for row in world.company("acme")[16:]] == list(range(7, 31))
     assert world.rows() == reference_rows(world, days(1, 40))
 
 
 def test_corrected_away_activity_lengthens_days_since_on_later_days_and_leaves_others(world: World) -> None:
     world.stage_snapshot(day(1), {"acme": "Acme", "zeta": "Zeta"})
-    for n in range(1, 31):
+    for n in range(1, 46):
         world.stage_usage(day(n), {"acme": (1, 1) if n in (1, 5) else (0, 0), "zeta": (1, 1)})
-    world.build(days(1, 30))
+    world.build(days(1, 45))
     zeta_before = world.company("zeta")
 
     world.stage_usage(day(5), {"acme": (0, 0), "zeta": (1, 1)})  # day 5's activity was a mistake
     outcome = world.build([day(5)])
 
-    assert outcome.plan.beyond_window == tuple(days(12, 30))
-    assert world.company("acme")[-1][6] == 29
+    assert outcome.plan.beyond_window == tuple(days(33, 45))
+    assert world.company("acme")[-1][6] == 44
     assert world.company("zeta") == zeta_before
-    assert world.rows() == reference_rows(world, days(1, 30))
+    assert world.rows() == reference_rows(world, days(1, 45))
+
+
+# ---- a CRM snapshot reaches every built day up to the next snapshot ---------------------------------
+def _crm_gap(world: World) -> None:
+    """Snapshots on days 1 and 40 only; usage every day; days 1..45 built."""
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_snapshot(day(40), {"acme": "Acme 40"})
+    for n in range(1, 46):
+        world.stage_usage(day(n), {"acme": (1, 1)})
+    world.build(days(1, 45))
+
+
+def test_a_late_snapshot_inside_a_crm_gap_rebuilds_every_built_day_up_to_the_next_snapshot(world: World) -> None:
+    _crm_gap(world)
+
+    world.stage_snapshot(day(5), {"acme": "Acme 5", "newco": "NewCo"})
+    outcome = world.build([day(5)])
+
+    assert outcome.plan.neighbours == tuple(days(6, 32))
+    assert outcome.plan.crm_reach == tuple(days(33, 39))  # not day 40: its own snapshot is in force
+    newco = world.rows("company_id = @c", {"c": "newco"})
+    assert [(r["activity_date"], r["crm_snapshot_date"]) for r in newco] == [(d, day(5)) for d in days(5, 39)]
+    assert world.rows() == reference_rows(world, days(1, 45))
+
+
+def test_a_replaced_or_removed_snapshot_is_found_by_any_later_build(world: World) -> None:
+    _crm_gap(world)
+    world.stage_snapshot(day(5), {"acme": "Acme 5"})
+    world.build([day(5)])
+
+    world.stage_snapshot(day(5), {"acme": "Acme five"})  # replaced; its own message was lost
+    outcome = world.build([day(45)])  # an unrelated, unchanged request
+    assert outcome.plan.unchanged == (day(45),) and outcome.plan.crm_reach == tuple(days(5, 39))
+    assert world.rows() == reference_rows(world, days(1, 45))
+
+    del world.snapshots[day(5)]  # removed (e.g. rolled back): days 5..39 fall back to day 1's
+    world._write_crm()
+    assert world.build([day(45)]).plan.crm_reach == tuple(days(5, 39))
+    assert world.rows() == reference_rows(world, days(1, 45))
 
 
 def test_a_neighbour_with_its_own_correction_still_rebuilds_its_own_window(world: World) -> None:

@@ -100,6 +100,37 @@ def test_failed_migration_leaves_the_previous_version(tmp_path: Path) -> None:
     assert latest + 1 not in versions
 
 
+def test_crm_snapshot_version_migration_fills_existing_builds_from_staging(tmp_path: Path) -> None:
+    """0011: builds recorded before it take the hash of the snapshot staged for their snapshot
+    date, so upgrading does not make every built day look changed (and rebuild all history)."""
+    root = _copy_sql_root(tmp_path)
+    migration = root / "schema" / "0011_date_builds_crm_snapshot_version.sql"
+    held_back = migration.read_text()
+    migration.unlink()
+    engine = DuckDBWarehouse(":memory:", sql_root=root)
+    engine.apply_schema()
+    at = dt.datetime(2025, 1, 2)
+    engine.run_sql(
+        "INSERT INTO stg.crm_snapshots VALUES (@d, 'crm.csv', 'hash-1', 1, 0, 0, @at, 'r0')",
+        {"d": dt.date(2025, 1, 1), "at": at},
+    )
+    for day, snapshot in ((dt.date(2025, 1, 1), dt.date(2025, 1, 1)), (dt.date(2024, 12, 31), None)):
+        engine.run_sql(
+            "INSERT INTO ops.date_builds (activity_date, crm_snapshot_date, row_count, built_at, run_id)"
+            " VALUES (@d, @s, 1, @at, 'r1')",
+            {"d": day, "s": snapshot, "at": at},
+        )
+    migration.write_text(held_back)
+
+    assert 11 in engine.apply_schema()
+    rows = engine.run_sql("SELECT activity_date, crm_snapshot_version FROM ops.date_builds ORDER BY activity_date")
+    assert rows == [
+        {"activity_date": dt.date(2024, 12, 31), "crm_snapshot_version": None},
+        {"activity_date": dt.date(2025, 1, 1), "crm_snapshot_version": "hash-1"},
+    ]
+    assert engine.run("ops/date_builds__crm_snapshot_changed") == []
+
+
 def test_migration_0007_keeps_built_rows_and_leaves_the_new_columns_null_until_a_rebuild(tmp_path: Path) -> None:
     root = _copy_sql_root(tmp_path)
     later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= 7)

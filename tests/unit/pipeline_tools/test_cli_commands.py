@@ -126,7 +126,8 @@ def insert_analytics_rows(wh: DuckDBWarehouse, day: dt.date, companies: Sequence
 
 def insert_build(wh: DuckDBWarehouse, day: dt.date, crm: str | None, usage: str | None, rows: int, run_id: str) -> None:
     wh.run_sql(
-        "INSERT INTO ops.date_builds VALUES (@d, @crm, @usage, @d, @n, @at, @run)",
+        "INSERT INTO ops.date_builds (activity_date, crm_version, usage_version, crm_snapshot_date, row_count, "
+        "built_at, run_id) VALUES (@d, @crm, @usage, @d, @n, @at, @run)",
         {"d": day, "crm": crm, "usage": usage, "n": rows, "at": AT, "run": run_id},
     )
     wh.run_sql(

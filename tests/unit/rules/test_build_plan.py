@@ -9,7 +9,9 @@ import pytest
 from shared.errors import MalformedMessage
 from shared.rules.build_plan import (
     MAX_REQUEST_DAYS,
+    WINDOW_DAYS,
     InputVersions,
+    add_crm_reach,
     checkpoint_refresh_from,
     contiguous_ranges,
     parse_build_request,
@@ -92,13 +94,14 @@ def test_force_rebuilds_unchanged_dates() -> None:
 
 
 def test_changed_date_pulls_in_already_built_dates_of_its_window_only() -> None:
-    built = {d(n): V1 for n in range(1, 15) if n != 8}  # day 8 never built
-    current = {**{d(n): V1 for n in range(1, 15)}, d(3): V2}
+    assert WINDOW_DAYS == 28  # the 28-day columns: usage of D is in the windows of D..D+27
+    built = {d(n): V1 for n in range(1, 40) if n != 8}  # day 8 never built
+    current = {**{d(n): V1 for n in range(1, 40)}, d(3): V2}
     plan = plan_build([d(3)], current, built)
 
     assert plan.changed == (d(3),)
-    assert plan.neighbours == (d(4), d(5), d(6), d(7), d(9))  # D+1..D+6, built ones; not day 10
-    assert plan.ranges == ((d(3), d(7)), (d(9), d(9)))
+    assert plan.neighbours == tuple(d(n) for n in range(4, 31) if n != 8)  # D+1..D+27, built ones
+    assert plan.ranges == ((d(3), d(7)), (d(9), d(30)))
 
 
 def test_stale_crm_build_is_redone_when_the_crm_version_appears() -> None:
@@ -114,12 +117,36 @@ def test_date_without_state_that_was_built_is_not_rebuilt_unless_forced() -> Non
 
 
 def test_neighbours_overlapping_requested_dates_are_listed_once() -> None:
-    built = {d(n): V1 for n in range(1, 10)}
-    current = {d(n): V2 for n in range(1, 10)}
+    built = {d(n): V1 for n in range(1, 40)}
+    current = {d(n): V2 for n in range(1, 40)}
     plan = plan_build([d(1), d(2)], current, built)
     assert plan.changed == (d(1), d(2))
-    assert plan.neighbours == tuple(d(n) for n in range(3, 9))
-    assert plan.ranges == ((d(1), d(8)),)
+    assert plan.neighbours == tuple(d(n) for n in range(3, 30))
+    assert plan.ranges == ((d(1), d(29)),)
+
+
+def test_affected_only_dates_are_origins_not_targets() -> None:
+    built = {d(n): V1 for n in range(3, 6)}
+    current = {d(1): InputVersions("crm2", None)}
+    plan = plan_build([d(1)], current, built, affected_only=True)
+    assert plan.changed == (d(1),)
+    assert plan.targets == (d(3), d(4), d(5))  # its built window neighbours, not day 1 itself
+
+
+def test_crm_reach_adds_built_dates_once_and_regroups_ranges() -> None:
+    plan = plan_build([d(2)], {d(2): V2}, {d(2): V1, d(3): V1})
+    plan = add_crm_reach(plan, [d(3), d(40), d(41)])
+    assert plan.crm_reach == (d(40), d(41))  # day 3 is a target already
+    assert plan.targets == (d(2), d(3), d(40), d(41))
+    assert plan.ranges == ((d(2), d(3)), (d(40), d(41)))
+
+
+def test_affected_only_message_is_parsed_and_excludes_force() -> None:
+    assert parse_build_request({"dates": ["2025-03-01"], "affected_only": True}).affected_only is True
+    with pytest.raises(MalformedMessage, match="exclude"):
+        parse_build_request({"dates": ["2025-03-01"], "affected_only": True, "force": True})
+    with pytest.raises(MalformedMessage, match="affected_only"):
+        parse_build_request({"dates": ["2025-03-01"], "affected_only": "yes"})
 
 
 def test_contiguous_ranges_group_consecutive_days() -> None:

@@ -35,13 +35,19 @@ def usage(version: str = "u1") -> InputMarked:
     return InputMarked("usage", version, 90)
 
 
-def run(events: list[tuple[Event, dt.datetime]], confirm: bool = True) -> tuple[DateState, list[InputVersions]]:
-    """Apply events in order, as the edge does (confirming each send); returns state and sends."""
+def run(
+    events: list[tuple[Event, dt.datetime]], confirm: bool = True, affected: list[InputVersions] | None = None
+) -> tuple[DateState, list[InputVersions]]:
+    """Apply events in order, as the edge does (confirming each send); returns state and the
+    build messages sent. Affected-only messages (they claim nothing) go to ``affected``."""
     state, sent = DateState(DAY), []
     for event, now in events:
         decision: Decision = decide(state, event, now, GRACE)
         state = decision.state
-        if decision.send is not None:
+        if decision.send is not None and decision.affected_only:
+            if affected is not None:
+                affected.append(decision.send)
+        elif decision.send is not None:
             sent.append(decision.send)
             if confirm:
                 state = decide(state, SendConfirmed(decision.send), now, GRACE).state
@@ -102,6 +108,33 @@ def test_changed_crm_version_without_usage_reopens_without_queueing() -> None:
     state, sent = run([(crm("c1"), at(0)), (crm("c2"), at(1))])
     assert sent == []
     assert state.build_status == "waiting"
+
+
+def test_a_new_crm_version_before_usage_queues_a_rebuild_of_the_days_it_changes_only() -> None:
+    affected: list[InputVersions] = []
+    state, sent = run([(crm("c1"), at(0)), (crm("c1"), at(1)), (crm("c2"), at(2)), (usage(), at(3))], affected=affected)
+    # The snapshot is in force on built days after it: each new version rebuilds those (the
+    # duplicate does not); the date itself is built once, when its usage arrives.
+    assert affected == [InputVersions("c1", None), InputVersions("c2", None)]
+    assert sent == [InputVersions("c2", "u1")]
+    assert state.queued == InputVersions("c2", "u1")
+
+
+def test_usage_within_the_crm_grace_period_rebuilds_the_days_whose_windows_hold_it() -> None:
+    affected: list[InputVersions] = []
+    state, sent = run(
+        [(usage("u1"), at(0)), (usage("u2"), at(1)), (GraceCheck(), at(2)), (GraceCheck(), at(7))], affected=affected
+    )
+    assert affected == [InputVersions(None, "u1"), InputVersions(None, "u2")]
+    assert sent == [InputVersions(None, "u2")]  # the stale build after the grace period, as before
+    assert state.build_status == "queued"
+
+
+def test_an_affected_only_decision_claims_nothing() -> None:
+    decision = decide(DateState(DAY), crm("c1"), at(0), GRACE)
+    assert decision.affected_only and decision.send == InputVersions("c1", None)
+    assert decision.state.queued is None and not decision.state.pending
+    assert decision.state.build_status == "waiting"
 
 
 def test_unconfirmed_send_is_resent_by_a_redelivered_mark() -> None:
