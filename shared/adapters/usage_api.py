@@ -181,17 +181,34 @@ def parse_retry_after(value: str | None, now: dt.datetime, cap: float) -> float 
 
 
 class RetryBudget:
-    """The total number of retries one run may spend across all its requests."""
+    """The retries one run may spend across all its requests: ``base`` plus ``per_page`` for
+    every page received, so the budget scales with the work (a 3,000-page catch-up on a flaky
+    API completes) while an outage, where no page arrives, still stops after ``base`` retries.
+    Each request stays capped by USAGE_API_MAX_ATTEMPTS."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, base: int, per_page: float = 0.0) -> None:
+        self.base = base
+        self.per_page = per_page
+        self.pages = 0
         self.used = 0
         self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        return self.base + int(self.per_page * self.pages)
+
+    def earn(self) -> None:
+        """A page arrived: the run's allowance grows by ``per_page``."""
+        with self._lock:
+            self.pages += 1
 
     def spend(self) -> None:
         with self._lock:
             if self.used >= self.total:
-                raise RetryBudgetExhausted(f"the run used its retry budget of {self.total} retries")
+                raise RetryBudgetExhausted(
+                    f"the run used its retry budget of {self.total} retries "
+                    f"({self.base} + {self.per_page:g} per page x {self.pages} pages)"
+                )
             self.used += 1
 
 
@@ -249,6 +266,10 @@ def parse_page(response: requests.Response) -> dict[str, Any]:
     return body
 
 
+def run_budget(settings: Settings) -> RetryBudget:
+    return RetryBudget(settings.usage_api_retry_budget, settings.usage_api_retry_budget_per_page)
+
+
 # ---- the client ------------------------------------------------------------------------------
 class UsageApiClient:
     """Pulls one day at a time: every page, with rate limiting and retries, into a spooled NDJSON."""
@@ -268,7 +289,7 @@ class UsageApiClient:
         self.session = session or requests.Session()
         self.session.auth = BearerAuth(settings.usage_api_key)
         self.limiter = limiter or TokenBucketLimiter(settings.usage_api_rate_limit_rps, sleep=sleep)
-        self.budget = budget or RetryBudget(settings.usage_api_retry_budget)
+        self.budget = budget or run_budget(settings)
         self.timeout = (settings.usage_api_connect_timeout_s, settings.usage_api_read_timeout_s)
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -283,7 +304,7 @@ class UsageApiClient:
             self.settings,
             session=self.session,
             limiter=self.limiter,
-            budget=RetryBudget(self.settings.usage_api_retry_budget),
+            budget=run_budget(self.settings),
             sleep=self._sleep,
             wall_clock=self._wall_clock,
         )
@@ -315,7 +336,9 @@ class UsageApiClient:
         """One page (retried as the policy says): the body and the server's request id."""
         for attempt in self._retrying():
             with attempt:
-                return self._get_once(params)
+                page = self._get_once(params)
+                self.budget.earn()
+                return page
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _get_once(self, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:

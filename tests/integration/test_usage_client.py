@@ -258,7 +258,7 @@ def test_max_attempts_per_request_then_the_error_surfaces(api: MockUsageApi, fak
 
 
 def test_the_budget_is_per_run_and_shared_by_its_requests(api: MockUsageApi, fake_time: FakeTime) -> None:
-    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=2)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=2, USAGE_API_RETRY_BUDGET_PER_PAGE=0)
     api.fail_next(2, status=500)
     client.fetch_day(DAY)
     api.fail_next(1, status=500)
@@ -266,6 +266,38 @@ def test_the_budget_is_per_run_and_shared_by_its_requests(api: MockUsageApi, fak
         client.fetch_day(DAY)
     api.fail_next(2, status=500)
     client.for_run().fetch_day(DAY)  # a new run starts with a fresh budget
+
+
+def flaky_every_other_request(api: MockUsageApi, requests_: int) -> None:
+    """Every odd request answers 503: each page needs one retry, however many pages."""
+    for k in range(requests_):
+        api.fail_next(1, status=503, after=2 * k)
+
+
+def test_a_fixed_budget_runs_out_on_a_long_flaky_pull(api: MockUsageApi, fake_time: FakeTime) -> None:
+    flaky_every_other_request(api, 30)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=5, USAGE_API_RETRY_BUDGET_PER_PAGE=0)
+    with pytest.raises(RetryBudgetExhausted, match="5 retries"):
+        client.fetch_day(DAY)
+
+
+def test_the_budget_grows_with_the_pages_so_a_long_flaky_pull_completes(
+    api: MockUsageApi, fake_time: FakeTime
+) -> None:
+    flaky_every_other_request(api, 30)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=5, USAGE_API_RETRY_BUDGET_PER_PAGE=1)
+    pull = client.fetch_day(DAY)
+    assert pull.pages == COMPANIES // PAGE and pull.records == len(api.dataset.records(DAY))
+    assert statuses(api).count(503) == COMPANIES // PAGE  # one retry per page, 25 > the base of 5
+    assert client.budget.used == COMPANIES // PAGE
+
+
+def test_an_outage_still_stops_at_the_base_budget(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(1000, status=503)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=3, USAGE_API_RETRY_BUDGET_PER_PAGE=5, USAGE_API_MAX_ATTEMPTS=10)
+    with pytest.raises(RetryBudgetExhausted):
+        client.fetch_day(DAY)
+    assert statuses(api) == [503] * 4  # no page arrived, so nothing was earned
 
 
 # ---- secrets -----------------------------------------------------------------------------------
