@@ -281,9 +281,7 @@ def test_a_fixed_budget_runs_out_on_a_long_flaky_pull(api: MockUsageApi, fake_ti
         client.fetch_day(DAY)
 
 
-def test_the_budget_grows_with_the_pages_so_a_long_flaky_pull_completes(
-    api: MockUsageApi, fake_time: FakeTime
-) -> None:
+def test_the_budget_grows_with_the_pages_so_a_long_flaky_pull_completes(api: MockUsageApi, fake_time: FakeTime) -> None:
     flaky_every_other_request(api, 30)
     client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=5, USAGE_API_RETRY_BUDGET_PER_PAGE=1)
     pull = client.fetch_day(DAY)
@@ -294,7 +292,9 @@ def test_the_budget_grows_with_the_pages_so_a_long_flaky_pull_completes(
 
 def test_an_outage_still_stops_at_the_base_budget(api: MockUsageApi, fake_time: FakeTime) -> None:
     api.fail_next(1000, status=503)
-    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=3, USAGE_API_RETRY_BUDGET_PER_PAGE=5, USAGE_API_MAX_ATTEMPTS=10)
+    client = make_client(
+        api, fake_time, USAGE_API_RETRY_BUDGET=3, USAGE_API_RETRY_BUDGET_PER_PAGE=5, USAGE_API_MAX_ATTEMPTS=10
+    )
     with pytest.raises(RetryBudgetExhausted):
         client.fetch_day(DAY)
     assert statuses(api) == [503] * 4  # no page arrived, so nothing was earned
