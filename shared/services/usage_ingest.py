@@ -362,7 +362,8 @@ def _refuse_if_too_many_rejects(result: ScreenResult, threshold: float) -> None:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.rejects_by_reason.items()))
         raise RejectedInput(
             f"usage for {result.activity_date.isoformat()}: {result.rejected} of {result.received} records "
-            f"rejected ({result.reject_share:.1%} > {threshold:.1%}; {reasons}); the staged day is left as it was. "
+            f"rejected ({result.reject_share:.1%} > {threshold:.1%}; {reasons}; {result.describe_rejects()}); "
+            "the staged day is left as it was. "
             f"Report: {raw_rejects_path(result.activity_date)}"
         )
 
@@ -489,9 +490,11 @@ def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
             title="usage records rejected or conflicting",
             message=(
                 f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
-                f"report at {deps.settings.raw_container}/{raw_rejects_path(day)}"
+                f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
+                f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}"
             ),
             date=day,
+            subject=f"{raw_ndjson_path(day)}@{result.version()[:16]}",
             facts={k: str(v) for k, v in sorted(result.rejects_by_reason.items())},
         )
     )
