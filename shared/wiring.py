@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import logging
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -51,7 +52,26 @@ class Services:
     def _build_warehouse(self) -> Warehouse:
         engine = connect_warehouse(self.settings)
         engine.apply_schema()
+        self._recover_after_start(engine)
         return engine
+
+    def _recover_after_start(self, engine: Warehouse) -> None:
+        """A process that starts cleans up after one that was killed (abandoned runs, landing
+        debris); never fatal: the timer's sweep does the same."""
+        from shared.logs import new_run_id
+        from shared.services.run_history import recover_abandoned_runs
+
+        try:
+            recover_abandoned_runs(
+                engine,
+                self.alerts,
+                pipeline=self.settings.pipeline_name,
+                lease=dt.timedelta(minutes=self.settings.run_lease_minutes),
+                now=dt.datetime.now(dt.UTC),
+                run_id=new_run_id(),
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning("recovery at start-up failed (%s)", type(exc).__name__)
 
     @property
     def blobs(self) -> BlobStore:

@@ -181,9 +181,12 @@ def stage_crm_snapshot(
     snapshot_date = snapshot_date_from_name(blob_name, settings.crm_date_pattern)
     with (
         log_context(run_id=run_id, step=STEP, date=snapshot_date),
-        record_run(warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER) as run,
+        record_run(
+            warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER, clock=clock
+        ) as run,
     ):
         job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock)
+        job.beat = run.beat
         result = job.run()
         if result.extra_columns:
             log.warning("CRM file has extra columns, ignored: %s", ", ".join(result.extra_columns))
@@ -368,6 +371,7 @@ class _Job:
         self.clock = clock
         self.load_id = run_id
         self.etag: str | None = None
+        self.beat: Callable[[], None] = lambda: None  # the run's heartbeat, while rows stream
 
     def run(self) -> StagingResult:
         info = self.blobs.info(self.settings.crm_container, self.blob_name)
@@ -430,7 +434,9 @@ class _Job:
         snapshot_date, load_id = self.snapshot_date, self.load_id
 
         def landing_rows() -> Iterator[tuple[Any, ...]]:
-            for item in parser:
+            for index, item in enumerate(parser):
+                if index % 10_000 == 0:
+                    self.beat()
                 if isinstance(item, CrmRow):
                     yield (load_id, snapshot_date, *item)
                 else:
