@@ -140,10 +140,10 @@ class Services:
 
         return usage_ingest.run_usage_tick(now, past_due, self)
 
-    def handle_build_message(self, body: bytes, dequeue_count: int = 1) -> Any:
+    def handle_build_message(self, body: bytes, dequeue_count: int = 1, message_id: str | None = None) -> Any:
         from shared.services import builder
 
-        return builder.handle_build_message(body, dequeue_count, self)
+        return builder.handle_build_message(body, dequeue_count, self, message_id=message_id)
 
 
 def connect_warehouse(settings: Settings) -> Warehouse:

@@ -41,6 +41,8 @@ class RunRecord:
     rows_in: int | None = None
     rows_out: int | None = None
     status: str = "running"
+    # Why a step ended as it did without an error (refused, skipped): kept in error_message.
+    note: str | None = None
     warehouse: Warehouse | None = field(default=None, repr=False)
     clock: Callable[[], dt.datetime] = field(default=lambda: utcnow(), repr=False)
     last_beat: dt.datetime | None = None
@@ -117,7 +119,7 @@ def _finish(
             "finished_at": clock(),
             "duration_ms": int((time.monotonic() - started) * 1000),
             "error_type": type(error).__name__ if error else None,
-            "error_message": redact(str(error))[:2000] if error else None,
+            "error_message": redact(str(error))[:2000] if error else (record.note[:2000] if record.note else None),
         },
     )
 
