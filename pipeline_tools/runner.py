@@ -62,13 +62,13 @@ from shared.adapters.storage_common import default_credential
 from shared.errors import ConfigurationError, MalformedMessage
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
 from shared.logs import configure_logging, log_context
+from shared.services.poison import BLOB_POISON_QUEUE
 
 log = logging.getLogger(__name__)
 
 # Names the Functions host uses for its own bookkeeping; kept so an operator who knows the host
 # recognises them in Azurite (and so a later `func start` on the same storage agrees with us).
 HOSTS_CONTAINER = "azure-webjobs-hosts"
-BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 DEFAULT_HOST_ID = "local-runner"
 # How long a received queue message stays invisible while its function runs (the host renews a
 # similar lease; a crashed runner's message reappears after it).

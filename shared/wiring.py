@@ -18,7 +18,7 @@ from shared.settings import Settings, WarehouseEngine
 
 if TYPE_CHECKING:
     from shared.adapters.blob_store import BlobStore
-    from shared.adapters.queue_store import BuildQueue
+    from shared.adapters.queue_store import BuildQueue, QueueStore
     from shared.adapters.table_state import StateTable
     from shared.adapters.usage_api import UsageApiClient
     from shared.adapters.warehouse.base import Warehouse
@@ -90,6 +90,12 @@ class Services:
         from shared.adapters.table_state import StateTable
 
         return self._get("state_table", lambda: self._provisioned(StateTable.from_settings))
+
+    def queue(self, name: str) -> QueueStore:
+        """Raw access to one queue of the pipeline's account (the poison queues)."""
+        from shared.adapters.queue_store import QueueStore
+
+        return self._get(f"queue:{name}", lambda: self._provisioned(lambda s: QueueStore.from_settings(s, name)))
 
     def _provisioned(self, build: Any) -> Any:
         """Build a storage adapter, creating the pipeline's containers, queues and table first,

@@ -232,6 +232,8 @@ def alert_if_poisoned(
                     "kind": "build",
                     "source_queue": f"{queue}-poison",
                     "dates": dates[:400],
+                    "date_from": request.dates[0],
+                    "date_to": request.dates[-1],
                     "detected_at": utcnow(),
                     "run_id": run_id,
                     "note": f"message {message_id or '?'}: {cause}"[:2000],

@@ -45,7 +45,7 @@ from shared.errors import (
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
-from shared.services import events_rollup
+from shared.services import events_rollup, poison
 from shared.services.alerts import Alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -136,9 +136,13 @@ class TickResult:
 # ---- the tick --------------------------------------------------------------------------------
 def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResult:
     """The timer's entry point (via ``Services.run_usage_tick``). ``past_due`` runs behave the
-    same: the plan depends on the day and the watermarks, not on when the timer fired."""
+    same: the plan depends on the day and the watermarks, not on when the timer fired. The
+    recovery sweep (shared/services/poison.py) runs after the pull whatever its outcome."""
     source = services.usage_api.for_run()
-    result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+    try:
+        result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+    finally:
+        recover_on_schedule(services, now)
     # The daily slot also keeps the fact-events rollup fresh (SPEC 6); it never fails the tick.
     events_rollup.refresh_on_schedule(
         services.warehouse,
@@ -149,6 +153,14 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
         services.settings.events_lookback_days,
     )
     return result
+
+
+def recover_on_schedule(services: Any, now: dt.datetime) -> None:
+    """No poison is final: re-stage, re-queue and clean up what failed before; never fails the tick."""
+    try:
+        poison.sweep(services, now)
+    except Exception as exc:
+        log.error("the recovery sweep failed (%s: %s); the next tick retries it", type(exc).__name__, _safe(exc))
 
 
 def run_tick(

@@ -6,6 +6,8 @@ SELECT TOP (@limit)
     kind,
     source_queue,
     dates,
+    date_from,
+    date_to,
     status,
     detected_at,
     run_id,

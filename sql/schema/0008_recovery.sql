@@ -7,13 +7,16 @@ ALTER TABLE ops.pipeline_runs ADD heartbeat_at DATETIME2(6) NULL;
 
 -- One row per poisoned input: a CRM blob version the blob trigger gave up on, a build message
 -- moved to the build poison queue, a CRM blob version that was never staged. subject says which
--- (container/blob@ETag, or the message id); status is 'poisoned' until the sweep or an operator
+-- (container/blob@ETag, or the dates of a build message; dates / date_from / date_to the dates it
+-- concerns); status is 'poisoned' until the sweep or an operator
 -- requeues it ('requeued'), finds it done by other means ('recovered') or drops it ('dropped').
 CREATE TABLE ops.poison_events (
     subject NVARCHAR(1024) NOT NULL,
     kind NVARCHAR(16) NOT NULL,
     source_queue NVARCHAR(128) NOT NULL,
     dates NVARCHAR(400) NULL,
+    date_from DATE NULL,
+    date_to DATE NULL,
     status NVARCHAR(16) NOT NULL,
     detected_at DATETIME2(6) NOT NULL,
     run_id NVARCHAR(64) NOT NULL,
