@@ -626,6 +626,9 @@ class _Job:
                     "data_rows": str(stats.data_rows),
                     "rejected_rows": str(stats.rejected_rows),
                 },
+                # The incident is this version of this file: another bad file for the same date
+                # is another alert; the same version delivered again is not.
+                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
             )
         )
 

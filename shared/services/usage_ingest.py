@@ -190,28 +190,35 @@ def run_tick(
 def _ingest_planned(
     plan: PullPlan, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime
 ) -> tuple[list[DateOutcome], PermanentError | None]:
-    """Each planned date in turn; a date's failure is alerted and the next date goes on."""
+    """Each planned date in turn; a date's failure does not stop the next date. The failures of
+    one tick make one alert listing their dates (an outage failing ten dates is one incident)."""
     outcomes: list[DateOutcome] = []
+    failures: list[tuple[dt.date, BaseException]] = []
+    fatal: PermanentError | None = None
     for index, day in enumerate(plan.dates):
         with log_context(date=day.isoformat()):
             try:
                 staged = ingest_date(day, source, deps, run_id, now)
             except (AuthenticationFailed, RetryBudgetExhausted) as exc:
                 # Every further request would fail the same way: stop, and say which dates wait.
-                _alert_failure(deps, run_id, day, exc, stopping=True)
+                log.error("usage for %s failed (%s); the run stops", day.isoformat(), type(exc).__name__)
+                failures.append((day, exc))
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 outcomes.extend(DateOutcome(d, "not_attempted") for d in plan.dates[index + 1 :])
-                return outcomes, exc
+                fatal = exc
+                break
             except Exception as exc:
                 log.exception("usage for %s failed", day.isoformat())
-                _alert_failure(deps, run_id, day, exc, stopping=False)
+                failures.append((day, exc))
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
         status: DateStatus = "staged" if staged.changed else "unchanged"
         outcomes.append(DateOutcome(day, status, staged.rows, staged.version))
-    return outcomes, None
+    if failures:
+        _alert_failures(deps, run_id, failures, stopping=fatal is not None)
+    return outcomes, fatal
 
 
 def ingest_date(day: dt.date, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime) -> StagedDate:
@@ -474,11 +481,23 @@ def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datet
 
 
 # ---- alerts ----------------------------------------------------------------------------------
-def _alert_failure(deps: UsageDeps, run_id: str, day: dt.date, exc: BaseException, *, stopping: bool) -> None:
-    title = f"usage ingestion failed: {type(exc).__name__}"
-    message = _safe(exc)
+def _alert_failures(
+    deps: UsageDeps, run_id: str, failures: list[tuple[dt.date, BaseException]], *, stopping: bool
+) -> None:
+    """One alert for the failed dates of one tick, naming each date and its cause."""
+    types = sorted({type(exc).__name__ for _, exc in failures})
+    if len(failures) == 1:
+        day, exc = failures[0]
+        title, message, date = f"usage ingestion failed: {type(exc).__name__}", _safe(exc), day
+    else:
+        title = f"usage ingestion failed for {len(failures)} dates: {', '.join(types)}"
+        message = "; ".join(f"{day.isoformat()}: {_safe(exc)[:200]}" for day, exc in failures)
+        date = None
     if stopping:
         message += " The run stopped; the remaining dates will be pulled by the next tick."
+    else:
+        message += " The failed dates are pulled again by the next tick."
+    dates = [day for day, _ in failures]
     deps.alerts.send(
         Alert(
             pipeline=deps.settings.pipeline_name,
@@ -487,8 +506,9 @@ def _alert_failure(deps: UsageDeps, run_id: str, day: dt.date, exc: BaseExceptio
             title=title,
             message=message,
             run_id=run_id,
-            date=day,
-            facts={"error_type": type(exc).__name__},
+            date=date,
+            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
+            subject=f"usage {dates[0].isoformat()}..{dates[-1].isoformat()}",
         )
     )
 
