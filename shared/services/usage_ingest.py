@@ -43,7 +43,7 @@ from shared.errors import (
     RetryBudgetExhausted,
 )
 from shared.logs import log_context, new_run_id, redact
-from shared.rules.dates import PullPlan, plan_pulls, utc_today
+from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services import events_rollup, poison
 from shared.services.alerts import Alert
@@ -329,7 +329,9 @@ class RawReplaySource:
 
 
 def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime) -> StagedDate:
-    """Re-stage a day from its raw landing (operators, after a fix): no API call, no watermark."""
+    """Re-stage a day from its raw landing (operators, after a fix): no API call, no watermark.
+    A future day is refused (FutureDateRefused): nothing can have landed for it legitimately."""
+    refuse_future_dates([day], now)
     with log_context(run_id=run_id, step=STEP_STAGING, date=day.isoformat()):
         return ingest_date(day, RawReplaySource(deps.blobs, deps.settings.raw_container), deps, run_id, now)
 

@@ -11,7 +11,9 @@ from collections.abc import Callable
 import pytest
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.errors import FutureDateRefused
 from shared.services.alerts import RecordingAlertSink
+from shared.services.usage_ingest import UsageDeps, replay_from_raw
 from shared.settings import Settings
 from shared.wiring import Services
 
@@ -84,3 +86,12 @@ def test_an_operator_may_force_a_past_date_without_usage(services: Services, war
     outcome = send(services, {"dates": [YESTERDAY.isoformat()], "force": True})
     assert outcome is not None
     assert analytics_rows(warehouse) == 30  # the CRM companies, with 0 / 0 usage, built on purpose
+
+
+def test_a_replay_of_a_future_date_is_refused_before_anything_is_read(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    tomorrow = TODAY + dt.timedelta(days=1)
+    with pytest.raises(FutureDateRefused, match=f"{tomorrow} is in the future"):
+        replay_from_raw(tomorrow, UsageDeps.from_services(services), "run-replay", dt.datetime.now(dt.UTC))
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage") == [{"n": 0}]

@@ -188,3 +188,34 @@ def test_a_literal_dot_dot_slash_name_never_reaches_a_path(storage_settings: Set
     )
     assert result.status == "rejected"  # no date in the name
     assert all(n.startswith("undated/") and "/.." not in n and n.count("/") == 1 for n in copies)
+
+
+def test_a_blob_overwritten_while_it_is_read_is_superseded_and_the_new_version_is_its_own_run(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    """Staging reads one version: the ETag it saw first. An overwrite mid-read ends that run as
+    superseded (nothing staged, nothing alerted); the new version's own trigger stages it."""
+    container = services.settings.crm_container
+    first = HEADER + "".join(f"old{i},Old {i},DE,x,\n" for i in range(2000))
+    services.blobs.write(container, "crm_2025-11-30.csv", first.encode())
+    real_chunks = services.blobs.iter_chunks
+
+    def overwrite_after_first_chunk(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for index, chunk in enumerate(real_chunks(*args, **{**kwargs, "chunk_size": 1024})):
+            yield chunk
+            if index == 0:
+                services.blobs.write(container, "crm_2025-11-30.csv", (HEADER + "new1,New,FR,y,\n").encode())
+
+    services.blobs.iter_chunks = overwrite_after_first_chunk  # type: ignore[method-assign]
+    result = services.stage_crm_blob("crm_2025-11-30.csv")
+    services.blobs.iter_chunks = real_chunks  # type: ignore[method-assign]
+
+    assert result.status == "superseded" and result.rows_staged == 0
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies_landing") == [{"n": 0}]
+    assert warehouse.run_sql("SELECT status FROM ops.crm_blob_versions") == [{"status": "superseded"}]
+    assert alerts_of(services) == []
+
+    second = services.stage_crm_blob("crm_2025-11-30.csv")  # the new ETag's own trigger
+    assert (second.status, second.rows_staged) == ("staged", 1)
+    assert warehouse.run_sql("SELECT company_id FROM stg.crm_companies") == [{"company_id": "new1"}]

@@ -17,6 +17,7 @@ import duckdb
 import pytest
 
 from shared.services.alerts import RecordingAlertSink
+from shared.services.operations import DateRange, date_status
 from shared.settings import Settings
 from shared.wiring import Services
 
@@ -30,6 +31,7 @@ ROWS = 100_000
 CHILD = r"""
 import datetime as dt, json, os, signal, sys
 from shared.services.alerts import RecordingAlertSink
+from shared.services.operations import DateRange, date_status
 from shared.services.crm_staging import stage_crm_snapshot
 from shared.settings import Settings
 from shared.wiring import Services
@@ -89,6 +91,10 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
         ("Run abandoned", "killed-run", "run killed-run/crm_staging")
     ]
     assert "no heartbeat since" in alerts.alerts[0].message
+    (status,) = date_status(warehouse, DateRange.single(dt.date(2025, 11, 30)))
+    assert [(r["kind"], r["subject"], r["status"]) for r in status.recovery] == [
+        ("abandoned_run", "killed-run/crm_staging", "abandoned")
+    ]
 
     # The host re-delivers the blob (its receipt was never written): staged once, in full.
     result = services.stage_crm_blob(NAME)
