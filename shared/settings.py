@@ -114,6 +114,11 @@ class Settings(BaseModel):
         le=10,
         validation_alias=AliasChoices("USAGE_API_RETRY_BUDGET_PER_PAGE", "usage_api_retry_budget_per_page"),
     )
+    usage_api_max_page_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("USAGE_API_MAX_PAGE_BYTES", "usage_api_max_page_bytes"),
+    )
     usage_api_max_retry_after_s: float = Field(
         120.0, gt=0, validation_alias=AliasChoices("USAGE_API_MAX_RETRY_AFTER_S", "usage_api_max_retry_after_s")
     )

@@ -255,10 +255,24 @@ def classify_response(response: requests.Response, now: dt.datetime, max_retry_a
         raise PermanentError(f"usage API rejected the request (HTTP {status})")
 
 
-def parse_page(response: requests.Response) -> dict[str, Any]:
+def read_body(response: requests.Response, max_bytes: int) -> bytes:
+    """The (decoded) body, refusing more than ``max_bytes``: a hostile or broken page can neither
+    exhaust memory nor, gzip-encoded, unpack into it. Not retried: the same page would be as big."""
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            response.close()
+            raise PermanentError(
+                f"usage API page is larger than {max_bytes} bytes (USAGE_API_MAX_PAGE_BYTES); not loaded"
+            )
+    return bytes(body)
+
+
+def parse_page(response: requests.Response, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
     """The JSON body as a dict with a ``data`` list; a truncated or odd body is transient."""
     try:
-        body = json.loads(response.content)
+        body = json.loads(read_body(response, max_bytes))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UpstreamUnavailable("usage API returned a truncated or invalid JSON body") from exc
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
@@ -345,14 +359,17 @@ class UsageApiClient:
         self.limiter.acquire()
         url = f"{self.base_url}{DAILY_PATH}"
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
+            response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
         except requests.Timeout as exc:
             raise UpstreamUnavailable(f"usage API timed out ({type(exc).__name__})") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise UpstreamUnavailable(f"usage API connection failed ({type(exc).__name__})") from exc
         log.debug("GET %s -> %s", redact_url(response.url), response.status_code)
-        classify_response(response, self._wall_clock(), self.settings.usage_api_max_retry_after_s)
-        return parse_page(response), response.headers.get("X-Request-Id")
+        try:
+            classify_response(response, self._wall_clock(), self.settings.usage_api_max_retry_after_s)
+            return parse_page(response, self.settings.usage_api_max_page_bytes), response.headers.get("X-Request-Id")
+        finally:
+            response.close()  # streamed: give the connection back whatever happened
 
     # ---- a day -------------------------------------------------------------------------------
     def iter_pages(self, day: dt.date) -> Iterator[tuple[dict[str, Any], str | None]]:

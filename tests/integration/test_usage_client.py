@@ -19,7 +19,7 @@ import requests
 
 from pipeline_tools.mock_usage_api import MockUsageApi, UsageDataset
 from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
-from shared.errors import AuthenticationFailed, RetryBudgetExhausted, UpstreamUnavailable
+from shared.errors import AuthenticationFailed, PermanentError, RetryBudgetExhausted, UpstreamUnavailable
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services.usage_ingest import iter_lines
 from shared.settings import Settings
@@ -298,6 +298,12 @@ def test_an_outage_still_stops_at_the_base_budget(api: MockUsageApi, fake_time: 
     with pytest.raises(RetryBudgetExhausted):
         client.fetch_day(DAY)
     assert statuses(api) == [503] * 4  # no page arrived, so nothing was earned
+
+
+def test_a_page_beyond_the_size_cap_fails_the_day_without_retries(api: MockUsageApi, fake_time: FakeTime) -> None:
+    with pytest.raises(PermanentError, match="USAGE_API_MAX_PAGE_BYTES"):
+        make_client(api, fake_time, USAGE_API_MAX_PAGE_BYTES=2048).fetch_day(DAY)
+    assert statuses(api) == [200]  # refused once, not retried: the same page would be as big
 
 
 # ---- secrets -----------------------------------------------------------------------------------
