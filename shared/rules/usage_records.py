@@ -66,6 +66,11 @@ def check_record(raw: Any, requested: dt.date) -> UsageRecord | str:
         return "missing_company_id"
     if length_over(company_id.strip(), USAGE_COMPANY_ID_LENGTH) is not None:
         return "company_id_too_long"
+    if not company_id.isascii():
+        try:  # JSON may carry a lone surrogate ("\ud800"): no NVARCHAR or UTF-8 column stores it
+            company_id.encode("utf-8")
+        except UnicodeEncodeError:
+            return "company_id_invalid_unicode"
     if raw.get("date") != requested.isoformat():
         return "wrong_date"
     counts: list[int] = []
@@ -88,6 +93,7 @@ _RULES_IN_WORDS = {
     "invalid_json": "the line is not valid JSON",
     "missing_company_id": "company_id is missing or empty",
     "company_id_too_long": f"company_id is longer than the warehouse column (NVARCHAR({USAGE_COMPANY_ID_LENGTH}))",
+    "company_id_invalid_unicode": "company_id is not valid Unicode text (a lone surrogate escape)",
     "wrong_date": "the record's date is not the day that was asked for",
     "missing_active_users": "active_users is missing",
     "missing_events": "events is missing",

@@ -95,3 +95,13 @@ def test_a_value_at_the_column_maximum_is_staged(services: Services, warehouse: 
     assert warehouse.run_sql("SELECT active_users, events FROM stg.product_usage") == [
         {"active_users": 2**31 - 1, "events": 2**63 - 1}
     ]
+
+
+def test_a_lone_surrogate_in_an_id_is_rejected_not_a_failed_day(services: Services, warehouse: DuckDBWarehouse) -> None:
+    source = OnePull([record(f"c{i:02d}") for i in range(30)])
+    source.ndjson += b'{"company_id": "bad\\ud800", "date": "2025-03-09", "active_users": 1, "events": 1}\n'
+    source.count += 1
+    staged = ingest_date(DAY, source, UsageDeps.from_services(services), "run-surrogate", NOW)
+    assert staged.rows == 30
+    report = json.loads(services.blobs.read_bytes(services.settings.raw_container, raw_rejects_path(DAY)))
+    assert report["rejects_by_reason"] == {"company_id_invalid_unicode": 1}
