@@ -86,8 +86,8 @@ class BuildOutcome:
 def handle_build_message(
     body: bytes, dequeue_count: int, services: Any, *, message_id: str | None = None
 ) -> BuildOutcome | None:
-    """Process one queue message (see module doc). None when nothing was built: the message was
-    malformed, named a future date, or none of its dates has inputs yet."""
+    """Process one queue message (see module doc). None when the message was malformed or named a
+    future date; a skipped outcome (no targets) when none of its dates has inputs yet."""
     run_id = new_run_id()
     pipeline = services.settings.pipeline_name
     with log_context(run_id=run_id, step=STEP):
@@ -104,9 +104,10 @@ def handle_build_message(
                 refuse_future(exc, request, services, run_id)
                 return None
             if not request.force:
-                request = skip_dates_without_inputs(request, services, run_id, now)
-                if request is None:
-                    return None
+                remaining = skip_dates_without_inputs(request, services, run_id, now)
+                if remaining is None:
+                    return BuildOutcome(run_id, BuildPlan((), (), ()), 0, 0.0)
+                request = remaining
             try:
                 outcome = build(
                     request,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ def services(
     return services
 
 
-def send(services: Services, payload: dict) -> object:
+def send(services: Services, payload: dict) -> Any:
     return services.handle_build_message(json.dumps(payload).encode(), dequeue_count=1, message_id="m-1")
 
 
@@ -76,7 +77,8 @@ def test_a_range_running_into_the_future_is_refused_whole(services: Services, wa
 def test_a_date_without_usage_is_skipped_not_built_and_not_failed(
     services: Services, warehouse: DuckDBWarehouse
 ) -> None:
-    assert send(services, {"dates": [YESTERDAY.isoformat()]}) is None  # returns normally: no retry, no poison
+    outcome = send(services, {"dates": [YESTERDAY.isoformat()]})
+    assert outcome is not None and outcome.skipped  # returns normally: no retry, no poison
     assert analytics_rows(warehouse) == 0
     ((status, note),) = build_runs(warehouse)
     assert status == "skipped" and "no inputs yet" in (note or "")
