@@ -285,6 +285,7 @@ def _stage_unprocessed_blobs(services: Any, now: dt.datetime, run_id: str, poiso
     # Records older than ops.crm_blob_versions: a snapshot staged (or a file quarantined) after
     # the blob was last written means that version was handled, or superseded by a later file.
     handled_after = _latest_handling(warehouse)
+    still_open = {e["subject"] for e in recent_events(warehouse, 1000) if e["status"] == "poisoned"}
     outcomes = []
     for blob in services.blobs.list(settings.crm_container):
         if (blob.name, blob.etag) in versions:
@@ -292,10 +293,14 @@ def _stage_unprocessed_blobs(services: Any, now: dt.datetime, run_id: str, poiso
         if blob.name not in poisoned and now - _aware(blob.last_modified) < SWEEP_MIN_AGE:
             continue
         day = crm_staging.snapshot_date_from_name(blob.name, settings.crm_date_pattern)
+        subject = blob_subject(settings.crm_container, blob.name, blob.etag)
         later = [handled_after.get(("blob", blob.name)), handled_after.get(("date", day))]
         if any(t is not None and t >= _aware(blob.last_modified) for t in later):
+            if subject in still_open:  # poisoned, then overtaken by a later file of its date
+                note = "a later file for its date was staged after it: superseded, not staged"
+                _resolve(services, subject, "recovered", now, run_id, note)
+                outcomes.append(Outcome(subject, "recovered", note))
             continue
-        subject = blob_subject(settings.crm_container, blob.name, blob.etag)
         outcome = _stage_blob(services, blob.name, now, run_id)
         if outcome.action != "failed":
             _resolve(services, subject, "recovered", now, run_id, outcome.note)
