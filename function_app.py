@@ -29,8 +29,8 @@ def crm_snapshot_arrived(client: blob.BlobClient) -> None:
 @app.timer_trigger(arg_name="timer", schedule="%USAGE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def usage_timer(timer: func.TimerRequest) -> None:
     """Daily: pull usage (yesterday, look-back, missed days), stage it, check CRM grace periods,
-    refresh the fact-events rollup."""
-    services().run_usage_tick(now=dt.datetime.now(dt.UTC), past_due=timer.past_due)
+    refresh the fact-events rollup, evaluate input freshness."""
+    services().run_timer_tick(now=dt.datetime.now(dt.UTC), past_due=timer.past_due)
 
 
 @app.function_name("build_requested")

@@ -4,8 +4,15 @@ Three measurements, each on its own in-memory warehouse with staging generated i
 
 1. build ONE day for N companies with 30 days of usage history before it;
 2. the same day with 3 years of history (target: at most 1.5x the 30-day time, because a
-   build reads one month of usage plus the monthly activity checkpoint, never the history);
+   build reads at most a month of usage plus the monthly activity checkpoint, never the history);
 3. a full-year range rebuild (365 days in one set-based run): company-days per second.
+
+With ``--before REV``, the one-day builds of both histories are also timed with the build SQL
+(sql/analytics/company_daily_activity__build.sql) of git revision REV, on the same warehouses,
+interleaved with the current one (target: the current build at most 1.5x the "before" one,
+e.g. the 28-day windows against the 7-day-only build). Only that file differs: the rest of
+sql/ and the Python builder are the current ones, and the older SQL simply leaves columns it
+does not know NULL in the work table.
 
 The history is in the steady state production reaches: checkpoints refreshed up to the day
 before, the day itself freshly staged (so each timed build also refreshes the checkpoints for
@@ -15,17 +22,22 @@ reported.
 
     .venv/bin/python bench/build_bench.py                           # 100k companies
     .venv/bin/python bench/build_bench.py --companies 10000 --year-companies 2000   # quick
+    .venv/bin/python bench/build_bench.py --skip-year --before 54ea269   # against the 7-day-only build
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
+import shutil
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,11 +45,14 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.adapters.warehouse.sql_files import SQL_ROOT
 from shared.rules.build_plan import BuildRequest, InputVersions
 from shared.services import builder
 
 BUILD_DAY = dt.date(2025, 6, 30)  # the end of a month: the longest month-to-date read
 LOADED_AT = dt.datetime(2025, 7, 1, 2, 0)
+BUILD_SQL = "analytics/company_daily_activity__build.sql"
+REPO = Path(__file__).resolve().parents[1]
 
 
 class NoVersions:
@@ -116,8 +131,11 @@ def prefill_analytics(wh: DuckDBWarehouse, history_days: int) -> None:
     first = BUILD_DAY - dt.timedelta(days=history_days - 1)
     wh._con.execute(
         """
-        INSERT INTO analytics.company_daily_activity
-        SELECT activity_date, company_id, NULL, NULL, NULL, NULL, active_users, events, active_users, events,
+        INSERT INTO analytics.company_daily_activity (
+            activity_date, company_id, active_users, events, active_users_7d, events_7d, active_days_7d,
+            days_since_last_activity, is_churn_risk, crm_snapshot_date, data_quality_flags, record_loaded_at, run_id
+        )
+        SELECT activity_date, company_id, active_users, events, active_users, events,
                1, 0, FALSE, activity_date, '', $loaded, 'history'
         FROM stg.product_usage WHERE activity_date >= $first AND activity_date < $last
         """,
@@ -139,6 +157,30 @@ def restage_build_day(wh: DuckDBWarehouse, attempt: int) -> None:
     )
 
 
+def sql_root_with_build_of(revision: str, into: Path) -> Path:
+    """A copy of sql/ whose build SQL is the one of git ``revision`` (the "before" of a comparison)."""
+    root = into / "sql"
+    shutil.copytree(SQL_ROOT, root)
+    old = subprocess.run(
+        ["git", "-C", str(REPO), "show", f"{revision}:sql/{BUILD_SQL}"], check=True, capture_output=True, text=True
+    ).stdout
+    (root / BUILD_SQL).write_text(old, encoding="utf-8")
+    return root
+
+
+@contextlib.contextmanager
+def sql_root(wh: DuckDBWarehouse, root: Path | None) -> Iterator[None]:
+    """Run the warehouse's SQL files from ``root`` for a while (None: the current sql/)."""
+    if root is None:
+        yield
+        return
+    current, wh.sql_root = wh.sql_root, root
+    try:
+        yield
+    finally:
+        wh.sql_root = current
+
+
 @dataclass
 class DayScenario:
     """One warehouse holding ``history_days`` of staging, ready to build BUILD_DAY again and again."""
@@ -149,6 +191,7 @@ class DayScenario:
     analytics_rows: int
     prepare_s: float
     timings: list[float] = field(default_factory=list)
+    before_timings: list[float] = field(default_factory=list)
     rows_built: int = 0
 
     @classmethod
@@ -163,18 +206,21 @@ class DayScenario:
         analytics_rows = wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity")[0]["n"]
         return cls(history_days, wh, usage_rows, analytics_rows, time.perf_counter() - started)
 
-    def time_one_build(self) -> None:
-        attempt = len(self.timings) + 1
+    def time_one_build(self, before_root: Path | None = None) -> None:
+        """One build of BUILD_DAY after a re-staging; with ``before_root``, with that build SQL."""
+        series = self.timings if before_root is None else self.before_timings
+        attempt = len(self.timings) + len(self.before_timings) + 1
         restage_build_day(self.wh, attempt)
-        t0 = time.perf_counter()
-        outcome = builder.build(
-            BuildRequest((BUILD_DAY,), force=True), warehouse=self.wh, versions=NoVersions(), run_id=f"day{attempt}"
-        )
-        self.timings.append(time.perf_counter() - t0)
+        with sql_root(self.wh, before_root):
+            t0 = time.perf_counter()
+            outcome = builder.build(
+                BuildRequest((BUILD_DAY,), force=True), warehouse=self.wh, versions=NoVersions(), run_id=f"day{attempt}"
+            )
+            series.append(time.perf_counter() - t0)
         self.rows_built = outcome.rows_written
 
     def report(self) -> dict[str, Any]:
-        return {
+        figures = {
             "history_days": self.history_days,
             "usage_rows": self.usage_rows,
             "analytics_rows_before": self.analytics_rows,
@@ -183,18 +229,30 @@ class DayScenario:
             "build_s_runs": [round(t, 3) for t in self.timings],
             "build_s_median": round(statistics.median(self.timings), 3),
         }
+        if self.before_timings:
+            figures["before_build_s_runs"] = [round(t, 3) for t in self.before_timings]
+            figures["before_build_s_median"] = round(statistics.median(self.before_timings), 3)
+            figures["ratio_over_before"] = round(self.ratio_over_before(), 2)
+        return figures
+
+    def ratio_over_before(self) -> float:
+        return statistics.median(self.timings) / statistics.median(self.before_timings)
 
 
 def time_day_builds(
-    companies: int, active_share: float, repeats: int, prefill: bool
+    companies: int, active_share: float, repeats: int, prefill: bool, before_root: Path | None
 ) -> tuple[DayScenario, DayScenario]:
-    """Both histories side by side, their builds interleaved (30d, 3y, 30d, ...): on a shared
-    machine, load from other processes then hits both series alike instead of skewing one."""
+    """Both histories side by side, their builds interleaved (30d, 3y, 30d, ...; with a "before"
+    SQL: 30d, 3y, 30d before, 3y before, ...): on a shared machine, load from other processes
+    then hits every series alike instead of skewing one."""
     short = DayScenario.prepare(companies, 30, active_share, prefill)
     long = DayScenario.prepare(companies, 3 * 365, active_share, prefill)
     for _ in range(repeats):
         short.time_one_build()
         long.time_one_build()
+        if before_root is not None:
+            short.time_one_build(before_root)
+            long.time_one_build(before_root)
     short.wh.close()
     long.wh.close()
     return short, long
@@ -232,13 +290,35 @@ def main() -> None:
         action="store_true",
         help="fill analytics with the history's rows first (the MERGE then meets a production-size target)",
     )
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        help="also time the one-day builds with the build SQL of this git revision (e.g. the 7-day-only build)",
+    )
     args = parser.parse_args()
 
-    short, long = time_day_builds(args.companies, args.active_share, args.repeats, args.prefill_analytics)
+    with tempfile.TemporaryDirectory(prefix="build_bench_") as scratch:
+        before_root = sql_root_with_build_of(args.before, Path(scratch)) if args.before else None
+        short, long = time_day_builds(
+            args.companies, args.active_share, args.repeats, args.prefill_analytics, before_root
+        )
     print(json.dumps({"one_day_30d_history": short.report()}), flush=True)
     print(json.dumps({"one_day_3y_history": long.report()}), flush=True)
     ratio = statistics.median(long.timings) / statistics.median(short.timings)
     print(json.dumps({"ratio_3y_over_30d": round(ratio, 2), "target": "<= 1.5", "met": ratio <= 1.5}), flush=True)
+    if args.before:
+        over_before = long.ratio_over_before()
+        print(
+            json.dumps(
+                {
+                    "ratio_3y_over_before_3y": round(over_before, 2),
+                    "before": args.before,
+                    "target": "<= 1.5",
+                    "met": over_before <= 1.5,
+                }
+            ),
+            flush=True,
+        )
     if not args.skip_year:
         print(json.dumps({"full_year_rebuild": time_year_rebuild(args.year_companies, args.active_share)}), flush=True)
 

@@ -1,11 +1,15 @@
-"""Operator CLI: schema, backfill, rebuild, rollback, replay, status.
+"""Operator CLI: schema, status, backfill, rebuild, rollback, replay, checks, runs, alerts.
 
-    python -m pipeline_tools.cli --settings local.settings.json status --date 2025-11-30
+    company-activity --settings local.settings.json status --date 2025-11-30 --json
 
-Each command parses its options and calls one function of ``shared.services.operations``; the
-same commands work against local (Azurite + DuckDB) and Azure settings, whatever the settings
-file (plus environment overrides) says. Exit codes: 0 success, 1 a failure in the work (one line
-on stderr; the traceback only with ``--verbose``), 2 bad usage.
+(``company-activity`` is the console entry point; ``python -m pipeline_tools.cli`` is the same.)
+Each command parses its options and calls one function of ``shared.services``; the same
+commands work against local (Azurite + DuckDB) and Azure settings, whatever the settings file
+(plus environment overrides) says. Every command takes ``--json`` (one JSON document on stdout);
+every command that changes something takes ``--dry-run`` (prints exactly what it would do and
+changes nothing). Exit codes: 0 success, 1 a failure in the work (one line on stderr; the
+traceback only with ``--verbose``), 2 bad usage (including a date after yesterday UTC and a
+settings file that does not exist), 130 interrupted by Ctrl-C (the command that resumes is printed).
 """
 
 from __future__ import annotations
@@ -13,14 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import shlex
 import sys
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NoReturn
 
 import click
+from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -33,16 +40,19 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from shared.errors import PipelineError
+from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
-from shared.services import events_rollup, operations, poison
-from shared.services.operations import DateRange, DateStatus
+from shared.services import events_rollup, operations, poison, quality, replay
+from shared.services.operations import DateRange, DateStatus, Interrupted
 from shared.settings import Settings
 from shared.wiring import Services, connect_warehouse
 
 log = logging.getLogger(__name__)
 
+PROG = "company-activity"
 EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 
 
 # ======================================================================================
@@ -50,10 +60,13 @@ EXIT_FAILURE = 1
 # ======================================================================================
 @dataclass
 class CliContext:
-    """What every command gets: the services container (built lazily) and the verbosity."""
+    """What every command gets: the services container (built lazily), the verbosity, whether
+    output is JSON, and the arguments that resume the command if it is interrupted."""
 
     settings_path: str = "local.settings.json"
     verbose: bool = False
+    as_json: bool = False
+    resume_args: list[str] = field(default_factory=list)
     services_factory: Callable[[Settings], Services] | None = None
     _services: Services | None = None
 
@@ -71,12 +84,18 @@ class CliContext:
             self._services = factory(settings)
         return self._services
 
+    def resume_command(self) -> str:
+        settings = [] if self.settings_path == "local.settings.json" else ["--settings", self.settings_path]
+        return shlex.join([PROG, *settings, *self.resume_args])
+
 
 class OperatorGroup(click.Group):
     """The one error handler: a pipeline error becomes one line on stderr and exit code 1.
 
-    Click's own usage errors keep exit code 2. Anything else is a bug: also one line and exit 1,
-    with a hint to re-run with --verbose for the traceback.
+    Click's own usage errors, and a date after yesterday (UTC), exit 2. Ctrl-C exits 130 with
+    the command that resumes. Anything else is a bug: also one line and exit 1, with a hint to
+    re-run with --verbose for the traceback. With --json the error is also a JSON document on
+    stdout, so a script reads one shape whatever happened.
     """
 
     def invoke(self, ctx: click.Context) -> Any:
@@ -84,19 +103,92 @@ class OperatorGroup(click.Group):
             return super().invoke(ctx)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except KeyboardInterrupt as exc:
+            _interrupted(ctx, exc)
+        except FutureDateRefused as exc:
+            _fail(ctx, exc, f"error: {exc}", EXIT_USAGE)
         except PipelineError as exc:
             _fail(ctx, exc, f"error: {type(exc).__name__}: {exc}")
         except Exception as exc:
             _fail(ctx, exc, f"unexpected error: {type(exc).__name__}: {exc} (re-run with --verbose for the traceback)")
 
 
-def _fail(ctx: click.Context, exc: BaseException, line: str) -> NoReturn:
+def _fail(ctx: click.Context, exc: BaseException, line: str, code: int = EXIT_FAILURE) -> NoReturn:
     obj = ctx.find_object(CliContext)
     if obj is not None and obj.verbose:
         click.echo(redact("".join(traceback.format_exception(exc))), err=True)
-    click.echo(redact(" ".join(line.split())), err=True)
-    ctx.exit(EXIT_FAILURE)
+    line = redact(" ".join(line.split()))
+    click.echo(line, err=True)
+    if obj is not None and obj.as_json:
+        emit({"error": {"type": type(exc).__name__, "message": line}, "exit_code": code})
+    ctx.exit(code)
     raise AssertionError("unreachable")  # ctx.exit raises
+
+
+def _interrupted(ctx: click.Context, exc: KeyboardInterrupt) -> NoReturn:
+    obj = ctx.find_object(CliContext) or CliContext()
+    if isinstance(exc, Interrupted) and obj.resume_args:
+        obj.resume_args = _with_range(obj.resume_args, exc.remaining)
+    resume = obj.resume_command() if obj.resume_args else None
+    line = "interrupted: what finished is committed, what was running was rolled back"
+    line += f"; resume with: {resume}" if resume else "; nothing was changed"
+    click.echo(line, err=True)
+    if obj.as_json:
+        emit({"error": {"type": "Interrupted", "message": line}, "resume": resume, "exit_code": EXIT_INTERRUPTED})
+    ctx.exit(EXIT_INTERRUPTED)
+    raise AssertionError("unreachable")
+
+
+def _with_range(args: list[str], remaining: DateRange) -> list[str]:
+    """The resume arguments with the date options replaced by what is left to do."""
+    kept: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--date", "--start", "--end"):
+            skip = True
+            continue
+        kept.append(arg)
+    return [kept[0], "--start", str(remaining.start), "--end", str(remaining.end), *kept[1:]]
+
+
+def emit(document: Any) -> None:
+    """The one JSON document a command prints with --json."""
+    click.echo(json.dumps(document, indent=2, sort_keys=True, default=str))
+
+
+def _set_json(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    ctx.ensure_object(CliContext).as_json = value
+    return value
+
+
+def json_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """--json: one JSON document on stdout instead of text (errors too)."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        expose_value=False,
+        is_eager=True,
+        callback=_set_json,
+        help='Print one JSON document (the result, run ids, counts); errors as {"error": ...}.',
+    )(command)
+
+
+def dry_run_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--dry-run", is_flag=True, help="Print exactly what would be done; change nothing.")(command)
+
+
+def chunk_days_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--chunk-days",
+        type=click.IntRange(1, 366),
+        default=operations.DEFAULT_CHUNK_DAYS,
+        show_default=True,
+        help="Consecutive days per builder call (each must finish within the builder's functionTimeout).",
+    )(command)
 
 
 # ======================================================================================
@@ -138,6 +230,10 @@ def resolve_range(day: dt.date | None, start: dt.date | None, end: dt.date | Non
     return DateRange(start, end)
 
 
+def range_args(dates: DateRange) -> list[str]:
+    return ["--date", str(dates.start)] if len(dates) == 1 else ["--start", str(dates.start), "--end", str(dates.end)]
+
+
 # ======================================================================================
 # The group
 # ======================================================================================
@@ -145,7 +241,7 @@ def resolve_range(day: dt.date | None, start: dt.date | None, end: dt.date | Non
     cls=OperatorGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
     help=__doc__.split("\n\n")[0] if __doc__ else None,
-    epilog="Exit codes: 0 success, 1 the work failed, 2 bad usage.",
+    epilog="Exit codes: 0 success, 1 the work failed, 2 bad usage (or a future date), 130 interrupted (Ctrl-C).",
 )
 @click.option(
     "--settings",
@@ -153,12 +249,17 @@ def resolve_range(day: dt.date | None, start: dt.date | None, end: dt.date | Non
     default="local.settings.json",
     show_default=True,
     type=click.Path(dir_okay=False),
-    help="local.settings.json whose Values configure the run; environment variables override them.",
+    help="local.settings.json whose Values configure the run; environment variables override them. "
+    "A path given explicitly must exist; without the default file only the environment is read.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log progress (INFO) and show tracebacks of errors.")
 @click.pass_context
 def cli(ctx: click.Context, settings_path: str, verbose: bool) -> None:
     obj = ctx.ensure_object(CliContext)
+    explicit = ctx.get_parameter_source("settings_path") != ParameterSource.DEFAULT
+    if explicit and not Path(settings_path).is_file():
+        # Falling back to defaults would point the command at another warehouse (or create one).
+        raise click.BadParameter(f"{settings_path} does not exist", param_hint="--settings")
     obj.settings_path = settings_path
     obj.verbose = verbose
     configure_logging("INFO" if verbose else "WARNING", json_lines=False)
@@ -174,30 +275,36 @@ def schema() -> None:
 
 
 @schema.command("apply", help="Apply the migrations not yet applied and print which.")
+@dry_run_option
+@json_option
 @pass_cli
-def schema_apply(obj: CliContext) -> None:
+def schema_apply(obj: CliContext, dry_run: bool) -> None:
+    obj.resume_args = ["schema", "apply"]
     # Connected without the container: Services.warehouse applies migrations itself on first use.
     warehouse = connect_warehouse(obj.settings)
     try:
-        applied = operations.apply_schema(warehouse)
+        applied = operations.apply_schema(warehouse, dry_run=dry_run)
     finally:
         warehouse.close()
+    if obj.as_json:
+        emit({"dry_run": dry_run, "applied" if not dry_run else "would_apply": applied, "count": len(applied)})
+        return
     if not applied:
         click.echo("schema is up to date (no migration applied)")
     for name in applied:
-        click.echo(f"applied {name}")
+        click.echo(f"{'would apply' if dry_run else 'applied'} {name}")
 
 
 # ---- status ----------------------------------------------------------------------------------
 @cli.command(help="Per date: inputs, last build, checks and quarantined files.")
 @date_range_options
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list of per-date objects).")
+@json_option
 @pass_cli
-def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None, as_json: bool) -> None:
+def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None) -> None:
     dates = resolve_range(day, start, end)
     report = operations.status_with(obj.services, dates)
-    if as_json:
-        click.echo(json.dumps([entry.to_dict() for entry in report], indent=2, sort_keys=True))
+    if obj.as_json:
+        emit([entry.to_dict() for entry in report])
     else:
         # Piped or captured output has no terminal width; do not squeeze the table into 80 columns.
         Console(width=None if sys.stdout.isatty() else 160).print(status_table(report))
@@ -230,7 +337,11 @@ def _input_cell(item: operations.InputStatus) -> str:
 def _build_cell(build: operations.BuildStatus) -> str:
     if not build.built:
         return "[yellow]not built[/]"
-    stale = "" if build.up_to_date else " [yellow](inputs changed)[/]"
+    stale = ""
+    if not build.inputs_current:
+        stale = " [yellow](inputs changed)[/]"
+    elif build.checked_at is None:
+        stale = " [yellow](checks not run)[/]"
     return f"{build.rows} rows in {build.duration_ms} ms{stale}\nrun {build.run_id}"
 
 
@@ -244,32 +355,38 @@ def _checks_cell(checks: operations.CheckStatus) -> str:
 
 
 # ---- backfill --------------------------------------------------------------------------------
-@cli.command(help="Pull usage for a range (the timer's client and staging), then build it in chunks. Resumable.")
+@cli.command(
+    help="Pull usage for a range (the timer's client and staging), build it in chunks, run missing checks. "
+    "Resumable: re-running skips what is done."
+)
 @click.option("--start", type=ISO_DATE, required=True, help="First date (inclusive).")
 @click.option("--end", type=ISO_DATE, required=True, help="Last date (inclusive).")
-@click.option("--dry-run", is_flag=True, help="List what would be pulled and built; change nothing.")
-@click.option(
-    "--chunk-days",
-    type=click.IntRange(1, 366),
-    default=operations.DEFAULT_CHUNK_DAYS,
-    show_default=True,
-    help="Days per builder call.",
-)
+@dry_run_option
+@chunk_days_option
+@json_option
 @pass_cli
 def backfill(obj: CliContext, start: dt.date, end: dt.date, dry_run: bool, chunk_days: int) -> None:
     dates = resolve_range(None, start, end)
+    obj.resume_args = ["backfill", "--start", str(start), "--end", str(end), "--chunk-days", str(chunk_days)]
     if dry_run:
         plan = operations.backfill_with(obj.services, dates, dry_run=True, chunk_days=chunk_days)
         assert isinstance(plan, operations.BackfillPlan)
-        _print_plan(plan)
+        if obj.as_json:
+            emit({"dry_run": True, **plan.to_dict()})
+        else:
+            _print_plan(plan)
         return
     with rich_progress() as progress:
         result = operations.backfill_with(obj.services, dates, progress=progress, chunk_days=chunk_days)
     assert isinstance(result, operations.BackfillResult)
+    if obj.as_json:
+        emit({"dry_run": False, **result.to_dict()})
+        return
     click.echo(
         f"backfill {dates}: pulled {len(result.pulled)} dates ({len(result.plan.pull_skipped)} already pulled), "
         f"built {sum(len(c) for c in result.built)} dates in {len(result.built)} chunks "
-        f"({len(result.build_skipped_after_pull)} already up to date); run {result.run_id}"
+        f"({len(result.build_skipped_after_pull)} already up to date), "
+        f"ran the missing checks of {len(result.checked)} dates; run {result.run_id}"
     )
 
 
@@ -281,9 +398,10 @@ def _print_plan(plan: operations.BackfillPlan) -> None:
     for chunk in plan.build:
         click.echo(f"  build {chunk} ({len(chunk)} dates)")
     click.echo(f"already built from the same inputs (skipped): {len(plan.build_skipped)}")
+    click.echo(f"would run the missing checks of {len(plan.check)} built dates{_dates_suffix(plan.check)}")
 
 
-def _dates_suffix(days: list[dt.date]) -> str:
+def _dates_suffix(days: Sequence[dt.date]) -> str:
     chunks = operations.contiguous_chunks(days, max_days=10_000)
     return (": " + ", ".join(str(c) for c in chunks)) if chunks else ""
 
@@ -329,18 +447,48 @@ def rich_progress() -> Iterator[RichProgress]:
 
 
 # ---- rebuild ---------------------------------------------------------------------------------
-@cli.command(help="Queue a build of dates (and their window neighbours), or run it now with --now.")
+@cli.command(
+    help="Queue a forced build of dates, one message per chunk (the builder adds the window neighbours), "
+    "or run the chunks now with --now (checks included)."
+)
 @date_range_options
 @click.option("--now", "inline", is_flag=True, help="Build inline through the builder instead of queueing.")
+@chunk_days_option
+@dry_run_option
+@json_option
 @pass_cli
-def rebuild(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None, inline: bool) -> None:
+def rebuild(
+    obj: CliContext,
+    day: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    inline: bool,
+    chunk_days: int,
+    dry_run: bool,
+) -> None:
     dates = resolve_range(day, start, end)
-    result = operations.rebuild_with(obj.services, dates, inline=inline)
-    if inline:
-        click.echo(f"rebuilt {dates}: {_describe(result.outcome)}")
+    obj.resume_args = ["rebuild", *range_args(dates), "--chunk-days", str(chunk_days), *(["--now"] if inline else [])]
+    if inline and not dry_run:
+        with rich_progress() as progress:
+            result = operations.rebuild_with(obj.services, dates, inline=True, chunk_days=chunk_days, progress=progress)
+    else:
+        result = operations.rebuild_with(obj.services, dates, inline=inline, chunk_days=chunk_days, dry_run=dry_run)
+    if obj.as_json:
+        emit(result.to_dict())
+        return
+    chunks = result.to_dict()["chunks"]
+    if dry_run:
+        verb = "build now" if inline else f"queue on {obj.settings.build_queue}"
+        click.echo(f"dry run: rebuild {dates} would {verb} {len(chunks)} forced build(s); nothing is changed")
+        for message in result.messages:
+            click.echo(f"  {json.dumps(message, sort_keys=True)}")
+        click.echo("the builder also rebuilds each chunk's window neighbours (already built days up to D+6)")
+    elif inline:
+        click.echo(f"rebuilt {dates} in {len(chunks)} chunk(s): {'; '.join(_describe(o) for o in result.outcomes)}")
     else:
         click.echo(
-            f"queued a build of {dates} on {obj.settings.build_queue} (message {result.message_id}); "
+            f"queued {len(chunks)} build message(s) for {dates} on {obj.settings.build_queue} "
+            f"({', '.join(chunks)}; message ids {', '.join(result.message_ids)}); "
             "the builder also rebuilds the window neighbours"
         )
 
@@ -358,14 +506,32 @@ def _describe(outcome: Any) -> str:
 
 
 # ---- rollback --------------------------------------------------------------------------------
-@cli.command(help="Delete the analytics rows of a date and mark it for rebuild. Needs --yes.")
+@cli.command(help="Delete the analytics rows of a date and mark it for rebuild. Needs --yes (or --dry-run).")
 @click.option("--date", "day", type=ISO_DATE, required=True, help="The date to roll back.")
 @click.option("--yes", is_flag=True, help="Confirm: the date's analytics rows are deleted.")
+@dry_run_option
+@json_option
 @pass_cli
-def rollback(obj: CliContext, day: dt.date, yes: bool) -> None:
-    if not yes:
+def rollback(obj: CliContext, day: dt.date, yes: bool, dry_run: bool) -> None:
+    if not yes and not dry_run:
         raise click.UsageError(f"rollback deletes the analytics rows of {day}; add --yes to confirm")
-    result = operations.rollback_with(obj.services, day)
+    obj.resume_args = ["rollback", "--date", str(day), "--yes"]
+    result = operations.rollback_with(obj.services, day, dry_run=dry_run)
+    if obj.as_json:
+        emit(result.to_dict())
+        return
+    if result.never_built:
+        click.echo(
+            f"{day} was never built (or is already rolled back): no analytics rows, no build record; nothing changed"
+        )
+        return
+    if dry_run:
+        click.echo(
+            f"dry run: rollback of {day} would remove {result.analytics_rows_removed} analytics rows"
+            f"{' and the build record' if result.build_record_removed else ''} and reset the date's build state "
+            "in the readiness gate; nothing is changed"
+        )
+        return
     readiness = {
         True: "readiness build state reset",
         False: "readiness build state unchanged",
@@ -388,35 +554,204 @@ def events() -> None:
 @click.option(
     "--lookback-days", type=click.IntRange(min=0), default=None, help="Default: the EVENTS_LOOKBACK_DAYS setting."
 )
+@dry_run_option
+@json_option
 @pass_cli
-def events_refresh(obj: CliContext, lookback_days: int | None) -> None:
+def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) -> None:
+    obj.resume_args = ["events", "refresh", *([] if lookback_days is None else ["--lookback-days", str(lookback_days)])]
     settings = obj.services.settings
     lookback = settings.events_lookback_days if lookback_days is None else lookback_days
+    run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.services.warehouse, new_run_id(), dt.datetime.now(dt.UTC), lookback
+        obj.services.warehouse, run_id or "dry-run", dt.datetime.now(dt.UTC), lookback, dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
-    click.echo(f"refreshed {len(result.days)} day(s) of agg.company_daily_events ({first}..{last})")
+    if obj.as_json:
+        emit(
+            {
+                "run_id": run_id,
+                "dry_run": dry_run,
+                "days": result.days,
+                "count": len(result.days),
+                "loaded_through": result.loaded_through,
+            }
+        )
+        return
+    verb = "dry run: would refresh" if dry_run else "refreshed"
+    click.echo(f"{verb} {len(result.days)} day(s) of agg.company_daily_events ({first}..{last})")
 
 
 # ---- replay ----------------------------------------------------------------------------------
-@cli.command(help="Re-stage a date from what already landed: usage from raw NDJSON (no API call), CRM from its blob.")
-@click.option("--date", "day", type=ISO_DATE, required=True, help="The date to re-stage.")
-@click.option("--usage/--no-usage", default=True, show_default=True, help="Re-stage usage from the raw NDJSON.")
-@click.option("--crm/--no-crm", default=True, show_default=True, help="Re-run staging of the date's CRM blob.")
+@cli.command(
+    "replay",
+    help="Compare the staged rows of each date with what landed (usage: raw NDJSON, no API call; CRM: its file) "
+    "and re-stage what differs.",
+)
+@date_range_options
+@click.option("--usage/--no-usage", default=True, show_default=True, help="Compare and restore usage.")
+@click.option("--crm/--no-crm", default=True, show_default=True, help="Compare and restore the CRM snapshot.")
+@dry_run_option
+@json_option
 @pass_cli
-def replay(obj: CliContext, day: dt.date, usage: bool, crm: bool) -> None:
+def replay_command(
+    obj: CliContext,
+    day: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    usage: bool,
+    crm: bool,
+    dry_run: bool,
+) -> None:
     if not usage and not crm:
         raise click.UsageError("nothing to replay: --no-usage and --no-crm together")
-    result = operations.replay_with(obj.services, day, usage=usage, crm=crm)
-    if result.usage is not None:
-        staged = result.usage
+    dates = resolve_range(day, start, end)
+    flags = [*([] if usage else ["--no-usage"]), *([] if crm else ["--no-crm"])]
+    obj.resume_args = ["replay", *range_args(dates), *flags]
+    result = replay.replay_with(obj.services, dates, usage=usage, crm=crm, dry_run=dry_run)
+    if obj.as_json:
+        emit(result.to_dict())
+        return
+    if dry_run:
+        click.echo(f"dry run: replay {dates}; nothing is changed")
+    for entry in result.dates:
+        for item in entry.inputs:
+            click.echo(f"{item.input} {entry.date}: {item.describe()}")
+    restored = sum(len(d.restored) for d in result.dates)
+    if not dry_run:
+        click.echo(f"restored {restored} input(s) of {len(result.dates)} date(s) (run {result.run_id})")
+
+
+# ---- checks ----------------------------------------------------------------------------------
+@cli.group(help="Data-quality checks (ops.data_quality_results).")
+def checks() -> None:
+    pass
+
+
+@checks.command(
+    "run", help="Re-run the data-quality checks of built dates: stored, flagged and alerted as after a build."
+)
+@date_range_options
+@click.option(
+    "--check",
+    "names",
+    multiple=True,
+    type=click.Choice([c.name for c in quality.CHECKS]),
+    help="Only this check (repeatable). Default: all.",
+)
+@dry_run_option
+@json_option
+@pass_cli
+def checks_run(
+    obj: CliContext,
+    day: dt.date | None,
+    start: dt.date | None,
+    end: dt.date | None,
+    names: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    dates = resolve_range(day, start, end)
+    obj.resume_args = ["checks", "run", *range_args(dates), *[a for n in names for a in ("--check", n)]]
+    result = operations.checks_with(obj.services, dates, names=names, dry_run=dry_run)
+    if obj.as_json:
+        emit(result.to_dict())
+    else:
+        _print_checks(result)
+    if not result.ok:
         click.echo(
-            f"usage {day}: {staged.rows} rows, version {staged.version[:12]} "
-            f"({'re-staged' if staged.changed else 'unchanged'})"
+            f"checks failed: {result.counts()['fail']} failed, {result.counts()['error']} could not run", err=True
         )
-    for item in result.crm:
-        click.echo(f"crm {day}: {item.blob_name}: {item.status}, {item.rows_staged} rows staged")
+        raise click.exceptions.Exit(EXIT_FAILURE)
+
+
+def _print_checks(result: operations.ChecksRun) -> None:
+    skipped = f"; not built (skipped): {len(result.not_built)}{_dates_suffix(result.not_built)}"
+    if result.dry_run:
+        click.echo(
+            f"dry run: would run {len(result.checks)} check(s) ({', '.join(result.checks)}) for "
+            f"{len(result.checked)} built date(s){_dates_suffix(result.checked)}{skipped}; nothing is changed"
+        )
+        return
+    counts = result.counts()
+    click.echo(
+        f"checked {len(result.checked)} date(s){_dates_suffix(result.checked)}: {counts['pass']} passed, "
+        f"{counts['warn']} warned, {counts['fail']} failed, {counts['error']} could not run{skipped} "
+        f"(run {result.run_id})"
+    )
+    for item in result.results:
+        if not item.passed:
+            click.echo(f"  {item.check_date} {item.check_name}: {item.status}: {item.message}")
+
+
+# ---- runs ------------------------------------------------------------------------------------
+@cli.command(help="Recent pipeline runs (ops.pipeline_runs), newest first.")
+@click.option("--date", "day", type=ISO_DATE, help="Only runs of this date.")
+@click.option("--step", help="Only this step (build, usage_pull, usage_staging, crm_staging, quality, rollback, ...).")
+@click.option(
+    "--status", "run_status", help="Only this status (running, succeeded, failed, rejected, skipped, interrupted)."
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+@pass_cli
+def runs(obj: CliContext, day: dt.date | None, step: str | None, run_status: str | None, limit: int) -> None:
+    rows = operations.runs_with(obj.services, day=day, step=step, status=run_status, limit=limit)
+    if obj.as_json:
+        emit({"runs": rows, "count": len(rows)})
+        return
+    table = Table(title="Recent runs")
+    for column in ("started", "run id", "step", "date", "status", "rows in/out", "ms", "error"):
+        table.add_column(column)
+    for row in rows:
+        error = f"{row['error_type'] or ''} {row['error_message'] or ''}".strip()
+        table.add_row(
+            str(row["started_at"]),
+            row["run_id"],
+            row["step"],
+            str(row["run_date"] or "-"),
+            row["status"],
+            f"{_or_dash(row['rows_in'])}/{_or_dash(row['rows_out'])}",
+            _or_dash(row["duration_ms"]),
+            error[:200] or "-",
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+# ---- alerts ----------------------------------------------------------------------------------
+@cli.command(help="Alert deliveries (ops.alert_deliveries): sent, suppressed, failed (retried each tick), log only.")
+@click.option("--date", "day", type=ISO_DATE, help="Only alerts about this date.")
+@click.option("--step", help="Only alerts raised by this step.")
+@click.option(
+    "--status",
+    "delivery_status",
+    type=click.Choice(["sent", "suppressed", "failed", "log_only"]),
+    help="Only this status.",
+)
+@click.option("--limit", type=click.IntRange(1, 10_000), default=50, show_default=True)
+@json_option
+@pass_cli
+def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_status: str | None, limit: int) -> None:
+    rows = operations.alerts_with(obj.services, day=day, step=step, status=delivery_status, limit=limit)
+    if obj.as_json:
+        emit({"alerts": rows, "count": len(rows)})
+        return
+    table = Table(title="Alert deliveries")
+    for column in ("last attempt", "status", "attempts", "step", "date", "title", "subject", "error"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(
+            str(row["last_attempt_at"]),
+            row["status"],
+            str(row["attempts"]),
+            row["step"],
+            str(row["alert_date"] or "-"),
+            row["title"],
+            row["subject"] or "-",
+            row["last_error_type"] or "-",
+        )
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 # ---- poison (issue 13: kept as one group near the end of the file) -------------------------
@@ -426,14 +761,13 @@ def poison_group() -> None:
 
 
 @poison_group.command("list", help="The messages in both poison queues and the latest ops.poison_events records.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document {messages, events}.")
+@json_option
 @pass_cli
-def poison_list(obj: CliContext, as_json: bool) -> None:
+def poison_list(obj: CliContext) -> None:
     items = poison.list_poison(obj.services)
     events = poison.recent_events(obj.services.warehouse, limit=20)
-    if as_json:
-        document = {"messages": [i.to_dict() for i in items], "events": [_json_row(e) for e in events]}
-        click.echo(json.dumps(document, indent=2, sort_keys=True))
+    if obj.as_json:
+        emit({"messages": [i.to_dict() for i in items], "events": events, "count": len(items)})
         return
     click.echo(f"{len(items)} message(s) in the poison queues")
     for item in items:
@@ -444,13 +778,13 @@ def poison_list(obj: CliContext, as_json: bool) -> None:
 
 @poison_group.command("requeue", help="Retry poisoned inputs now (builds re-queued, CRM blob versions staged).")
 @click.option("--id", "message_ids", multiple=True, help="Only this message id (repeatable); default: all.")
-@click.option("--dry-run", is_flag=True, help="Say what would be retried; change nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (a list of outcomes).")
+@dry_run_option
+@json_option
 @pass_cli
-def poison_requeue(obj: CliContext, message_ids: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+def poison_requeue(obj: CliContext, message_ids: tuple[str, ...], dry_run: bool) -> None:
     outcomes = poison.requeue(obj.services, message_ids=message_ids, dry_run=dry_run)
-    if as_json:
-        click.echo(json.dumps([o.to_dict() for o in outcomes], indent=2, sort_keys=True))
+    if obj.as_json:
+        emit({"outcomes": [o.to_dict() for o in outcomes], "dry_run": dry_run, "count": len(outcomes)})
         return
     for outcome in outcomes:
         click.echo(f"{outcome.subject}: {'would be ' if dry_run else ''}{outcome.action} ({outcome.note})")
@@ -458,13 +792,10 @@ def poison_requeue(obj: CliContext, message_ids: tuple[str, ...], dry_run: bool,
         click.echo("nothing to requeue")
 
 
-def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, dt.date | dt.datetime) else v for k, v in row.items()}
-
-
 # ======================================================================================
 def main() -> None:
-    cli(prog_name="python -m pipeline_tools.cli")
+    """The console entry point (pyproject [project.scripts] company-activity)."""
+    cli(prog_name=PROG)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
+from opentelemetry import trace
+
 # An immutable default: context is only ever replaced (log_context sets a new dict), never mutated.
 _EMPTY: dict[str, Any] = {}
 _CONTEXT: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("pipeline_log_context", default=_EMPTY)
@@ -27,6 +29,18 @@ _SECRET_PATTERNS = [
     re.compile(r"(?i)(Bearer\s+)([A-Za-z0-9._~+/=-]+)"),
 ]
 _SECRETS: set[str] = set()
+
+# Context keys that become attributes of spans and of exported log records (Application Insights
+# customDimensions), under these names; the same names in every table make KQL joins simple.
+TELEMETRY_ATTRIBUTES = {
+    "run_id": "run_id",
+    "step": "step",
+    "date": "activity_date",
+    "pipeline": "pipeline",
+    "function": "function",
+    "blob_name": "blob_name",
+    "invocation_id": "invocation_id",
+}
 
 
 def new_run_id() -> str:
@@ -58,6 +72,14 @@ def log_context(**fields: Any) -> Iterator[dict[str, Any]]:
     """Add fields (run_id, step, date, ...) to every log record inside the block."""
     merged = {**_CONTEXT.get(), **{k: v for k, v in fields.items() if v is not None}}
     token = _CONTEXT.set(merged)
+    if fields.get("run_id") is not None:
+        # The invocation's span starts before its service names the run: when the run is first
+        # named, the current span learns the context (run_id, step, date) too.
+        span = trace.get_current_span()
+        if span.is_recording() and "run_id" not in (getattr(span, "attributes", None) or {}):
+            span.set_attributes(
+                {TELEMETRY_ATTRIBUTES[k]: str(v) for k, v in merged.items() if k in TELEMETRY_ATTRIBUTES}
+            )
     try:
         yield merged
     finally:
@@ -101,6 +123,11 @@ def _redacting_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     """Redact at record creation, so every handler — including the Functions host's own, which
     ships records to Application Insights — sees the masked text, not only our formatter."""
     record = _BASE_FACTORY(*args, **kwargs)
+    # The context as flat attributes: what an OpenTelemetry log handler exports as dimensions.
+    for key, value in _CONTEXT.get().items():
+        name = TELEMETRY_ATTRIBUTES.get(key)
+        if name is not None and name not in record.__dict__:
+            record.__dict__[name] = str(value)
     if _SECRETS or record.args:
         try:
             message = record.getMessage()
@@ -110,12 +137,16 @@ def _redacting_record_factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
     return record
 
 
-def configure_logging(level: str = "INFO", json_lines: bool = True) -> None:
-    """Install redaction, the context filter and the formatter on the root logger (idempotent)."""
+def configure_logging(level: str = "INFO", json_lines: bool = True, stream: bool = True) -> None:
+    """Install redaction, the context filter and the formatter on the root logger (idempotent).
+
+    ``stream=False``: no stream handler of ours (in Azure, records leave through the
+    OpenTelemetry handler; a second handler would ship every line twice).
+    """
     logging.setLogRecordFactory(_redacting_record_factory)
     root = logging.getLogger()
     root.setLevel(level)
-    if not any(isinstance(f, ContextFilter) for h in root.handlers for f in h.filters):
+    if stream and not any(isinstance(f, ContextFilter) for h in root.handlers for f in h.filters):
         handler = logging.StreamHandler()
         handler.addFilter(ContextFilter())
         handler.setFormatter(

@@ -171,6 +171,9 @@ class Settings(BaseModel):
     freshness_deadline_hours: float = Field(
         30.0, gt=0, validation_alias=AliasChoices("FRESHNESS_DEADLINE_HOURS", "freshness_deadline_hours")
     )
+    freshness_lookback_days: int = Field(
+        7, ge=1, le=60, validation_alias=AliasChoices("FRESHNESS_LOOKBACK_DAYS", "freshness_lookback_days")
+    )
     events_lookback_days: int = Field(
         2, ge=0, validation_alias=AliasChoices("EVENTS_LOOKBACK_DAYS", "events_lookback_days")
     )
@@ -188,6 +191,9 @@ class Settings(BaseModel):
         60, ge=0, validation_alias=AliasChoices("ALERT_DEDUP_MINUTES", "alert_dedup_minutes")
     )
     alert_timeout_s: float = Field(5.0, gt=0, validation_alias=AliasChoices("ALERT_TIMEOUT_S", "alert_timeout_s"))
+    alert_retry_max_attempts: int = Field(
+        5, ge=1, validation_alias=AliasChoices("ALERT_RETRY_MAX_ATTEMPTS", "alert_retry_max_attempts")
+    )  # a failed delivery is tried again on each timer tick until tried this many times
     run_link_template: str = Field(
         "", validation_alias=AliasChoices("RUN_LINK_TEMPLATE", "run_link_template")
     )  # e.g. a Log Analytics query URL with {run_id}; empty: alerts name the ops table instead
@@ -198,6 +204,16 @@ class Settings(BaseModel):
     )  # a running step without a heartbeat for this long is marked abandoned
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
+
+    # --- Telemetry (OpenTelemetry; shared/telemetry.py).
+    applicationinsights_connection_string: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string"),
+    )
+    telemetry_sampling_ratio: float = Field(
+        1.0, ge=0, le=1, validation_alias=AliasChoices("TELEMETRY_SAMPLING_RATIO", "telemetry_sampling_ratio")
+    )
+    telemetry_console: bool = Field(False, validation_alias=AliasChoices("TELEMETRY_CONSOLE", "telemetry_console"))
 
     @model_validator(mode="before")
     @classmethod
@@ -237,6 +253,7 @@ class Settings(BaseModel):
             self.usage_api_key,
             self.azure_sql_connection_string,
             self.alert_webhook_url,
+            self.applicationinsights_connection_string,
         ):
             if secret is not None:
                 register_secret(secret.get_secret_value())

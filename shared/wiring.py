@@ -7,13 +7,18 @@ invocations (the "manage connections" guidance: one client per process, not per 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
 import threading
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from shared.logs import configure_logging
+from opentelemetry.trace import SpanKind
+
+from shared import telemetry
+from shared.logs import configure_logging, log_context
 from shared.settings import Settings, WarehouseEngine
 
 if TYPE_CHECKING:
@@ -123,23 +128,42 @@ class Services:
     @property
     def alerts(self) -> AlertSink:
         def build() -> AlertSink:
+            from shared.services.alert_deliveries import RecordedAlertSink
             from shared.services.alerts import LogAlertSink
 
+            inner: AlertSink
             if self.settings.alert_webhook_url is None:
-                return LogAlertSink()
-            from shared.adapters.webhook import WebhookAlertSink
+                inner = LogAlertSink()
+            else:
+                from shared.adapters.webhook import WebhookAlertSink
 
-            # De-duplication claims live in the state table (lazily: alerts must work even
-            # when storage is the thing that is down; the sink then falls back to memory).
-            return WebhookAlertSink.from_settings(self.settings, state_table=lambda: self.state_table)
+                # De-duplication claims live in the state table (lazily: alerts must work even
+                # when storage is the thing that is down; the sink then falls back to memory).
+                inner = WebhookAlertSink.from_settings(self.settings, state_table=lambda: self.state_table)
+            # Each delivery is recorded in ops.alert_deliveries, after sending (lazily too).
+            return RecordedAlertSink(inner, lambda: self.warehouse)
 
         return self._get("alerts", build)
 
-    # ---- entry points (one per binding) ----------------------------------------------------
+    # ---- entry points (one per binding; each invocation is one trace) ----------------------
     def stage_crm_blob(self, blob_name: str) -> Any:
         from shared.services import crm_staging
 
-        return crm_staging.stage_crm_blob(blob_name, self)
+        with self._invocation("crm_snapshot_arrived", blob_name=blob_name):
+            return crm_staging.stage_crm_blob(blob_name, self)
+
+    def run_timer_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
+        """The usage timer: the usage tick, then input freshness (also when the tick failed:
+        a failing pull is when a missing input matters most)."""
+        from shared.services import freshness
+
+        with self._invocation("usage_timer"):
+            tick = None
+            try:
+                tick = self.run_usage_tick(now, past_due)
+                return tick
+            finally:  # one run id for the invocation's steps (a new one if the tick failed early)
+                freshness.evaluate_on_schedule(self, now, run_id=tick.run_id if tick is not None else None)
 
     def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
         from shared.services import usage_ingest
@@ -149,7 +173,18 @@ class Services:
     def handle_build_message(self, body: bytes, dequeue_count: int = 1, message_id: str | None = None) -> Any:
         from shared.services import builder
 
-        return builder.handle_build_message(body, dequeue_count, self, message_id=message_id)
+        with self._invocation("build_requested"):
+            return builder.handle_build_message(body, dequeue_count, self, message_id=message_id)
+
+    @contextlib.contextmanager
+    def _invocation(self, function: str, **attributes: Any) -> Iterator[None]:
+        """One span per function invocation, with the context every child span and log record
+        inherits (the service adds run_id, step and date)."""
+        with (
+            log_context(pipeline=self.settings.pipeline_name, function=function, **attributes),
+            telemetry.span(function, kind=SpanKind.SERVER),
+        ):
+            yield
 
 
 def connect_warehouse(settings: Settings) -> Warehouse:
@@ -185,5 +220,7 @@ def provision_storage(settings: Settings) -> None:
 def services() -> Services:
     """The container the Functions host uses, from app settings (environment variables)."""
     settings = Settings.from_environment()
-    configure_logging(settings.log_level)
+    mode = telemetry.configure_telemetry(settings)
+    # In Azure the distro's handler ships every record; our JSON lines are for local runs only.
+    configure_logging(settings.log_level, stream=mode != "azure_monitor")
     return Services(settings)

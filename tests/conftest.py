@@ -129,3 +129,100 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "azurite" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+# ---- OpenTelemetry capture (tests of shared/telemetry.py) ----------------------------------------
+class OtelCapture:
+    """In-memory exporters behind the pipeline's real span and log processors.
+
+    OpenTelemetry's global providers can be set once per process, so they are installed on first
+    use and stay; the exporters only keep what arrives while a test holds the ``otel`` fixture.
+    """
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk._logs import LogRecordProcessor
+        from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+        from opentelemetry.sdk.metrics import Counter, Histogram, UpDownCounter
+        from opentelemetry.sdk.metrics.export import AggregationTemporality, InMemoryMetricReader
+        from opentelemetry.sdk.trace import SpanProcessor
+        from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+        from shared import telemetry
+
+        self.active = False
+        self.span_exporter = InMemorySpanExporter()
+        self.log_exporter = InMemoryLogRecordExporter()
+        delta = AggregationTemporality.DELTA
+        self.metric_reader = InMemoryMetricReader(
+            preferred_temporality={Counter: delta, Histogram: delta, UpDownCounter: delta}
+        )
+        spans, logs = SimpleSpanProcessor(self.span_exporter), SimpleLogRecordProcessor(self.log_exporter)
+        capture = self
+
+        class SpansWhileActive(SpanProcessor):
+            def on_end(self, span: Any) -> None:
+                if capture.active:
+                    spans.on_end(span)
+
+        class LogsWhileActive(LogRecordProcessor):
+            def on_emit(self, log_data: Any) -> None:
+                if capture.active:
+                    logs.on_emit(log_data)
+
+            def shutdown(self) -> None:
+                return None
+
+            def force_flush(self, timeout_millis: int = 30_000) -> bool:
+                return True
+
+        telemetry.install_providers(SpansWhileActive(), self.metric_reader, log_processor=LogsWhileActive())
+        telemetry.instrument_requests()  # as configure_telemetry does
+
+    def start(self) -> None:
+        self.span_exporter.clear()
+        self.log_exporter.clear()
+        self.metric_reader.get_metrics_data()  # deltas start from here
+        self.active = True
+
+    def spans(self) -> list[Any]:
+        return list(self.span_exporter.get_finished_spans())
+
+    def logs(self) -> list[Any]:
+        return [data.log_record for data in self.log_exporter.get_finished_logs()]
+
+    def metrics(self) -> dict[str, list[tuple[dict[str, Any], Any]]]:
+        """Metric name -> [(attributes, value)]: a sum, a histogram's (count, sum), a gauge's value."""
+        found: dict[str, list[tuple[dict[str, Any], Any]]] = {}
+        data = self.metric_reader.get_metrics_data()
+        for resource in data.resource_metrics if data else []:
+            for scope in resource.scope_metrics:
+                for metric in scope.metrics:
+                    for point in metric.data.data_points:
+                        value = (point.count, point.sum) if hasattr(point, "bucket_counts") else point.value
+                        found.setdefault(metric.name, []).append((dict(point.attributes or {}), value))
+        return found
+
+
+_OTEL: list[OtelCapture] = []
+
+
+@pytest.fixture
+def otel() -> Iterator[OtelCapture]:
+    """Spans, log records and metrics the code under test emits through shared/telemetry.py."""
+    import logging
+
+    from shared.logs import configure_logging
+
+    if not _OTEL:
+        _OTEL.append(OtelCapture())
+    capture = _OTEL[0]
+    root = logging.getLogger()
+    level = root.level
+    configure_logging("INFO", stream=False)  # the record factory that puts the context on records
+    capture.start()
+    try:
+        yield capture
+    finally:
+        capture.active = False
+        root.setLevel(level)

@@ -20,6 +20,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
+from shared import telemetry
 from shared.adapters.storage_common import (
     BLOB_QUEUE_RETRY,
     StorageNotFound,
@@ -99,7 +100,9 @@ class BlobStore:
             props = blob.get_blob_properties(**condition)
         offset, total = 0, int(props.size)
         while offset < total:
-            with storage_errors(f"read {container}/{name}"):
+            # A span per ranged GET, not one across the yields: the caller's work between chunks
+            # must not become children of a read.
+            with _traced("read", container, name, offset=offset), storage_errors(f"read {container}/{name}"):
                 data = blob.download_blob(
                     offset=offset,
                     length=min(chunk_size, total - offset),
@@ -115,7 +118,7 @@ class BlobStore:
 
     def read_bytes(self, container: str, name: str) -> bytes:
         """Whole small blob (reports, manifests). Raises StorageNotFound when absent."""
-        with storage_errors(f"read {container}/{name}"):
+        with _traced("read", container, name), storage_errors(f"read {container}/{name}"):
             return self._blob(container, name).download_blob(max_concurrency=1, decompress=False).readall()
 
     def write(
@@ -135,9 +138,13 @@ class BlobStore:
         ``info().content_md5`` is known for every blob we write, however it was uploaded.
         With ``overwrite=False`` an existing blob raises ConcurrencyConflict.
         """
-        if isinstance(data, bytes | bytearray | memoryview):
-            return self._write_bytes(container, name, bytes(data), content_type, metadata or {}, overwrite)
-        return self._write_blocks(container, name, data, content_type, metadata or {}, overwrite)
+        with _traced("write", container, name) as span:
+            if isinstance(data, bytes | bytearray | memoryview):
+                info = self._write_bytes(container, name, bytes(data), content_type, metadata or {}, overwrite)
+            else:
+                info = self._write_blocks(container, name, data, content_type, metadata or {}, overwrite)
+            span.set_attribute("blob.size", info.size)
+            return info
 
     def _write_bytes(
         self, container: str, name: str, data: bytes, content_type: str, metadata: dict[str, str], overwrite: bool
@@ -191,7 +198,7 @@ class BlobStore:
         source_url = self._blob(src_container, src_name).url
         target = self._blob(dst_container, dst_name)
         operation = f"copy {src_container}/{src_name} to {dst_container}/{dst_name}"
-        with storage_errors(operation):
+        with _traced("copy", dst_container, dst_name, source=f"{src_container}/{src_name}"), storage_errors(operation):
             target.start_copy_from_url(source_url)
             props = self._wait_for_copy(target, operation)
         return _info_from_properties(dst_container, props)
@@ -227,11 +234,24 @@ class BlobStore:
 
     def delete(self, container: str, name: str) -> None:
         """Delete if present (idempotent)."""
-        with storage_errors(f"delete {container}/{name}"), contextlib.suppress(ResourceNotFoundError):
+        with (
+            _traced("delete", container, name),
+            storage_errors(f"delete {container}/{name}"),
+            contextlib.suppress(ResourceNotFoundError),
+        ):
             self._blob(container, name).delete_blob(delete_snapshots="include")
 
     def _blob(self, container: str, name: str) -> Any:
         return self._service.get_blob_client(container, name)
+
+
+def _traced(operation: str, container: str, name: str, **attributes: Any) -> Any:
+    """The span of one blob operation (``blob.read``, ``blob.write``, ...)."""
+    return telemetry.span(
+        f"blob.{operation}",
+        blob_name=name,
+        **{"blob.container": container, **{f"blob.{k}": v for k, v in attributes.items()}},
+    )
 
 
 def _info_from_properties(container: str, props: Any) -> BlobInfo:

@@ -30,6 +30,7 @@ from requests.auth import AuthBase
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
+from shared import telemetry
 from shared.errors import (
     AuthenticationFailed,
     PermanentError,
@@ -337,6 +338,7 @@ class UsageApiClient:
     def _before_retry(self, retry_state: RetryCallState) -> None:
         # Spending happens before the wait, so an exhausted budget fails at once, not after a sleep.
         self.budget.spend()
+        telemetry.API_RETRIES.add(1)
         exc = retry_state.outcome.exception() if retry_state.outcome else None
         log.warning(
             "usage API attempt %d failed (%s: %s); retrying in %.2fs",
@@ -347,23 +349,36 @@ class UsageApiClient:
         )
 
     def get_page(self, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
-        """One page (retried as the policy says): the body and the server's request id."""
-        for attempt in self._retrying():
-            with attempt:
-                page = self._get_once(params)
-                self.budget.earn()
-                return page
+        """One page (retried as the policy says): the body and the server's request id.
+
+        One ``usage_api.page`` span; each HTTP attempt is a client span inside it (requests
+        instrumentation)."""
+        with telemetry.span("usage_api.page", **{"usage_api.date": params.get("date")}) as span:
+            for attempt in self._retrying():
+                with attempt:
+                    body, request_id = self._get_once(params)
+                    self.budget.earn()
+                    span.set_attributes(
+                        {
+                            "usage_api.records": len(body["data"]),
+                            "usage_api.attempts": attempt.retry_state.attempt_number,
+                        }
+                    )
+                    return body, request_id
         raise AssertionError("unreachable: tenacity re-raises the last error")  # pragma: no cover
 
     def _get_once(self, params: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
         self.limiter.acquire()
         url = f"{self.base_url}{DAILY_PATH}"
+        telemetry.API_REQUESTS.add(1)
         try:
             response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
         except requests.Timeout as exc:
             raise UpstreamUnavailable(f"usage API timed out ({type(exc).__name__})") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
             raise UpstreamUnavailable(f"usage API connection failed ({type(exc).__name__})") from exc
+        if response.status_code == 429:
+            telemetry.API_RATE_LIMITED.add(1)
         log.debug("GET %s -> %s", redact_url(response.url), response.status_code)
         try:
             classify_response(response, self._wall_clock(), self.settings.usage_api_max_retry_after_s)

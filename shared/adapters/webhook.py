@@ -31,12 +31,15 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 from urllib.parse import quote, urlsplit
 
 import requests
+from opentelemetry.trace import SpanKind
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from shared import telemetry
 from shared.errors import ConcurrencyConflict, PermanentError, TransientError, UpstreamUnavailable
 from shared.logs import redact, register_secret
 from shared.settings import Settings
@@ -72,6 +75,18 @@ class AlertDedup(Protocol):
     def claim(self, key: str, now: dt.datetime, window: dt.timedelta) -> bool: ...
 
     def release(self, key: str) -> None: ...
+
+
+DeliveryStatus = Literal["sent", "suppressed", "failed", "log_only"]
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """How one send of an alert ended (recorded in ops.alert_deliveries by the wiring)."""
+
+    status: DeliveryStatus
+    attempts: int = 0  # HTTP posts made (0 when suppressed)
+    error_type: str | None = None  # the last failure's type, never its text
 
 
 def utcnow() -> dt.datetime:
@@ -323,17 +338,18 @@ class WebhookAlertSink:
             run_link_template=settings.run_link_template,
         )
 
-    def send(self, alert: AlertMessage) -> None:
+    def send(self, alert: AlertMessage) -> DeliveryResult:
         alert = alert.redacted()
         key = alert.dedup_key()
         if self.dedup_window > dt.timedelta(0) and not self.dedup.claim(key, self._clock(), self.dedup_window):
             log.info("alert %r suppressed: already sent within %s", alert.title, self.dedup_window)
-            return
+            return DeliveryResult("suppressed")
         payload = _redact_strings(
             build_payload(alert, run_link(alert.run_id, self.run_link_template), self.payload_format)
         )
+        attempts = [0]
         try:
-            self._post(payload)
+            self._post(payload, attempts)
         except Exception as exc:  # never fail the step that raised the alert
             # Free the claim so the next occurrence can try again instead of being suppressed.
             self.dedup.release(key)
@@ -344,8 +360,10 @@ class WebhookAlertSink:
                 self.retries + 1,
                 redact(str(exc)) if isinstance(exc, (TransientError, PermanentError)) else type(exc).__name__,
             )
+            return DeliveryResult("failed", attempts[0], type(exc).__name__)
+        return DeliveryResult("sent", attempts[0])
 
-    def _post(self, payload: dict[str, Any]) -> None:
+    def _post(self, payload: dict[str, Any], attempts: list[int]) -> None:
         retrying = Retrying(
             stop=stop_after_attempt(self.retries + 1),
             wait=wait_exponential(multiplier=self._backoff_s, max=max(self._backoff_s * 4, 0.0)),
@@ -354,14 +372,23 @@ class WebhookAlertSink:
         )
         for attempt in retrying:
             with attempt:
+                attempts[0] += 1
                 self._post_once(payload)
 
     def _post_once(self, payload: dict[str, Any]) -> None:
+        # The URL is the secret: the HTTP instrumentation (which records it) is off for this
+        # request, and our span names only the host.
+        with telemetry.span("webhook.post", kind=SpanKind.CLIENT, **{"server.address": self._host}) as span:
+            self._post_to_webhook(payload, span)
+
+    def _post_to_webhook(self, payload: dict[str, Any], span: Any) -> None:
         try:
-            response = self._session.post(self._url, json=payload, timeout=(self.timeout, self.timeout))
+            with telemetry.untraced_http():
+                response = self._session.post(self._url, json=payload, timeout=(self.timeout, self.timeout))
         except (requests.Timeout, requests.ConnectionError) as exc:
             # The exception text names the URL: keep only its type.
             raise UpstreamUnavailable(f"{type(exc).__name__} posting the alert") from None
+        span.set_attribute("http.response.status_code", response.status_code)
         if response.status_code >= 500 or response.status_code == 429:
             raise UpstreamUnavailable(f"webhook answered HTTP {response.status_code}")
         if response.status_code >= 400:

@@ -23,7 +23,8 @@ from shared.errors import MalformedMessage
 
 WINDOW_DAYS = 7  # D-6..D: a change on D reaches D+1..D+6
 MAX_REQUEST_DAYS = 3660  # ten years; the build SQL's day generator reaches 10,000 days
-_ALLOWED_KEYS = {"dates", "start", "end", "reason", "force", "crm_version", "usage_version"}
+_ALLOWED_KEYS = {"dates", "start", "end", "reason", "force", "crm_version", "usage_version", "traceparent"}
+_TRACEPARENT_MAX = 128  # W3C traceparent is 55 characters; later versions may append fields
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class BuildRequest:
     dates: tuple[dt.date, ...]  # sorted, unique
     reason: str = ""
     force: bool = False
+    # W3C trace context of the span that queued the message (absent in older messages): the
+    # build's trace links to it.
+    traceparent: str | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,10 @@ def parse_build_request(payload: Any) -> BuildRequest:
     reason = payload.get("reason", "")
     if not isinstance(reason, str):
         raise MalformedMessage('"reason" must be a string')
-    return BuildRequest(dates=tuple(sorted(dates)), reason=reason[:200], force=force)
+    traceparent = payload.get("traceparent")
+    if traceparent is not None and (not isinstance(traceparent, str) or len(traceparent) > _TRACEPARENT_MAX):
+        raise MalformedMessage('"traceparent" must be a W3C traceparent string')
+    return BuildRequest(dates=tuple(sorted(dates)), reason=reason[:200], force=force, traceparent=traceparent)
 
 
 def plan_build(

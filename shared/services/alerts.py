@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.adapters.webhook import AlertDedup, InMemoryAlertDedup, utcnow
+from shared.adapters.webhook import AlertDedup, DeliveryResult, InMemoryAlertDedup, utcnow
 from shared.errors import PermanentError, RejectedInput, TransientError
 from shared.logs import redact
 
@@ -57,13 +57,13 @@ class Alert:
 
 
 class AlertSink(Protocol):
-    def send(self, alert: Alert) -> None: ...
+    def send(self, alert: Alert) -> DeliveryResult | None: ...
 
 
 class LogAlertSink:
     """The default when no webhook is configured: alerts become ERROR/WARNING log records."""
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert) -> DeliveryResult:
         alert = alert.redacted()
         level = logging.ERROR if alert.severity == "error" else logging.WARNING
         log.log(
@@ -73,6 +73,7 @@ class LogAlertSink:
             alert.message,
             extra={"fields": {"alert_step": alert.step, "alert_date": str(alert.date), "alert_run_id": alert.run_id}},
         )
+        return DeliveryResult("log_only", 1)
 
 
 class RecordingAlertSink:
@@ -81,8 +82,9 @@ class RecordingAlertSink:
     def __init__(self) -> None:
         self.alerts: list[Alert] = []
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert) -> DeliveryResult:
         self.alerts.append(alert.redacted())
+        return DeliveryResult("sent", 1)
 
 
 class DedupingAlertSink:
@@ -100,13 +102,13 @@ class DedupingAlertSink:
         self.window = window
         self._clock = clock
 
-    def send(self, alert: Alert) -> None:
+    def send(self, alert: Alert) -> DeliveryResult | None:
         key = alert.redacted().dedup_key()
         if self.window > dt.timedelta(0) and not self.dedup.claim(key, self._clock(), self.window):
             log.info("alert %r suppressed: already sent within %s", redact(alert.title), self.window)
-            return
+            return DeliveryResult("suppressed")
         try:
-            self.inner.send(alert)
+            return self.inner.send(alert)
         except Exception:
             self.dedup.release(key)
             raise

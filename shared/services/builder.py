@@ -36,6 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import FutureDateRefused, MalformedMessage
 from shared.host_config import queue_config
@@ -96,7 +97,9 @@ def handle_build_message(
         except MalformedMessage as exc:
             reject_malformed(exc, services.alerts, pipeline, run_id)
             return None
+        telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
+            telemetry.set_attributes(activity_date=_describe_dates(request.dates), step=STEP)
             now = dt.datetime.now(dt.UTC)
             try:
                 refuse_future_dates(request.dates, now)
@@ -116,7 +119,7 @@ def handle_build_message(
                     run_id=run_id,
                 )
             except Exception as exc:
-                alert_if_poisoned(
+                if alert_if_poisoned(
                     exc,
                     dequeue_count,
                     request,
@@ -126,10 +129,17 @@ def handle_build_message(
                     warehouse=services.warehouse,
                     message_id=message_id,
                     queue=services.settings.build_queue,
-                )
+                ):
+                    telemetry.POISON_MESSAGES.add(1, {"queue": f"{services.settings.build_queue}-poison"})
                 raise
             if outcome.plan.targets:
                 run_post_build(services, outcome.plan.targets, run_id)
+            else:
+                # Nothing to rebuild, but a build counts as done only once its checks ran: a
+                # redelivery after a crash between the commit and the checks runs them now.
+                unchecked = dates_built_without_checks(services.warehouse, request.dates)
+                if unchecked:
+                    run_post_build(services, unchecked, run_id)
             return outcome
 
 
@@ -138,7 +148,7 @@ def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, 
     log.error("build refused, nothing written: %s", exc)
     with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=request.dates[0]) as run:
         run.status = "refused"
-        run.note = f"FutureDateRefused: {exc}"
+        run.error_message = f"FutureDateRefused: {exc}"
     _send(
         services.alerts,
         Alert(
@@ -165,7 +175,7 @@ def skip_dates_without_inputs(
     log.warning("build of %s skipped: %s", _describe_dates(lacking), note)
     with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=lacking[0]) as run:
         run.status = "skipped"
-        run.note = note
+        run.error_message = note
     remaining = tuple(d for d in request.dates if d not in set(lacking))
     if not remaining:
         return None
@@ -208,10 +218,11 @@ def alert_if_poisoned(
     warehouse: Warehouse | None = None,
     message_id: str | None = None,
     queue: str = "",
-) -> None:
+) -> bool:
     """On the last delivery the host allows, the message is about to land in the poison queue:
     record it in ops.poison_events and alert once (the subject is the dates it asks for, so a
-    re-queued message that poisons again within the window does not alert twice)."""
+    re-queued message that poisons again within the window does not alert twice). Returns
+    whether it is."""
     max_dequeue = queue_config().max_dequeue_count
     if dequeue_count < max_dequeue:
         log.warning(
@@ -220,7 +231,7 @@ def alert_if_poisoned(
             max_dequeue,
             type(exc).__name__,
         )
-        return
+        return False
     log.error("build failed on delivery %d of %d: moved to poison", dequeue_count, max_dequeue)
     dates = _describe_dates(request.dates)
     cause = f"{type(exc).__name__}: {redact(str(exc))[:300]}"
@@ -260,6 +271,7 @@ def alert_if_poisoned(
             subject=f"build {dates}",
         ),
     )
+    return True
 
 
 def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
@@ -339,6 +351,9 @@ def build(
     except Exception as exc:  # the warehouse is the truth; the gate's status is informative
         log.warning("could not record the build status in the readiness state (%s)", type(exc).__name__)
     seconds = time.monotonic() - started
+    telemetry.BUILD_ROWS_WRITTEN.add(rows)
+    telemetry.BUILD_DURATION.record(seconds)
+    telemetry.BUILD_SUCCEEDED.add(1)
     log.info("built %d rows for %d date(s) in %.2f s", rows, len(plan.targets), seconds)
     return BuildOutcome(run_id, plan, rows, seconds)
 
@@ -441,6 +456,17 @@ def dates_beyond_window(warehouse: Warehouse, changed: Sequence[dt.date]) -> lis
         rows = warehouse.run(_BEYOND_WINDOW_SQL, {"changed_from": changed_from, "changed_to": changed_to})
         found.update(_as_date(row["activity_date"]) for row in rows)
     return sorted(found)
+
+
+def dates_built_without_checks(warehouse: Warehouse, dates: Sequence[dt.date]) -> list[dt.date]:
+    """Built dates of ``dates`` with no full data-quality check run since their last build."""
+    wanted = set(dates)
+    rows = warehouse.run("ops/date_status__builds", {"date_from": min(dates), "date_to": max(dates)})
+    return [
+        _as_date(row["activity_date"])
+        for row in rows
+        if row["run_id"] is not None and _as_date(row["activity_date"]) in wanted and not row["checks_ran"]
+    ]
 
 
 def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> dict[dt.date, InputVersions]:

@@ -26,10 +26,12 @@ import json
 import logging
 import re
 import tempfile
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
+from shared import telemetry
 from shared.adapters.storage_common import StorageNotFound
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import ConcurrencyConflict
@@ -40,6 +42,7 @@ from shared.rules.crm_rows import (
     CrmFileRejection,
     CrmRow,
     ParseStats,
+    Problem,
     RowRejection,
     exceeds_threshold,
 )
@@ -74,6 +77,9 @@ _UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _DOT_RUNS = re.compile(r"\.{2,}")
 _UNDERSCORE_RUNS = re.compile(r"_{2,}")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+_OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
+# Causes named in a file-level reason or an alert; the report lists every row.
+CAUSES_NAMED = 3
 
 Status = Literal["staged", "unchanged", "rejected", "superseded"]
 # Content-Encoding values that mean "the bytes are the file".
@@ -154,8 +160,9 @@ class StagingResult:
 
 
 # ---- entry point ----------------------------------------------------------------------------
-def stage_crm_blob(blob_name: str, services: StagingServices) -> StagingResult:
-    """The blob trigger's service: stage ``blob_name`` of the CRM container."""
+def stage_crm_blob(blob_name: str, services: StagingServices, *, force: bool = False) -> StagingResult:
+    """The blob trigger's service: stage ``blob_name`` of the CRM container. ``force`` re-stages
+    content already recorded as staged (an operator's replay after staged rows were lost)."""
     return stage_crm_snapshot(
         blob_name,
         settings=services.settings,
@@ -163,6 +170,7 @@ def stage_crm_blob(blob_name: str, services: StagingServices) -> StagingResult:
         warehouse=services.warehouse,
         readiness=services.readiness,
         alerts=services.alerts,
+        force=force,
     )
 
 
@@ -176,6 +184,7 @@ def stage_crm_snapshot(
     alerts: AlertSink,
     run_id: str | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
+    force: bool = False,
 ) -> StagingResult:
     run_id = run_id or new_run_id()
     snapshot_date = snapshot_date_from_name(blob_name, settings.crm_date_pattern)
@@ -185,15 +194,20 @@ def stage_crm_snapshot(
             warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER, clock=clock
         ) as run,
     ):
-        job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock)
+        job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock, force)
         job.beat = run.beat
         result = job.run()
         if result.extra_columns:
             log.warning("CRM file has extra columns, ignored: %s", ", ".join(result.extra_columns))
+            record_ignored_columns(warehouse, result, run_id, clock())
         run.rows_in = result.data_rows
         run.rows_out = result.rows_staged
+        telemetry.set_attributes(**{"crm.status": result.status, "crm.rows_staged": result.rows_staged})
+        telemetry.CRM_ROWS_STAGED.add(result.rows_staged)
+        telemetry.CRM_ROWS_REJECTED.add(result.rejected_rows)
         if result.status in ("rejected", "superseded"):
             run.status = result.status
+            run.error_message = result.reason
         record_blob_version(warehouse, result, run_id, clock())
         log.info(
             "CRM file %s: %s (%d rows staged, %d rejected, %d duplicates)",
@@ -224,6 +238,21 @@ def record_blob_version(warehouse: Warehouse, result: StagingResult, run_id: str
     )
 
 
+def record_ignored_columns(warehouse: Warehouse, result: StagingResult, run_id: str, now: dt.datetime) -> None:
+    """Extra header columns are ignored and reported (SPEC 2): here, in ops."""
+    warehouse.run(
+        "ops/crm_ignored_columns__record",
+        {
+            "source_blob": result.blob_name,
+            "content_hash": result.version,
+            "snapshot_date": result.snapshot_date,
+            "column_names": ", ".join(result.extra_columns)[:2000],
+            "recorded_at": now,
+            "run_id": run_id,
+        },
+    )
+
+
 class _Superseded(Exception):
     """The version being read was overwritten or deleted: a newer version has its own run."""
 
@@ -237,6 +266,26 @@ def _pinned(chunks: Iterable[bytes]) -> Iterator[bytes]:
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
+def problem_kind(problem: Problem) -> str:
+    """What a row problem is, without what varies from row to row (the observed length), so
+    rows can be counted by cause: "name longer than 400 characters"."""
+    reason = _OBSERVED_LENGTH.sub(r"longer than \1 characters", problem.reason)
+    if problem.column is None or problem.column in reason:
+        return reason
+    return f"{problem.column} {reason}"
+
+
+def describe_rejections(rejected: int, data_rows: int, causes: Counter[str], named: int = CAUSES_NAMED) -> str:
+    """ "1 of 1 rows rejected: name longer than 400 characters" (the commonest causes first)."""
+    text = f"{rejected} of {data_rows} rows rejected"
+    if not causes:
+        return text
+    common = causes.most_common(named)
+    parts = [cause if len(causes) == 1 else f"{cause} ({rows} rows)" for cause, rows in common]
+    more = len(causes) - len(common)
+    return text + ": " + "; ".join(parts) + (f"; and {more} other cause(s)" if more > 0 else "")
+
+
 def snapshot_date_from_name(blob_name: str, pattern: str) -> dt.date | None:
     """The snapshot date the blob name carries (first match of the pattern's group), if a real date."""
     match = re.search(pattern, blob_name)
@@ -294,8 +343,10 @@ class RejectionLog:
         self._file: IO[str] = tempfile.TemporaryFile("w+", encoding="utf-8")  # noqa: SIM115 - closed in close()
         self.entries = 0
         self.truncated = 0
+        self.causes: Counter[str] = Counter()  # rows per cause (all rows, even past the report limit)
 
     def add(self, rejection: RowRejection) -> None:
+        self.causes.update({problem_kind(problem) for problem in rejection.problems})
         for problem in rejection.problems:
             if self.entries >= MAX_REPORTED_ROW_ERRORS:
                 self.truncated += 1
@@ -359,7 +410,9 @@ class _Job:
         alerts: AlertSink,
         run_id: str,
         clock: Callable[[], dt.datetime],
+        force: bool = False,
     ) -> None:
+        self.force = force
         self.blob_name = blob_name
         self.snapshot_date = snapshot_date
         self.settings = settings
@@ -396,8 +449,8 @@ class _Job:
             ):
                 file_rejection = _Rejection(
                     "too_many_rejected_rows",
-                    f"{stats.rejected_rows} of {stats.data_rows} data rows rejected, above the threshold of "
-                    f"{self.settings.crm_reject_threshold:.1%}",
+                    f"{describe_rejections(stats.rejected_rows, stats.data_rows, rejections.causes)} "
+                    f"(above the threshold of {self.settings.crm_reject_threshold:.1%})",
                 )
             if file_rejection is not None:
                 self._discard_landing()
@@ -452,7 +505,7 @@ class _Job:
         self, snapshot_date: dt.date, version: str, stats: ParseStats, rejections: RejectionLog
     ) -> StagingResult:
         staged = self.warehouse.run("stg/crm_companies__snapshot", {"snapshot_date": snapshot_date})
-        if staged and staged[0]["content_hash"] == version:
+        if staged and staged[0]["content_hash"] == version and not self.force:
             self._discard_landing()
             self._mark_present(snapshot_date, version, int(staged[0]["row_count"]))
             return StagingResult(
@@ -496,8 +549,8 @@ class _Job:
             self._alert(
                 "warning",
                 "CRM rows rejected",
-                f"{stats.rejected_rows} of {stats.data_rows} rows of the CRM snapshot were rejected; "
-                f"the file was staged without them. Report: {self.settings.quarantine_container}/{report_blob}",
+                f"{describe_rejections(stats.rejected_rows, stats.data_rows, rejections.causes)}; the CRM "
+                f"snapshot was staged without them. Report: {self.settings.quarantine_container}/{report_blob}",
                 stats,
             )
         return StagingResult(
@@ -589,7 +642,11 @@ class _Job:
             content_type="application/json",
             metadata={"run_id": self.run_id, "status": status},
         )
-        reason = rejection.message if rejection else f"{stats.rejected_rows} rows rejected"
+        reason = (
+            rejection.message
+            if rejection
+            else describe_rejections(stats.rejected_rows, stats.data_rows, rejections.causes)
+        )
         self.warehouse.run(
             "ops/quarantined_files__record",
             {

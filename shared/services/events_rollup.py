@@ -72,9 +72,16 @@ def days_to_refresh(touched: Iterable[dt.date], today: dt.date, lookback_days: i
 
 
 def refresh_company_daily_events(
-    warehouse: Warehouse, run_id: str, now: dt.datetime, lookback_days: int, rollup_name: str = ROLLUP_NAME
+    warehouse: Warehouse,
+    run_id: str,
+    now: dt.datetime,
+    lookback_days: int,
+    rollup_name: str = ROLLUP_NAME,
+    *,
+    dry_run: bool = False,
 ) -> RefreshResult:
-    """Recompute the touched days and the look-back window; move the watermark forward."""
+    """Recompute the touched days and the look-back window; move the watermark forward.
+    ``dry_run`` returns the days it would recompute and writes nothing."""
     now = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
     with log_context(run_id=run_id, step="events_rollup"):
         (bounds,) = warehouse.run("agg/fact_events__loaded_through", {"rollup_name": rollup_name})
@@ -88,6 +95,8 @@ def refresh_company_daily_events(
                 )
             ]
         days = days_to_refresh(touched, now.date(), lookback_days)
+        if dry_run:
+            return RefreshResult(days, loaded_through)
         with warehouse.transaction():
             warehouse.bulk_load(
                 "agg.company_daily_events_refresh_days", ("run_id", "activity_date"), ((run_id, d) for d in days)

@@ -1,10 +1,14 @@
-"""Operator services behind the CLI: schema, status report, rollback, backfill, rebuild, replay.
+"""Operator services behind the CLI: schema, status report, rollback, backfill, rebuild, checks,
+runs and alert listings. (Replay, which compares staging with the raw inputs, is in
+``shared.services.replay``.)
 
 Each function here is what one CLI command calls. They own no pipeline logic of their own:
 pulls and staging go through ``usage_ingest`` and ``crm_staging`` (the same code the timer and
 the blob trigger run), builds through ``builder`` (the same code the queue trigger runs), and
 the build messages they queue have the readiness gate's format. What they add is orchestration
-(ranges, chunks, resumability, progress) and reporting.
+(ranges, chunks, resumability, progress) and reporting, and the rules every operator command
+follows: no date after yesterday (UTC) is touched (``FutureDateRefused``), a ``dry_run`` reads
+and plans but writes nothing, and Ctrl-C part way raises ``Interrupted`` naming what is left.
 
 Dependencies come in explicitly (a warehouse, callables) so the functions are testable without
 storage; ``OperatorServices`` is the subset of ``shared.wiring.Services`` the thin
@@ -18,7 +22,7 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from shared.adapters.warehouse.base import Row, Warehouse
@@ -26,8 +30,9 @@ from shared.adapters.warehouse.sql_files import migrations
 from shared.errors import PipelineError
 from shared.logs import log_context, new_run_id
 from shared.rules.build_plan import InputVersions, plan_build
-from shared.services import builder, crm_staging, usage_ingest
-from shared.services.run_history import record_run
+from shared.rules.dates import refuse_future_dates
+from shared.services import alert_deliveries, builder, quality, usage_ingest
+from shared.services.run_history import recent_runs, record_run
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -54,10 +59,36 @@ class OperatorServices(Protocol):
     def state_table(self) -> Any: ...
     @property
     def usage_api(self) -> Any: ...
+    @property
+    def alerts(self) -> Any: ...
 
 
 class OperationStopped(PipelineError):
     """A multi-date operation stopped part way; the message says where and how to resume."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a chunked operation, after the chunks before ``remaining`` committed.
+
+    Still a KeyboardInterrupt (nothing may swallow it as an error); ``remaining`` is the range
+    still to do, so the CLI can print the command that resumes exactly there."""
+
+    def __init__(self, remaining: DateRange) -> None:
+        super().__init__(f"interrupted; {remaining} is left to do")
+        self.remaining = remaining
+
+
+def _aware_utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+Clock = Callable[[], dt.datetime]
+
+
+def refuse_future(days: Sequence[dt.date] | DateRange, clock: Clock = _aware_utcnow) -> None:
+    """Every operator command's first step: nothing after yesterday (UTC) is read, planned or
+    changed (FutureDateRefused names the first such date)."""
+    refuse_future_dates(days.days() if isinstance(days, DateRange) else days, clock())
 
 
 # ======================================================================================
@@ -124,8 +155,11 @@ class NoProgress:
 # ======================================================================================
 # schema apply
 # ======================================================================================
-def apply_schema(warehouse: Warehouse, now: dt.datetime | None = None) -> list[str]:
-    """Apply pending migrations; returns the names of those applied (empty: already current)."""
+def apply_schema(warehouse: Warehouse, now: dt.datetime | None = None, *, dry_run: bool = False) -> list[str]:
+    """Apply pending migrations; returns the names of those applied (empty: already current).
+    ``dry_run`` returns the names it would apply and applies nothing."""
+    if dry_run:
+        return [name for _, name in warehouse.pending_migrations()]
     names = dict(migrations(warehouse.sql_root))
     return [names[version] for version in warehouse.apply_schema(now=now)]
 
@@ -164,7 +198,11 @@ class BuildStatus:
     crm_version: str | None = None
     usage_version: str | None = None
     crm_snapshot_date: str | None = None
-    up_to_date: bool | None = None  # versions built == versions present (None: not known)
+    # Built from the versions present now AND its data-quality checks ran after the build: a
+    # build whose checks were interrupted is not done (a resumed backfill runs them).
+    up_to_date: bool | None = None
+    inputs_current: bool | None = None  # versions built == versions present
+    checked_at: str | None = None  # the last full check run of the date, after its build
 
 
 @dataclass(frozen=True)
@@ -265,7 +303,7 @@ def _inputs_and_builds(warehouse: Warehouse, dates: DateRange, gate: GateView | 
             crm[day],
             usage[day],
             _snapshot_in_force(snapshots, day),
-            _build_status(builds.get(day), up_to_date=day in unchanged),
+            _build_status(builds.get(day), inputs_current=day in unchanged),
         )
         for day in dates.days()
     }
@@ -316,9 +354,12 @@ def _usage_input(row: Row | None) -> InputStatus:
     )
 
 
-def _build_status(row: Row | None, *, up_to_date: bool) -> BuildStatus:
+def _build_status(row: Row | None, *, inputs_current: bool) -> BuildStatus:
     if row is None or row["run_id"] is None:
-        return BuildStatus(built=False, current_rows=int(row["current_rows"]) if row else 0, up_to_date=False)
+        return BuildStatus(
+            built=False, current_rows=int(row["current_rows"]) if row else 0, up_to_date=False, inputs_current=False
+        )
+    checked = bool(row["checks_ran"])
     return BuildStatus(
         built=True,
         run_id=row["run_id"],
@@ -329,7 +370,9 @@ def _build_status(row: Row | None, *, up_to_date: bool) -> BuildStatus:
         crm_version=row["crm_version"],
         usage_version=row["usage_version"],
         crm_snapshot_date=_iso(row["crm_snapshot_date"]),
-        up_to_date=up_to_date,
+        up_to_date=inputs_current and checked,
+        inputs_current=inputs_current,
+        checked_at=_iso(row["last_checked_at"]) if checked else None,
     )
 
 
@@ -367,6 +410,10 @@ def _quarantine_entry(row: Row) -> dict[str, Any]:
     }
 
 
+def _day(value: str) -> dt.date:
+    return dt.date.fromisoformat(value)
+
+
 def _iso(value: Any) -> str | None:
     return value.isoformat() if isinstance(value, dt.date | dt.datetime) else value
 
@@ -390,7 +437,19 @@ class RollbackResult:
     analytics_rows_removed: int
     build_record_removed: bool
     readiness_reset: bool | None  # None: the gate offers no way to reset a date's build state
-    run_id: str
+    run_id: str | None  # None: nothing was done (a dry run, or a date never built)
+    dry_run: bool = False
+    never_built: bool = False  # no analytics rows and no build record: nothing to roll back
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(asdict(self))
+
+
+def rollback_preview(warehouse: Warehouse, day: dt.date) -> RollbackResult:
+    """What a rollback of ``day`` would remove (read only)."""
+    preview = warehouse.run("ops/date_rollback__preview", {"activity_date": day})[0]
+    rows, records = int(preview["analytics_rows"]), int(preview["build_records"])
+    return RollbackResult(day, rows, bool(records), None, None, dry_run=True, never_built=not rows and not records)
 
 
 def rollback_date(
@@ -406,6 +465,10 @@ def rollback_date(
     whose input versions equal the recorded ones, so without this a rebuild would be a no-op.
     Staging and dims stay: a rebuild derives identical rows from them.
     """
+    preview = rollback_preview(warehouse, day)
+    if preview.never_built:
+        log.info("rollback of %s: never built (or already rolled back); nothing changed", day)
+        return replace(preview, dry_run=False)
     run_id = run_id or new_run_id()
     with log_context(run_id=run_id, step="rollback", date=day.isoformat()):
         with record_run(warehouse, step="rollback", run_id=run_id, run_date=day, trigger_name="cli") as run:
@@ -437,10 +500,15 @@ class BackfillPlan:
     pull_skipped: list[dt.date]
     build: list[DateRange]
     build_skipped: list[dt.date]
+    # Built from the present inputs but their checks never ran (an interrupted run): checked only.
+    check: list[dt.date] = field(default_factory=list)
 
     @property
     def build_days(self) -> int:
         return sum(len(chunk) for chunk in self.build)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe({**asdict(self), "dates": str(self.dates), "build": [str(c) for c in self.build]})
 
 
 @dataclass(frozen=True)
@@ -450,6 +518,21 @@ class BackfillResult:
     built: list[DateRange]
     build_skipped_after_pull: list[dt.date]
     run_id: str
+    checked: list[dt.date] = field(default_factory=list)  # dates whose missing checks were run
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "run_id": self.run_id,
+                "dates": str(self.plan.dates),
+                "pulled": self.pulled,
+                "pull_skipped": self.plan.pull_skipped,
+                "built": [str(c) for c in self.built],
+                "built_dates": sum(len(c) for c in self.built),
+                "build_skipped": self.build_skipped_after_pull,
+                "checked": self.checked,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -458,11 +541,13 @@ class BackfillDateState:
 
     pulled: bool  # usage for the date is staged
     up_to_date: bool  # the last successful build used the inputs present now
+    checked: bool = True  # its data-quality checks ran after that build
 
 
 StateReader = Callable[[Sequence[dt.date]], Mapping[dt.date, BackfillDateState]]
 PullDay = Callable[[dt.date], Any]
 BuildRange = Callable[[DateRange], Any]
+CheckDays = Callable[[Sequence[dt.date]], Any]
 
 
 def plan_backfill(dates: DateRange, states: Mapping[dt.date, BackfillDateState], chunk_days: int) -> BackfillPlan:
@@ -476,6 +561,7 @@ def plan_backfill(dates: DateRange, states: Mapping[dt.date, BackfillDateState],
         pull_skipped=[d for d in dates.days() if states[d].pulled],
         build=contiguous_chunks(to_build, chunk_days),
         build_skipped=[d for d in dates.days() if d not in set(to_build)],
+        check=[d for d in dates.days() if d not in set(to_build) and not states[d].checked],
     )
 
 
@@ -488,8 +574,10 @@ def run_backfill(
     progress: Progress | None = None,
     chunk_days: int = DEFAULT_CHUNK_DAYS,
     run_id: str | None = None,
+    check_days: CheckDays | None = None,
 ) -> BackfillResult:
-    """Pull the days not yet pulled, then build the days not up to date, in chunks.
+    """Pull the days not yet pulled, build the days not up to date, in chunks, then run the
+    checks of built days whose checks never ran (``check_days``).
 
     Resumable by construction: the plan is recomputed from the warehouse before each phase, so
     a run stopped part way (an error, Ctrl-C) skips on the next run what it had finished.
@@ -518,7 +606,19 @@ def run_backfill(
             build_range(chunk)
         built.append(chunk)
         progress.advance(len(chunk))
-    return BackfillResult(plan, pulled, built, after_pull.build_skipped, run_id)
+
+    checked: list[dt.date] = []
+    if check_days is not None:
+        # Builds run their checks; dates whose checks never ran (Ctrl-C between a build and its
+        # checks, a check run that failed) are checked now, from the warehouse as it is.
+        unchecked = plan_backfill(dates, read_states(dates.days()), chunk_days).check
+        progress.start_phase("checks", len(unchecked))
+        for chunk in contiguous_chunks(unchecked, chunk_days):
+            with _stop_with_resume_hint(f"checks of {chunk}", dates):
+                check_days(chunk.days())
+            checked.extend(chunk.days())
+            progress.advance(len(chunk))
+    return BackfillResult(plan, pulled, built, after_pull.build_skipped, run_id, checked)
 
 
 @contextlib.contextmanager
@@ -544,7 +644,8 @@ def read_backfill_states(
     return {
         day: BackfillDateState(
             pulled=day in watermarks and known[day].usage.present,
-            up_to_date=bool(known[day].build.up_to_date),
+            up_to_date=bool(known[day].build.inputs_current),
+            checked=not known[day].build.built or known[day].build.checked_at is not None,
         )
         for day in days
     }
@@ -573,15 +674,12 @@ def _readiness_resetter(gate: Any) -> Callable[[dt.date], bool] | None:
     return reset if callable(reset) else None
 
 
-def _aware_utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 # ======================================================================================
 # entry points: one per CLI command, reading their dependencies from the services container
 # ======================================================================================
-def status_with(services: OperatorServices, dates: DateRange) -> list[DateStatus]:
+def status_with(services: OperatorServices, dates: DateRange, clock: Clock = _aware_utcnow) -> list[DateStatus]:
     """A diagnostic must work when storage does not: without the gate the report says less."""
+    refuse_future(dates, clock)
     gate: GateView | None
     try:
         gate = services.readiness
@@ -592,7 +690,12 @@ def status_with(services: OperatorServices, dates: DateRange) -> list[DateStatus
     return date_status(services.warehouse, dates, gate)
 
 
-def rollback_with(services: OperatorServices, day: dt.date) -> RollbackResult:
+def rollback_with(
+    services: OperatorServices, day: dt.date, *, dry_run: bool = False, clock: Clock = _aware_utcnow
+) -> RollbackResult:
+    refuse_future([day], clock)
+    if dry_run:
+        return rollback_preview(services.warehouse, day)
     # The gate is resolved first: a storage misconfiguration fails before anything is deleted.
     reset = _readiness_resetter(services.readiness)
     return rollback_date(services.warehouse, day, reset_readiness=reset)
@@ -605,11 +708,13 @@ def backfill_with(
     dry_run: bool = False,
     progress: Progress | None = None,
     chunk_days: int = DEFAULT_CHUNK_DAYS,
-    clock: Callable[[], dt.datetime] = _aware_utcnow,
+    clock: Clock = _aware_utcnow,
 ) -> BackfillPlan | BackfillResult:
-    """Backfill through the timer's pull + staging path and the builder's range build.
+    """Backfill through the timer's pull + staging path and the builder's range build, then the
+    checks any built date still lacks.
 
     ``dry_run`` returns the plan and touches nothing (no API call, no write)."""
+    refuse_future(dates, clock)
     warehouse, state = services.warehouse, services.state_table
 
     def read_states(days: Sequence[dt.date]) -> dict[dt.date, BackfillDateState]:
@@ -630,6 +735,9 @@ def backfill_with(
         with log_context(run_id=run_id, step="backfill", date=str(chunk)):
             return _build_inline(services, chunk, force=False)
 
+    def check_days(days: Sequence[dt.date]) -> Any:
+        return run_quality_checks(services, days, run_id, clock)
+
     return run_backfill(
         dates,
         read_states=read_states,
@@ -638,66 +746,178 @@ def backfill_with(
         progress=progress,
         chunk_days=chunk_days,
         run_id=run_id,
+        check_days=check_days,
     )
 
 
+# ---- rebuild ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class RebuildResult:
     dates: DateRange
     inline: bool
-    message: dict[str, Any]
-    message_id: str | None = None  # when queued
-    outcome: Any = None  # the builder's result when run inline
+    messages: list[dict[str, Any]]  # one per chunk: what is (or would be) queued or built
+    message_ids: list[str] = field(default_factory=list)  # when queued
+    outcomes: list[Any] = field(default_factory=list)  # the builder's results when run inline
+    dry_run: bool = False
+
+    @property
+    def run_ids(self) -> list[str]:
+        return [outcome.run_id for outcome in self.outcomes]
+
+    @property
+    def rows_written(self) -> int:
+        return sum(outcome.rows_written for outcome in self.outcomes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "dates": str(self.dates),
+                "inline": self.inline,
+                "dry_run": self.dry_run,
+                "chunks": [str(DateRange(_day(m["start"]), _day(m["end"]))) for m in self.messages],
+                "messages": self.messages,
+                "message_ids": self.message_ids,
+                "run_ids": self.run_ids,
+                "dates_built": sum(len(o.plan.targets) for o in self.outcomes),
+                "rows_written": self.rows_written,
+            }
+        )
 
 
-def rebuild_with(services: OperatorServices, dates: DateRange, *, inline: bool = False) -> RebuildResult:
-    """Queue one build message for ``dates`` (forced: the operator wants it rebuilt even if the
-    inputs did not change), or run the same message through the builder now. The builder adds
-    the window neighbours (D+1..D+6 already built)."""
-    message = build_message(dates, reason="cli rebuild", force=True)
-    if inline:
-        return RebuildResult(dates, True, message, outcome=_build_inline(services, dates, force=True))
-    services.build_queue.ensure_exists()
-    return RebuildResult(dates, False, message, message_id=services.build_queue.send(message))
+def rebuild_with(
+    services: OperatorServices,
+    dates: DateRange,
+    *,
+    inline: bool = False,
+    dry_run: bool = False,
+    chunk_days: int = DEFAULT_CHUNK_DAYS,
+    progress: Progress | None = None,
+    clock: Clock = _aware_utcnow,
+) -> RebuildResult:
+    """Rebuild ``dates`` in chunks of at most ``chunk_days`` consecutive days (as backfill does,
+    so each message fits the builder's functionTimeout): one forced build message per chunk
+    queued, or run now through the builder (``inline``), which also runs each chunk's checks.
+    The builder adds the window neighbours (D+1..D+6 already built).
+
+    Ctrl-C while building inline raises ``Interrupted`` with the range still to rebuild: the
+    chunks before it are committed and checked, the current one rolled back."""
+    refuse_future(dates, clock)
+    chunks = contiguous_chunks(dates.days(), chunk_days)
+    messages = [build_message(chunk, reason="cli rebuild", force=True) for chunk in chunks]
+    if dry_run:
+        return RebuildResult(dates, inline, messages, dry_run=True)
+    if not inline:
+        services.build_queue.ensure_exists()
+        return RebuildResult(dates, False, messages, message_ids=[services.build_queue.send(m) for m in messages])
+    progress = progress or NoProgress()
+    progress.start_phase("rebuild", len(dates))
+    outcomes = []
+    for chunk in chunks:
+        try:
+            outcomes.append(_build_inline(services, chunk, force=True))
+        except KeyboardInterrupt as exc:
+            raise Interrupted(DateRange(chunk.start, dates.end)) from exc
+        progress.advance(len(chunk))
+    return RebuildResult(dates, True, messages, outcomes=outcomes)
+
+
+# ---- checks ----------------------------------------------------------------------------------
+def run_quality_checks(
+    services: OperatorServices, days: Sequence[dt.date], run_id: str, clock: Clock = _aware_utcnow
+) -> list[quality.CheckResult]:
+    """The full data-quality checks of ``days``, as after a build (stored, flagged, alerted)."""
+    with log_context(run_id=run_id, step=quality.QUALITY_STEP):
+        return quality.run_checks(services.warehouse, days, run_id, clock(), services.settings, services.alerts)
 
 
 @dataclass(frozen=True)
-class ReplayResult:
-    date: dt.date
-    usage: Any = None  # usage_ingest.StagedDate
-    crm: list[Any] = field(default_factory=list)  # crm_staging.StagingResult per blob of the date
+class ChecksRun:
+    dates: DateRange
+    checked: list[dt.date]  # built dates whose checks ran (or would run)
+    not_built: list[dt.date]  # skipped: a check of a date never built says nothing
+    checks: list[str]
+    results: list[quality.CheckResult] = field(default_factory=list)
+    run_id: str | None = None
+    dry_run: bool = False
+
+    def counts(self) -> dict[str, int]:
+        found = {status: 0 for status in ("pass", "warn", "fail", "error")}
+        for result in self.results:
+            found[result.status] += 1
+        return found
+
+    @property
+    def ok(self) -> bool:
+        counts = self.counts()
+        return not counts["fail"] and not counts["error"]
+
+    def to_dict(self) -> dict[str, Any]:
+        return _json_safe(
+            {
+                "dates": str(self.dates),
+                "run_id": self.run_id,
+                "dry_run": self.dry_run,
+                "checked": self.checked,
+                "not_built": self.not_built,
+                "checks": self.checks,
+                "counts": self.counts(),
+                "results": [asdict(r) for r in self.results],
+            }
+        )
 
 
-def replay_with(
+def checks_with(
     services: OperatorServices,
-    day: dt.date,
+    dates: DateRange,
     *,
-    usage: bool = True,
-    crm: bool = True,
-    clock: Callable[[], dt.datetime] = _aware_utcnow,
-) -> ReplayResult:
-    """Re-stage ``day`` from what already landed: usage from its raw NDJSON (no API call), CRM by
-    re-running staging of the date's CRM blob. Unchanged content leaves the tables as they are."""
+    names: Sequence[str] = (),
+    dry_run: bool = False,
+    clock: Clock = _aware_utcnow,
+) -> ChecksRun:
+    """Re-run the data-quality checks (all, or ``names``) of the built dates of ``dates``."""
+    refuse_future(dates, clock)
+    checks = quality.checks_named(*names) if names else quality.CHECKS
+    built = set(builder.recorded_versions(services.warehouse, dates.start, dates.end))
+    checked = [d for d in dates.days() if d in built]
+    not_built = [d for d in dates.days() if d not in built]
+    check_names = [c.name for c in checks]
+    if dry_run or not checked:
+        return ChecksRun(dates, checked, not_built, check_names, dry_run=dry_run)
     run_id = new_run_id()
-    staged_usage = None
-    if usage:
-        deps = usage_ingest.UsageDeps.from_services(services)
-        staged_usage = usage_ingest.replay_from_raw(day, deps, run_id, clock())
-    staged_crm = []
-    if crm:
-        for blob_name in crm_blobs_of(services.blobs, services.settings, day):
-            staged_crm.append(crm_staging.stage_crm_blob(blob_name, services))
-        if not staged_crm:
-            raise OperationStopped(f"no CRM blob for {day} in container {services.settings.crm_container}")
-    return ReplayResult(day, staged_usage, staged_crm)
+    with log_context(run_id=run_id, step=quality.QUALITY_STEP):
+        results = quality.run_checks(
+            services.warehouse, checked, run_id, clock(), services.settings, services.alerts, checks
+        )
+    return ChecksRun(dates, checked, not_built, check_names, results, run_id)
 
 
-def crm_blobs_of(blobs: Any, settings: Settings, day: dt.date) -> list[str]:
-    """The CRM blobs whose name carries ``day``, oldest first (the last one staged wins, as when
-    the blob trigger saw them arrive in that order)."""
-    found = [
-        info
-        for info in blobs.list(settings.crm_container)
-        if crm_staging.snapshot_date_from_name(info.name, settings.crm_date_pattern) == day
-    ]
-    return [info.name for info in sorted(found, key=lambda i: (i.last_modified, i.name))]
+# ---- runs and alerts ---------------------------------------------------------------------------
+def runs_with(
+    services: OperatorServices,
+    *,
+    day: dt.date | None = None,
+    step: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    clock: Clock = _aware_utcnow,
+) -> list[dict[str, Any]]:
+    """Recent pipeline steps from ops.pipeline_runs, newest first (JSON-safe rows)."""
+    if day is not None:
+        refuse_future([day], clock)
+    return _json_safe(recent_runs(services.warehouse, day, limit, step=step, status=status))
+
+
+def alerts_with(
+    services: OperatorServices,
+    *,
+    day: dt.date | None = None,
+    step: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    clock: Clock = _aware_utcnow,
+) -> list[dict[str, Any]]:
+    """Recent alert deliveries from ops.alert_deliveries, newest first (JSON-safe rows)."""
+    if day is not None:
+        refuse_future([day], clock)
+    rows = alert_deliveries.recent_deliveries(services.warehouse, status=status, step=step, alert_date=day, limit=limit)
+    return _json_safe(rows)

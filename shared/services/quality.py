@@ -12,9 +12,8 @@ failing the build it follows.
 analytics rows (and clears it when the check passes again; only the flags column changes,
 nothing is deleted), and sends one alert per violated check.
 
-Freshness needs a clock to matter: after a build it can only pass (the inputs just arrived),
-so the usage timer should also call ``run_checks(..., checks=checks_named("input_freshness"))``
-for the dates of its look-back window.
+Freshness needs a clock to matter: after a build it can only pass (the inputs just arrived);
+the usage timer evaluates it on its schedule (shared/services/freshness.py, ops.input_freshness).
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import BuildError, TranslationError
 from shared.logs import log_context
@@ -267,6 +267,8 @@ def run_checks(
             store_results(warehouse, results, run_id, now)
             apply_quality_flags(warehouse, results)
         for result in results:
+            if result.status == "fail":
+                telemetry.CHECKS_FAILED.add(1, {"check": result.check_name})
             if not result.passed:
                 log.warning(
                     "data-quality %s: %s on %s: %s", result.status, result.check_name, result.check_date, result.message

@@ -22,6 +22,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context
 from shared.rules.build_plan import InputVersions
@@ -158,14 +159,16 @@ class ReadinessGate:
     def _send(self, activity_date: dt.date, decision: Decision, run_id: str) -> None:
         versions = decision.send
         assert versions is not None
-        self._queue.send(
-            {
-                "dates": [activity_date.isoformat()],
-                "reason": decision.reason,
-                "crm_version": versions.crm_version,
-                "usage_version": versions.usage_version,
-            }
-        )
+        message: dict[str, Any] = {
+            "dates": [activity_date.isoformat()],
+            "reason": decision.reason,
+            "crm_version": versions.crm_version,
+            "usage_version": versions.usage_version,
+        }
+        traceparent = telemetry.current_traceparent()
+        if traceparent is not None:  # the build's trace links back to the tick or blob that queued it
+            message["traceparent"] = traceparent
+        self._queue.send(message)
 
 
 # ---- entity <-> state ---------------------------------------------------------------------------

@@ -41,8 +41,8 @@ class RunRecord:
     rows_in: int | None = None
     rows_out: int | None = None
     status: str = "running"
-    # Why a step ended as it did without an error (refused, skipped): kept in error_message.
-    note: str | None = None
+    # Why a step ended without raising (rejected, refused, skipped): shown by `runs`.
+    error_message: str | None = None
     warehouse: Warehouse | None = field(default=None, repr=False)
     clock: Callable[[], dt.datetime] = field(default=lambda: utcnow(), repr=False)
     last_beat: dt.datetime | None = None
@@ -88,7 +88,8 @@ def record_run(
     try:
         yield record
     except BaseException as exc:
-        record.status = "failed"
+        # Ctrl-C is not a failure of the step: `runs --status interrupted` finds what to resume.
+        record.status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
         try:
             _finish(warehouse, record, started, clock, error=exc)
         except Exception as finish_error:
@@ -119,16 +120,30 @@ def _finish(
             "finished_at": clock(),
             "duration_ms": int((time.monotonic() - started) * 1000),
             "error_type": type(error).__name__ if error else None,
-            "error_message": redact(str(error))[:2000] if error else (record.note[:2000] if record.note else None),
+            "error_message": redact(str(error))[:2000] if error else _own_message(record),
         },
     )
 
 
-def recent_runs(warehouse: Warehouse, run_date: dt.date | None = None, limit: int = 50) -> list[dict[str, Any]]:
-    """The latest recorded steps, newest first; only those of ``run_date`` when given."""
+def _own_message(record: RunRecord) -> str | None:
+    return redact(record.error_message)[:2000] if record.error_message else None
+
+
+def recent_runs(
+    warehouse: Warehouse,
+    run_date: dt.date | None = None,
+    limit: int = 50,
+    *,
+    step: str | None = None,
+    status: str | None = None,
+) -> list[dict[str, Any]]:
+    """The latest recorded steps, newest first; only those of ``run_date``, ``step`` and
+    ``status`` when given."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    return warehouse.run("ops/pipeline_runs__recent", {"run_date": run_date, "limit": int(limit)})
+    return warehouse.run(
+        "ops/pipeline_runs__recent", {"run_date": run_date, "step": step, "status": status, "limit": int(limit)}
+    )
 
 
 # ---- recovery after a kill -------------------------------------------------------------------

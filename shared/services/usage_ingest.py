@@ -34,6 +34,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shared import telemetry
 from shared.adapters.usage_api import DayPull, UsageSource
 from shared.errors import (
     AuthenticationFailed,
@@ -45,7 +46,7 @@ from shared.errors import (
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
-from shared.services import events_rollup, poison
+from shared.services import alert_deliveries, events_rollup, poison
 from shared.services.alerts import Alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -139,10 +140,11 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
     same: the plan depends on the day and the watermarks, not on when the timer fired. The
     recovery sweep (shared/services/poison.py) runs after the pull whatever its outcome."""
     source = services.usage_api.for_run()
+    run_id = new_run_id()  # one run id for the tick's steps, the recovery sweep's included
     try:
-        result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+        result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due, run_id=run_id)
     finally:
-        recover_on_schedule(services, now)
+        recover_on_schedule(services, now, run_id)
     # The daily slot also keeps the fact-events rollup fresh (SPEC 6); it never fails the tick.
     events_rollup.refresh_on_schedule(
         services.warehouse,
@@ -152,13 +154,15 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
         now,
         services.settings.events_lookback_days,
     )
+    # Alert deliveries that failed earlier are tried again on each tick (never fails the tick).
+    alert_deliveries.retry_on_schedule(services, now)
     return result
 
 
-def recover_on_schedule(services: Any, now: dt.datetime) -> None:
+def recover_on_schedule(services: Any, now: dt.datetime, run_id: str | None = None) -> None:
     """No poison is final: re-stage, re-queue and clean up what failed before; never fails the tick."""
     try:
-        poison.sweep(services, now)
+        poison.sweep(services, now, run_id)
     except Exception as exc:
         log.error("the recovery sweep failed (%s: %s); the next tick retries it", type(exc).__name__, _safe(exc))
 
@@ -221,8 +225,11 @@ def _ingest_planned(
     return outcomes, fatal
 
 
-def ingest_date(day: dt.date, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime) -> StagedDate:
-    """Pull (or replay) one day, land it raw, stage it from raw, mark it present, watermark it."""
+def ingest_date(
+    day: dt.date, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False
+) -> StagedDate:
+    """Pull (or replay) one day, land it raw, stage it from raw, mark it present, watermark it.
+    ``force`` re-stages even when the recorded version equals the landed one (see replay)."""
     with record_run(deps.warehouse, step=STEP_PULL, run_id=run_id, run_date=day) as run:
         pull = source.fetch_day(day)
         try:
@@ -231,7 +238,7 @@ def ingest_date(day: dt.date, source: UsageSource, deps: UsageDeps, run_id: str,
                 land_raw(pull, deps)
         finally:
             pull.close()
-    staged = stage_from_raw(day, deps, run_id, now)
+    staged = stage_from_raw(day, deps, run_id, now, force=force)
     deps.readiness.mark_input_present(day, "usage", staged.version, staged.rows, now, run_id)
     if not pull.from_raw:
         save_watermark(deps.state, day, pull.fetched_at, staged.version, staged.rows, run_id)
@@ -328,16 +335,18 @@ class RawReplaySource:
         )
 
 
-def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime) -> StagedDate:
+def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
     """Re-stage a day from its raw landing (operators, after a fix): no API call, no watermark.
+    ``force``: the staged rows were found to differ from raw although the version matches.
     A future day is refused (FutureDateRefused): nothing can have landed for it legitimately."""
     refuse_future_dates([day], now)
     with log_context(run_id=run_id, step=STEP_STAGING, date=day.isoformat()):
-        return ingest_date(day, RawReplaySource(deps.blobs, deps.settings.raw_container), deps, run_id, now)
+        source = RawReplaySource(deps.blobs, deps.settings.raw_container)
+        return ingest_date(day, source, deps, run_id, now, force=force)
 
 
 # ---- staging from raw ------------------------------------------------------------------------
-def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime) -> StagedDate:
+def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
     """Validate the landed NDJSON and swap it into stg.product_usage (unless unchanged)."""
     container = deps.settings.raw_container
     with record_run(deps.warehouse, step=STEP_STAGING, run_id=run_id, run_date=day) as run:
@@ -346,15 +355,21 @@ def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime)
             raise PermanentError(f"raw landing for {day.isoformat()} is incomplete (no manifest)")
         result = screen_raw(deps.blobs, container, day, manifest)
         run.rows_in = result.received
-        _refuse_if_too_many_rejects(result, deps.settings.usage_reject_threshold)
+        try:
+            _refuse_if_too_many_rejects(result, deps.settings.usage_reject_threshold)
+        except RejectedInput:
+            telemetry.USAGE_ROWS_REJECTED.add(result.rejected)
+            raise
         version = result.version()
         current = deps.warehouse.run("stg/product_usage__current_version", {"activity_date": day})
-        if current and current[0]["content_hash"] == version:
+        if current and current[0]["content_hash"] == version and not force:
             log.info("usage for %s unchanged (version %s): staging left as is", day.isoformat(), version[:12])
             run.rows_out = 0
             return StagedDate(day, version, len(result.accepted), False, result)
         _swap_into_staging(result, manifest, deps, run_id, now)
         run.rows_out = len(result.accepted)
+        telemetry.USAGE_ROWS_STAGED.add(len(result.accepted))
+        telemetry.USAGE_ROWS_REJECTED.add(result.rejected)
     log.info("staged %d usage rows for %s (version %s)", len(result.accepted), day.isoformat(), version[:12])
     return StagedDate(day, version, len(result.accepted), True, result)
 

@@ -6,11 +6,22 @@
 --   dates' rows of companies that left the spine.
 --   - Spine of day D: the companies whose dim.companies version is in force on D, plus every
 --     company with a stg.product_usage row on D (unknown to CRM: attributes NULL).
---   - Rolling values are calendar windows D-6..D: the usage is laid on a dense grid (one row
---     per company per calendar day, missing days = 0), so ROWS 6 PRECEDING spans 7 days.
---   - days_since_last_activity: the last active day (active_users > 0 OR events > 0): a running
---     maximum on the grid, else the last active day between the first day's month start and the
---     grid, else the checkpoint at that month start. A build reads a month of usage, not history.
+--   - Rolling values are calendar windows (D-6..D, D-27..D, D-13..D-7), missing days = 0:
+--     each usage row is fanned out to the build days whose windows hold it (a join on the
+--     date with a few dozen (build day, usage day) pairs per build day) and summed with a
+--     GROUP BY. No dense grid and no window frames: the work follows the usage rows read.
+--   - days_since_last_activity: the last active day (active_users > 0 OR events > 0) among the
+--     days read for D (its month to date and D-27..D), else the checkpoint at D's month start.
+--     A build reads usage from the earlier of the first day's month start and its D-27 (at most
+--     30 days before it) up to the last day, plus the range's monthly checkpoints: never the
+--     rest of history.
+--   - Ratios: events_7d_change_pct ((events_7d - events_prev_7d) / events_prev_7d x 100,
+--     DECIMAL(23, 2): any BIGINT change fits) and events_per_active_user_7d (DECIMAL(21, 2)) are
+--     rounded half away from zero to 2 decimals, NULL when the divisor is 0. Both are computed
+--     as ROUND(numerator x 100 / divisor, 0) / 100 from exact integers, so T-SQL's DECIMAL
+--     division and DuckDB's (which divides in DOUBLE) round the same way.
+--     engagement_consistency_28d = active_days_28d / 28 as DECIMAL(5, 4) (k / 28 is never a
+--     half-way case at 4 decimals).
 --   - is_churn_risk: no usage on each of D-6..D, for a company known (first CRM version or first
 --     usage row) since D-6 or earlier.
 -- Grain: one row per (activity_date, company_id).
@@ -37,31 +48,38 @@ day_offsets AS (
     CROSS JOIN digits AS thousands
 ),
 
--- The grid starts at D-6 of the first day: the first 7-day window.
 bounds AS (
     SELECT
         CAST(@date_from AS DATE) AS date_from,
-        CAST(@date_to AS DATE) AS date_to,
-        DATEADD(DAY, -6, CAST(@date_from AS DATE)) AS grid_from
-),
-
-calendar_days AS (
-    SELECT DATEADD(DAY, day_offsets.day_offset, bounds.grid_from) AS calendar_date
-    FROM bounds
-    INNER JOIN day_offsets
-        ON day_offsets.day_offset <= DATEDIFF(DAY, bounds.grid_from, bounds.date_to)
+        CAST(@date_to AS DATE) AS date_to
 ),
 
 build_days AS (
-    SELECT calendar_days.calendar_date AS activity_date
-    FROM calendar_days
-    INNER JOIN bounds
-        ON calendar_days.calendar_date >= bounds.date_from
+    SELECT DATEADD(DAY, day_offsets.day_offset, bounds.date_from) AS activity_date
+    FROM bounds
+    INNER JOIN day_offsets
+        ON day_offsets.day_offset <= DATEDIFF(DAY, bounds.date_from, bounds.date_to)
 ),
 
--- Usage of the grid's days and of the first day's month before them (for the last active
--- day). The bounds are written out from the parameters (not joined from `bounds`) so the
--- engine skips the rest of history when it scans: a build's cost must not grow with history.
+-- The usage days each build day reads: its 28-day window D-27..D (days_back 0..27) and its
+-- month to date (for the last active day; the month's checkpoint holds the days before it).
+-- A few dozen rows per build day: joined to usage on the date, they fan each usage row out to
+-- the build days it counts for, which a GROUP BY then sums (no dense grid, no window frames).
+window_days AS (
+    SELECT
+        build_days.activity_date,
+        DATEADD(DAY, -day_offsets.day_offset, build_days.activity_date) AS usage_date,
+        day_offsets.day_offset AS days_back
+    FROM build_days
+    INNER JOIN day_offsets
+        ON day_offsets.day_offset <= 30
+    WHERE day_offsets.day_offset <= 27 OR day_offsets.day_offset < DAY(build_days.activity_date)
+),
+
+-- Usage of the days the build reads: from the earlier of the first day's month start and its
+-- D-27 up to the last day. The bounds are written out from the parameters (not joined from
+-- `bounds`) so the engine skips the rest of history when it scans: a build's cost must not
+-- grow with history.
 usage_rows AS (
     SELECT
         usage_rows.activity_date,
@@ -72,10 +90,51 @@ usage_rows AS (
     WHERE
         usage_rows.activity_date <= CAST(@date_to AS DATE)
         AND usage_rows.activity_date >= CASE
-            WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -6, CAST(@date_from AS DATE))
+            WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -27, CAST(@date_from AS DATE))
                 THEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
-            ELSE DATEADD(DAY, -6, CAST(@date_from AS DATE))
+            ELSE DATEADD(DAY, -27, CAST(@date_from AS DATE))
         END
+),
+
+-- Calendar-window sums per build day and company with usage in the window; missing days add
+-- nothing, so they count as 0. Companies without any usage row in a window get zeros below.
+windowed AS (
+    SELECT
+        window_days.activity_date,
+        usage_rows.company_id,
+        SUM(CASE WHEN window_days.days_back <= 6 THEN usage_rows.active_users ELSE 0 END) AS active_users_7d,
+        SUM(CASE WHEN window_days.days_back <= 6 THEN usage_rows.events ELSE 0 END) AS events_7d,
+        SUM(
+            CASE WHEN window_days.days_back <= 6 AND usage_rows.active_users > 0 THEN 1 ELSE 0 END
+        ) AS active_days_7d,
+        SUM(
+            CASE WHEN window_days.days_back BETWEEN 7 AND 13 THEN usage_rows.events ELSE 0 END
+        ) AS events_prev_7d,
+        SUM(CASE WHEN window_days.days_back <= 27 THEN usage_rows.active_users ELSE 0 END) AS active_users_28d,
+        SUM(CASE WHEN window_days.days_back <= 27 THEN usage_rows.events ELSE 0 END) AS events_28d,
+        SUM(
+            CASE WHEN window_days.days_back <= 27 AND usage_rows.active_users > 0 THEN 1 ELSE 0 END
+        ) AS active_days_28d,
+        MAX(
+            CASE WHEN usage_rows.active_users > 0 OR usage_rows.events > 0 THEN usage_rows.activity_date END
+        ) AS last_active_read
+    FROM window_days
+    INNER JOIN usage_rows
+        ON window_days.usage_date = usage_rows.activity_date
+    GROUP BY window_days.activity_date, usage_rows.company_id
+),
+
+-- Last active day before each build day's month (the months of the range; the caller's
+-- refresh keeps a checkpoint for every month up to @date_to's).
+month_checkpoints AS (
+    SELECT
+        checkpoints.checkpoint_date,
+        checkpoints.company_id,
+        checkpoints.last_active_date
+    FROM stg.company_activity_checkpoints AS checkpoints
+    WHERE
+        checkpoints.checkpoint_date >= DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
+        AND checkpoints.checkpoint_date <= CAST(@date_to AS DATE)
 ),
 
 company_versions AS (
@@ -116,33 +175,6 @@ known_since AS (
     GROUP BY company_id
 ),
 
-month_start_checkpoint AS (
-    SELECT
-        checkpoints.company_id,
-        checkpoints.last_active_date
-    FROM stg.company_activity_checkpoints AS checkpoints
-    WHERE checkpoints.checkpoint_date = DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
-),
-
--- Last active day before the grid: from the month-to-date usage, else the month's checkpoint.
-active_before_grid AS (
-    SELECT
-        COALESCE(month_to_grid.company_id, month_start_checkpoint.company_id) AS company_id,
-        COALESCE(month_to_grid.last_active_date, month_start_checkpoint.last_active_date) AS last_active_date
-    FROM (
-        SELECT
-            usage_rows.company_id,
-            MAX(usage_rows.activity_date) AS last_active_date
-        FROM usage_rows
-        INNER JOIN bounds
-            ON usage_rows.activity_date < bounds.grid_from
-        WHERE usage_rows.active_users > 0 OR usage_rows.events > 0
-        GROUP BY usage_rows.company_id
-    ) AS month_to_grid
-    FULL OUTER JOIN month_start_checkpoint
-        ON month_to_grid.company_id = month_start_checkpoint.company_id
-),
-
 -- The spine: CRM companies in force on each day, full-outer-joined with that day's usage.
 crm_spine AS (
     SELECT
@@ -162,7 +194,9 @@ crm_spine AS (
 usage_spine AS (
     SELECT
         usage_rows.activity_date,
-        usage_rows.company_id
+        usage_rows.company_id,
+        usage_rows.active_users,
+        usage_rows.events
     FROM usage_rows
     INNER JOIN bounds
         ON usage_rows.activity_date >= bounds.date_from
@@ -176,6 +210,8 @@ spine AS (
         crm_spine.country,
         crm_spine.industry_tag,
         crm_spine.last_contact_at,
+        COALESCE(usage_spine.active_users, 0) AS active_users,
+        COALESCE(usage_spine.events, 0) AS events,
         CASE WHEN crm_spine.company_id IS NULL THEN 1 ELSE 0 END AS is_unknown_company,
         CASE WHEN usage_spine.company_id IS NULL THEN 1 ELSE 0 END AS is_no_usage_reported
     FROM crm_spine
@@ -183,42 +219,6 @@ spine AS (
         ON
             crm_spine.activity_date = usage_spine.activity_date
             AND crm_spine.company_id = usage_spine.company_id
-),
-
--- Dense grid: every spine company on every calendar day of the grid, zero-filled.
-daily_grid AS (
-    SELECT
-        grid_companies.company_id,
-        calendar_days.calendar_date,
-        COALESCE(usage_rows.active_users, 0) AS active_users,
-        COALESCE(usage_rows.events, 0) AS events
-    FROM (SELECT DISTINCT company_id FROM spine) AS grid_companies
-    CROSS JOIN calendar_days
-    LEFT JOIN usage_rows
-        ON
-            grid_companies.company_id = usage_rows.company_id
-            AND calendar_days.calendar_date = usage_rows.activity_date
-),
-
-rolling AS (
-    SELECT
-        company_id,
-        calendar_date,
-        active_users,
-        events,
-        SUM(active_users) OVER (
-            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
-        ) AS active_users_7d,
-        SUM(events) OVER (
-            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
-        ) AS events_7d,
-        SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END) OVER (
-            PARTITION BY company_id ORDER BY calendar_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW
-        ) AS active_days_7d,
-        MAX(CASE WHEN active_users > 0 OR events > 0 THEN calendar_date END) OVER (
-            PARTITION BY company_id ORDER BY calendar_date ROWS UNBOUNDED PRECEDING
-        ) AS last_active_on_grid
-    FROM daily_grid
 ),
 
 activity AS (
@@ -229,25 +229,33 @@ activity AS (
         spine.country,
         spine.industry_tag,
         spine.last_contact_at,
-        rolling.active_users,
-        rolling.events,
-        rolling.active_users_7d,
-        rolling.events_7d,
-        rolling.active_days_7d,
-        COALESCE(rolling.last_active_on_grid, active_before_grid.last_active_date) AS last_active_date,
+        spine.active_users,
+        spine.events,
+        COALESCE(windowed.active_users_7d, 0) AS active_users_7d,
+        COALESCE(windowed.events_7d, 0) AS events_7d,
+        COALESCE(windowed.active_days_7d, 0) AS active_days_7d,
+        COALESCE(windowed.events_prev_7d, 0) AS events_prev_7d,
+        COALESCE(windowed.active_users_28d, 0) AS active_users_28d,
+        COALESCE(windowed.events_28d, 0) AS events_28d,
+        COALESCE(windowed.active_days_28d, 0) AS active_days_28d,
+        -- The usage read covers the month to date and D-27..D: a last active day found there is
+        -- the latest one; otherwise it lies before the month, in the month's checkpoint.
+        COALESCE(windowed.last_active_read, month_checkpoints.last_active_date) AS last_active_date,
         known_since.known_since,
         snapshot_in_force.crm_snapshot_date,
         spine.is_unknown_company,
         spine.is_no_usage_reported
     FROM spine
-    INNER JOIN rolling
-        ON
-            spine.company_id = rolling.company_id
-            AND spine.activity_date = rolling.calendar_date
     INNER JOIN snapshot_in_force
         ON spine.activity_date = snapshot_in_force.activity_date
-    LEFT JOIN active_before_grid
-        ON spine.company_id = active_before_grid.company_id
+    LEFT JOIN windowed
+        ON
+            spine.activity_date = windowed.activity_date
+            AND spine.company_id = windowed.company_id
+    LEFT JOIN month_checkpoints
+        ON
+            spine.company_id = month_checkpoints.company_id
+            AND DATEFROMPARTS(YEAR(spine.activity_date), MONTH(spine.activity_date), 1) = month_checkpoints.checkpoint_date
     LEFT JOIN known_since
         ON spine.company_id = known_since.company_id
 )
@@ -265,6 +273,13 @@ INSERT INTO analytics.company_daily_activity_build (
     active_users_7d,
     events_7d,
     active_days_7d,
+    active_users_28d,
+    events_28d,
+    active_days_28d,
+    events_prev_7d,
+    events_7d_change_pct,
+    engagement_consistency_28d,
+    events_per_active_user_7d,
     days_since_last_activity,
     is_churn_risk,
     crm_snapshot_date,
@@ -283,6 +298,18 @@ SELECT
     active_users_7d,
     events_7d,
     active_days_7d,
+    active_users_28d,
+    events_28d,
+    active_days_28d,
+    events_prev_7d,
+    CAST(
+        ROUND(CAST(events_7d - events_prev_7d AS DECIMAL(19, 0)) * 10000 / NULLIF(events_prev_7d, 0), 0) / 100
+        AS DECIMAL(23, 2)
+    ) AS events_7d_change_pct,
+    CAST(CAST(active_days_28d AS DECIMAL(9, 4)) / 28 AS DECIMAL(5, 4)) AS engagement_consistency_28d,
+    CAST(
+        ROUND(CAST(events_7d AS DECIMAL(19, 0)) * 100 / NULLIF(active_users_7d, 0), 0) / 100 AS DECIMAL(21, 2)
+    ) AS events_per_active_user_7d,
     DATEDIFF(DAY, last_active_date, activity_date) AS days_since_last_activity,
     CAST(
         CASE
@@ -321,6 +348,13 @@ USING (
         active_users_7d,
         events_7d,
         active_days_7d,
+        active_users_28d,
+        events_28d,
+        active_days_28d,
+        events_prev_7d,
+        events_7d_change_pct,
+        engagement_consistency_28d,
+        events_per_active_user_7d,
         days_since_last_activity,
         is_churn_risk,
         crm_snapshot_date,
@@ -342,6 +376,14 @@ WHEN MATCHED AND (
     OR target.active_users_7d <> source.active_users_7d
     OR target.events_7d <> source.events_7d
     OR target.active_days_7d <> source.active_days_7d
+    -- NULL in rows built before migration 0007: IS DISTINCT FROM makes a rebuild fill them.
+    OR target.active_users_28d IS DISTINCT FROM source.active_users_28d
+    OR target.events_28d IS DISTINCT FROM source.events_28d
+    OR target.active_days_28d IS DISTINCT FROM source.active_days_28d
+    OR target.events_prev_7d IS DISTINCT FROM source.events_prev_7d
+    OR target.events_7d_change_pct IS DISTINCT FROM source.events_7d_change_pct
+    OR target.engagement_consistency_28d IS DISTINCT FROM source.engagement_consistency_28d
+    OR target.events_per_active_user_7d IS DISTINCT FROM source.events_per_active_user_7d
     OR target.days_since_last_activity IS DISTINCT FROM source.days_since_last_activity
     OR target.is_churn_risk <> source.is_churn_risk
     OR target.crm_snapshot_date IS DISTINCT FROM source.crm_snapshot_date
@@ -356,6 +398,13 @@ WHEN MATCHED AND (
     target.active_users_7d = source.active_users_7d,
     target.events_7d = source.events_7d,
     target.active_days_7d = source.active_days_7d,
+    target.active_users_28d = source.active_users_28d,
+    target.events_28d = source.events_28d,
+    target.active_days_28d = source.active_days_28d,
+    target.events_prev_7d = source.events_prev_7d,
+    target.events_7d_change_pct = source.events_7d_change_pct,
+    target.engagement_consistency_28d = source.engagement_consistency_28d,
+    target.events_per_active_user_7d = source.events_per_active_user_7d,
     target.days_since_last_activity = source.days_since_last_activity,
     target.is_churn_risk = source.is_churn_risk,
     target.crm_snapshot_date = source.crm_snapshot_date,
@@ -375,6 +424,13 @@ WHEN NOT MATCHED BY TARGET THEN
         active_users_7d,
         events_7d,
         active_days_7d,
+        active_users_28d,
+        events_28d,
+        active_days_28d,
+        events_prev_7d,
+        events_7d_change_pct,
+        engagement_consistency_28d,
+        events_per_active_user_7d,
         days_since_last_activity,
         is_churn_risk,
         crm_snapshot_date,
@@ -394,6 +450,13 @@ WHEN NOT MATCHED BY TARGET THEN
         source.active_users_7d,
         source.events_7d,
         source.active_days_7d,
+        source.active_users_28d,
+        source.events_28d,
+        source.active_days_28d,
+        source.events_prev_7d,
+        source.events_7d_change_pct,
+        source.engagement_consistency_28d,
+        source.events_per_active_user_7d,
         source.days_since_last_activity,
         source.is_churn_risk,
         source.crm_snapshot_date,

@@ -1,6 +1,8 @@
 -- Purpose: the last successful build of each date of a range (ops.date_builds) with the run that
 -- wrote it (ops.pipeline_runs) and the analytics rows the date holds now (which differ from the
--- build's row_count after a rollback).
+-- build's row_count after a rollback), and when the full data-quality checks last ran for it
+-- (a build counts as done only when its checks ran after it; analytics_row_count is part of every
+-- full check run and of no partial one, such as the timer's freshness check).
 -- Grain: one row per activity_date that was built or has analytics rows.
 -- Parameters: @date_from, @date_to (inclusive UTC days).
 WITH builds AS (
@@ -37,6 +39,18 @@ analytics_rows AS (
     GROUP BY activity_date
 ),
 
+checked AS (
+    SELECT
+        check_date AS activity_date,
+        MAX(checked_at) AS last_checked_at
+    FROM ops.data_quality_results
+    WHERE
+        check_date BETWEEN @date_from AND @date_to
+        AND check_name = 'analytics_row_count'
+        AND status <> 'error'
+    GROUP BY check_date
+),
+
 dates AS (
     SELECT activity_date FROM builds
     UNION
@@ -54,9 +68,12 @@ SELECT
     r.duration_ms,
     r.started_at,
     r.finished_at,
-    COALESCE(a.current_rows, 0) AS current_rows
+    COALESCE(a.current_rows, 0) AS current_rows,
+    c.last_checked_at,
+    CASE WHEN c.last_checked_at >= b.built_at THEN 1 ELSE 0 END AS checks_ran
 FROM dates AS d
 LEFT JOIN builds AS b ON d.activity_date = b.activity_date
 LEFT JOIN build_runs AS r ON b.run_id = r.run_id
 LEFT JOIN analytics_rows AS a ON d.activity_date = a.activity_date
+LEFT JOIN checked AS c ON d.activity_date = c.activity_date
 ORDER BY d.activity_date;

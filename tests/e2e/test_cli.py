@@ -149,7 +149,7 @@ def test_rollback_then_rebuild_now_restores_identical_rows(make_pipeline: Pipeli
     run_cli(pipeline, "rollback", "--date", str(day), "--yes")
     rebuilt = run_cli(pipeline, "rebuild", "--date", str(day), "--now")
 
-    assert f"rebuilt {day}: 1 dates in 1 ranges" in rebuilt.stdout
+    assert f"rebuilt {day} in 1 chunk(s): 1 dates in 1 ranges" in rebuilt.stdout
     assert snapshot(pipeline) == expected
 
 
@@ -171,8 +171,8 @@ def test_replay_restages_usage_and_crm_from_what_landed_without_calling_the_api(
 
     result = run_cli(pipeline, "replay", "--date", str(day))
 
-    assert f"usage {day}:" in result.stdout and "(re-staged)" in result.stdout
-    assert f"crm {day}: crm_{day}.csv: staged" in result.stdout
+    assert f"usage {day}: restored: 0 staged rows vs " in result.stdout
+    assert f"crm {day}: restored: 0 staged rows vs " in result.stdout and f"in crm_{day}.csv: " in result.stdout
     assert len(pipeline.api.requests) == api_calls_before
     assert snapshot(pipeline) == expected
 

@@ -127,12 +127,12 @@ def test_an_operator_lists_and_requeues_poison_from_the_cli(make_pipeline: Pipel
     assert listed["messages"] and {m["kind"] for m in listed["messages"]} == {"build"}
     assert {e["status"] for e in listed["events"]} == {"poisoned"}
 
-    dry = json.loads(cli(pipeline, "poison", "requeue", "--dry-run", "--json").stdout)
+    dry = json.loads(cli(pipeline, "poison", "requeue", "--dry-run", "--json").stdout)["outcomes"]
     assert {o["action"] for o in dry} == {"requeued"}
     assert len(poison.list_poison(pipeline.services)) == len(listed["messages"])  # the dry run changed nothing
 
     outage.builds_down = False
-    done = json.loads(cli(pipeline, "poison", "requeue", "--json").stdout)
+    done = json.loads(cli(pipeline, "poison", "requeue", "--json").stdout)["outcomes"]
     assert [o["action"] for o in done] == ["requeued"] * len(listed["messages"])
     pipeline.process()
 

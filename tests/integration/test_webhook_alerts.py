@@ -19,6 +19,7 @@ import pytest
 
 from shared.adapters.table_state import StateTable
 from shared.adapters.webhook import InMemoryAlertDedup, TableAlertDedup, WebhookAlertSink
+from shared.services.alert_deliveries import RecordedAlertSink
 from shared.services.alerts import Alert
 from shared.settings import Settings
 from shared.wiring import Services
@@ -198,7 +199,9 @@ def test_wiring_builds_the_webhook_sink_with_settings_and_table_dedup(
     receiver: Receiver, make_storage_settings: Any
 ) -> None:
     settings = make_storage_settings(ALERT_WEBHOOK_URL=receiver.url, ALERT_TIMEOUT_S="1.5", ALERT_DEDUP_MINUTES="30")
-    sink = Services(settings).alerts
+    recorded = Services(settings).alerts
+    assert isinstance(recorded, RecordedAlertSink)
+    sink = recorded.inner
     assert isinstance(sink, WebhookAlertSink)
     assert (sink.timeout, sink.dedup_window) == (1.5, dt.timedelta(minutes=30))
     assert isinstance(sink.dedup, TableAlertDedup)

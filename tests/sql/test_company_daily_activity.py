@@ -3,7 +3,7 @@
 Staging and dim rows are written directly (the CRM and usage loaders are tested elsewhere);
 builds go through the builder's ``build`` (plan + one set-based SQL run per range). Expected
 rows are written out in the tests; a property test compares any build order with a small
-pure-Python reference of section 4.
+pure-Python reference of section 4 (7- and 28-day windows, trends, churn, days since).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import itertools
 import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
@@ -21,15 +22,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.rules.build_plan import BuildRequest, InputVersions
+from shared.rules.build_plan import WINDOW_DAYS, BuildRequest, InputVersions
 from shared.services import builder
 
 Attrs = tuple[str | None, str | None, str | None]  # name, country, industry_tag
 Usage = tuple[int, int]  # active_users, events
 RESULT_COLUMNS = (
     "activity_date, company_id, company_name, country, industry_tag, active_users, events, "
-    "active_users_7d, events_7d, active_days_7d, days_since_last_activity, is_churn_risk, "
-    "crm_snapshot_date, data_quality_flags"
+    "active_users_7d, events_7d, active_days_7d, active_users_28d, events_28d, active_days_28d, "
+    "events_prev_7d, events_7d_change_pct, engagement_consistency_28d, events_per_active_user_7d, "
+    "days_since_last_activity, is_churn_risk, crm_snapshot_date, data_quality_flags"
+)
+# The columns whose windows reach back more than 7 days: a usage change on D moves them up to
+# D+27. Which built days a change rebuilds is the build plan's (shared/rules/build_plan.py);
+# tests that rely on the plan's reach compare these only once the plan reaches 28 days.
+WIDE_WINDOW_COLUMNS = (
+    "active_users_28d",
+    "events_28d",
+    "active_days_28d",
+    "events_prev_7d",
+    "events_7d_change_pct",
+    "engagement_consistency_28d",
 )
 
 
@@ -205,6 +218,11 @@ def reference_rows(world: World, dates: Iterable[dt.date]) -> list[dict[str, Any
         reported = world.usage.get(d, {})
         for company in sorted(set(crm) | set(reported)):
             window = [used(d - dt.timedelta(days=k), company) for k in range(7)]
+            window_28 = [used(d - dt.timedelta(days=k), company) for k in range(28)]
+            events_7d = sum(ev for _, ev in window)
+            users_7d = sum(au for au, _ in window)
+            events_prev_7d = sum(used(d - dt.timedelta(days=k), company)[1] for k in range(7, 14))
+            active_days_28d = sum(1 for au, _ in window_28 if au > 0)
             active_days = [u for u in world.usage if u <= d and max(world.usage[u].get(company, (0, 0))) > 0]
             flags = []
             if snapshot_date is None or snapshot_date < d:
@@ -223,9 +241,16 @@ def reference_rows(world: World, dates: Iterable[dt.date]) -> list[dict[str, Any
                     "industry_tag": industry,
                     "active_users": used(d, company)[0],
                     "events": used(d, company)[1],
-                    "active_users_7d": sum(au for au, _ in window),
-                    "events_7d": sum(ev for _, ev in window),
+                    "active_users_7d": users_7d,
+                    "events_7d": events_7d,
                     "active_days_7d": sum(1 for au, _ in window if au > 0),
+                    "active_users_28d": sum(au for au, _ in window_28),
+                    "events_28d": sum(ev for _, ev in window_28),
+                    "active_days_28d": active_days_28d,
+                    "events_prev_7d": events_prev_7d,
+                    "events_7d_change_pct": rounded((events_7d - events_prev_7d) * 100, events_prev_7d, "0.01"),
+                    "engagement_consistency_28d": rounded(active_days_28d, 28, "0.0001"),
+                    "events_per_active_user_7d": rounded(events_7d, users_7d, "0.01"),
                     "days_since_last_activity": (d - max(active_days)).days if active_days else None,
                     "is_churn_risk": all(u == (0, 0) for u in window)
                     and first_seen[company] <= d - dt.timedelta(days=6),
@@ -234,6 +259,21 @@ def reference_rows(world: World, dates: Iterable[dt.date]) -> list[dict[str, Any
                 }
             )
     return rows
+
+
+def rounded(numerator: int, denominator: int, places: str) -> Decimal | None:
+    """numerator / denominator rounded half away from zero to ``places``; None when dividing by 0."""
+    if denominator == 0:
+        return None
+    return (Decimal(numerator) / Decimal(denominator)).quantize(Decimal(places), rounding=ROUND_HALF_UP)
+
+
+def as_far_as_the_plan_reaches(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without the wide-window columns while the build plan rebuilds only D..D+6 after a
+    change on D (issue 12 widens it to D..D+27); every column once it reaches 28 days."""
+    if WINDOW_DAYS >= 28:
+        return rows
+    return [{k: v for k, v in row.items() if k not in WIDE_WINDOW_COLUMNS} for row in rows]
 
 
 @pytest.fixture
@@ -326,6 +366,13 @@ def test_company_first_seen_in_usage_is_known_from_that_day(world: World) -> Non
             "active_users_7d": 0,
             "events_7d": 0,
             "active_days_7d": 0,
+            "active_users_28d": 0,
+            "events_28d": 0,
+            "active_days_28d": 0,
+            "events_prev_7d": 0,
+            "events_7d_change_pct": None,  # nothing in days -13..-7 to compare with
+            "engagement_consistency_28d": Decimal("0.0000"),
+            "events_per_active_user_7d": None,  # no active users
             "days_since_last_activity": None,
             "is_churn_risk": False,
             "crm_snapshot_date": day(1),
@@ -379,6 +426,153 @@ def test_restaging_old_usage_moves_the_checkpoints_used_by_later_builds(world: W
     assert world.rows()[0]["days_since_last_activity"] == 91
 
 
+# ---- 28-day windows and trends ------------------------------------------------------------------
+def trends(world: World, company_id: str, on: Iterable[int] | None = None) -> list[tuple[Any, ...]]:
+    """(day, au_28d, ev_28d, active_days_28d, ev_7d, ev_prev_7d, change_pct, consistency, ev_per_user)."""
+    wanted = None if on is None else {day(n) for n in on}
+    return [
+        (
+            r["activity_date"],
+            r["active_users_28d"],
+            r["events_28d"],
+            r["active_days_28d"],
+            r["events_7d"],
+            r["events_prev_7d"],
+            r["events_7d_change_pct"],
+            r["engagement_consistency_28d"],
+            r["events_per_active_user_7d"],
+        )
+        for r in world.rows("company_id = @c", {"c": company_id})
+        if wanted is None or r["activity_date"] in wanted
+    ]
+
+
+D = Decimal
+
+
+def test_28_day_windows_and_week_over_week_trend_over_sparse_usage(world: World) -> None:
+    """Usage on six scattered days; every other day has no usage row and counts as 0."""
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (5, 50)})
+    world.stage_usage(day(2), {"acme": (3, 30)})
+    world.stage_usage(day(9), {"acme": (4, 40)})
+    world.stage_usage(day(10), {"acme": (0, 7)})  # events without active users: not an active day
+    world.stage_usage(day(20), {"acme": (2, 8)})
+    world.stage_usage(day(30), {"acme": (1, 1)})
+    world.build(days(1, 37))
+
+    # (day, au_28d, ev_28d, active_days_28d, ev_7d, ev_prev_7d, change_pct, consistency, ev_per_user)
+    assert trends(world, "acme", on=(1, 8, 10, 16, 17, 20, 27, 28, 29, 30, 36, 37)) == [
+        (day(1), 5, 50, 1, 50, 0, None, D("0.0357"), D("10.00")),  # nothing to compare with yet
+        (day(8), 8, 80, 2, 30, 50, D("-40.00"), D("0.0714"), D("10.00")),  # days 2..8 vs -5..1
+        (day(10), 12, 127, 3, 47, 80, D("-41.25"), D("0.1071"), D("11.75")),
+        (day(16), 12, 127, 3, 7, 40, D("-82.50"), D("0.1071"), None),  # 7 events, no active users
+        (day(17), 12, 127, 3, 0, 47, D("-100.00"), D("0.1071"), None),
+        (day(20), 14, 135, 4, 8, 47, D("-82.98"), D("0.1429"), D("4.00")),
+        (day(27), 14, 135, 4, 0, 8, D("-100.00"), D("0.1429"), None),
+        (day(28), 14, 135, 4, 0, 8, D("-100.00"), D("0.1429"), None),  # days 1..28
+        (day(29), 9, 85, 3, 0, 8, D("-100.00"), D("0.1071"), None),  # day 1 left the 28-day window
+        (day(30), 7, 56, 3, 1, 8, D("-87.50"), D("0.1071"), D("1.00")),  # days 3..30; 17..23 held day 20
+        (day(36), 7, 56, 3, 1, 0, None, D("0.1071"), D("1.00")),  # days 9..36
+        (day(37), 3, 16, 2, 0, 1, D("-100.00"), D("0.0714"), None),  # day 9 left
+    ]
+    assert world.rows() == reference_rows(world, days(1, 37))
+
+
+def test_28_day_windows_are_the_same_when_each_day_is_built_alone(world: World) -> None:
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    for n, usage in {1: (5, 50), 2: (3, 30), 9: (4, 40), 10: (0, 7), 20: (2, 8), 30: (1, 1)}.items():
+        world.stage_usage(day(n), {"acme": usage})
+    for n in (37, 29, 8, 30):
+        world.build([day(n)])
+
+    assert trends(world, "acme") == [
+        (day(8), 8, 80, 2, 30, 50, D("-40.00"), D("0.0714"), D("10.00")),
+        (day(29), 9, 85, 3, 0, 8, D("-100.00"), D("0.1071"), None),
+        (day(30), 7, 56, 3, 1, 8, D("-87.50"), D("0.1071"), D("1.00")),
+        (day(37), 3, 16, 2, 0, 1, D("-100.00"), D("0.0714"), None),
+    ]
+
+
+def test_company_known_for_fewer_than_28_days_counts_the_days_before_it_as_zero(world: World) -> None:
+    """'new' joins the CRM on day 20 and is renamed on day 25: its windows hold only its own days,
+    consistency is still out of 28 days, and the rename does not break the windows."""
+    world.stage_snapshot(day(1), {"old": "Old"})
+    world.stage_snapshot(day(20), {"old": "Old", "new": "New Ltd"})
+    world.stage_snapshot(day(25), {"old": "Old", "new": "New Group"})
+    world.stage_usage(day(20), {"new": (1, 10)})
+    world.stage_usage(day(22), {"new": (2, 10)})
+    world.stage_usage(day(26), {"new": (1, 4)})
+    world.build(days(20, 30))
+
+    assert trends(world, "new", on=(20, 21, 22, 25, 26, 27, 29, 30)) == [
+        (day(20), 1, 10, 1, 10, 0, None, D("0.0357"), D("10.00")),
+        (day(21), 1, 10, 1, 10, 0, None, D("0.0357"), D("10.00")),
+        (day(22), 3, 20, 2, 20, 0, None, D("0.0714"), D("6.67")),  # 20 / 3
+        (day(25), 3, 20, 2, 20, 0, None, D("0.0714"), D("6.67")),
+        (day(26), 4, 24, 3, 24, 0, None, D("0.1071"), D("6.00")),
+        (day(27), 4, 24, 3, 14, 10, D("40.00"), D("0.1071"), D("4.67")),  # days 21..27 vs 14..20
+        (day(29), 4, 24, 3, 4, 20, D("-80.00"), D("0.1071"), D("4.00")),
+        (day(30), 4, 24, 3, 4, 20, D("-80.00"), D("0.1071"), D("4.00")),
+    ]
+    names = [(r["activity_date"], r["company_name"]) for r in world.rows("company_id = 'new'")]
+    assert names[4:6] == [(day(24), "New Ltd"), (day(25), "New Group")]
+    current = world.wh.run_sql(
+        "SELECT company_name, active_users_28d, events_28d, active_days_28d, events_prev_7d, events_7d_change_pct,"
+        " engagement_consistency_28d, events_per_active_user_7d FROM analytics.company_daily_activity_current"
+        " WHERE company_id = 'new' AND activity_date = @d",
+        {"d": day(27)},
+    )
+    assert current == [
+        {
+            "company_name": "New Group",
+            "active_users_28d": 4,
+            "events_28d": 24,
+            "active_days_28d": 3,
+            "events_prev_7d": 10,
+            "events_7d_change_pct": D("40.00"),
+            "engagement_consistency_28d": D("0.1071"),
+            "events_per_active_user_7d": D("4.67"),
+        }
+    ]
+    assert world.rows() == reference_rows(world, days(20, 30))
+
+
+def test_ratios_round_half_away_from_zero_to_two_decimals(world: World) -> None:
+    world.stage_snapshot(day(1), {"up": "Up", "down": "Down", "third": "Third", "two_thirds": "Two thirds"})
+    world.stage_usage(day(1), {"up": (8, 800), "down": (8, 800), "third": (1, 3), "two_thirds": (1, 3)})
+    world.stage_usage(day(8), {"up": (8, 801), "down": (8, 799), "third": (3, 2), "two_thirds": (3, 5)})
+    world.build([day(8)])
+
+    ratios = {
+        r["company_id"]: (r["events_7d_change_pct"], r["events_per_active_user_7d"])
+        for r in world.rows("activity_date = @d", {"d": day(8)})
+    }
+    assert ratios == {
+        "up": (D("0.13"), D("100.13")),  # +0.125 %, 100.125 events per user
+        "down": (D("-0.13"), D("99.88")),  # -0.125 %, 99.875
+        "third": (D("-33.33"), D("0.67")),
+        "two_thirds": (D("66.67"), D("1.67")),
+    }
+
+
+def test_rows_built_before_the_migration_get_the_new_columns_on_rebuild(world: World) -> None:
+    """Migration 0007 adds the columns as NULL; a forced rebuild fills them although every
+    other value is unchanged (the MERGE compares them with IS DISTINCT FROM)."""
+    world.stage_snapshot(day(1), {"acme": "Acme"})
+    world.stage_usage(day(1), {"acme": (2, 4)})
+    world.build([day(1)])
+    world.wh.run_sql(
+        "UPDATE analytics.company_daily_activity SET active_users_28d = NULL, events_28d = NULL,"
+        " active_days_28d = NULL, events_prev_7d = NULL, events_7d_change_pct = NULL,"
+        " engagement_consistency_28d = NULL, events_per_active_user_7d = NULL"
+    )
+
+    world.build([day(1)], force=True)
+
+    assert trends(world, "acme") == [(day(1), 2, 4, 1, 4, 0, None, D("0.0357"), D("2.00"))]
+
+
 # ---- attributes as of the day, current view ------------------------------------------------------
 def test_crm_rename_on_day_5_keeps_old_name_before_and_current_view_shows_new_name(world: World) -> None:
     for n in range(1, 8):
@@ -422,6 +616,13 @@ def test_company_in_usage_but_not_in_crm_is_kept_with_null_attributes_and_flagge
             "active_users_7d": 2,
             "events_7d": 3,
             "active_days_7d": 1,
+            "active_users_28d": 2,
+            "events_28d": 3,
+            "active_days_28d": 1,
+            "events_prev_7d": 0,
+            "events_7d_change_pct": None,
+            "engagement_consistency_28d": Decimal("0.0357"),  # 1 / 28
+            "events_per_active_user_7d": Decimal("1.50"),
             "days_since_last_activity": 0,
             "is_churn_risk": False,
             "crm_snapshot_date": day(1),
@@ -438,6 +639,13 @@ def test_company_in_usage_but_not_in_crm_is_kept_with_null_attributes_and_flagge
             "active_users_7d": 4,
             "events_7d": 5,
             "active_days_7d": 1,
+            "active_users_28d": 4,
+            "events_28d": 5,
+            "active_days_28d": 1,
+            "events_prev_7d": 0,
+            "events_7d_change_pct": None,
+            "engagement_consistency_28d": Decimal("0.0357"),
+            "events_per_active_user_7d": Decimal("1.25"),
             "days_since_last_activity": 0,
             "is_churn_risk": False,
             "crm_snapshot_date": day(1),
@@ -729,6 +937,6 @@ def test_property_rebuilding_only_the_restaged_dates_converges_to_the_reference(
         for offset in sorted(corrections):
             world.build([_START + dt.timedelta(days=offset)])
 
-        assert world.rows() == reference_rows(world, dates)
+        assert as_far_as_the_plan_reaches(world.rows()) == as_far_as_the_plan_reaches(reference_rows(world, dates))
     finally:
         engine.close()

@@ -39,13 +39,15 @@ def add_activity(
     active_days_7d: int = 3,
     days_since_last_activity: int | None = 0,
     flags: str = "",
+    wide: tuple[int, int, int, int] | None = None,  # active_users_28d, events_28d, active_days_28d, events_prev_7d
 ) -> None:
     for company_id in company_ids:
         wh.run_sql(
             "INSERT INTO analytics.company_daily_activity (activity_date, company_id, active_users, events, "
             "active_users_7d, events_7d, active_days_7d, days_since_last_activity, is_churn_risk, "
-            "data_quality_flags, record_loaded_at, run_id) VALUES (@d, @c, @au, @ev, @au7, @ev7, @ad7, @dsla, "
-            "0, @flags, @loaded, 'build-run')",
+            "data_quality_flags, record_loaded_at, run_id, active_users_28d, events_28d, active_days_28d, "
+            "events_prev_7d) VALUES (@d, @c, @au, @ev, @au7, @ev7, @ad7, @dsla, "
+            "0, @flags, @loaded, 'build-run', @au28, @ev28, @ad28, @evp7)",
             {
                 "d": day,
                 "c": company_id,
@@ -57,6 +59,7 @@ def add_activity(
                 "dsla": days_since_last_activity,
                 "flags": flags,
                 "loaded": LOADED_AT,
+                **dict(zip(("au28", "ev28", "ad28", "evp7"), wide or (None,) * 4, strict=True)),
             },
         )
 
@@ -347,6 +350,8 @@ def test_freshness_fails_with_both_inputs_missing(wh: DuckDBWarehouse) -> None:
 # ---- activity sanity --------------------------------------------------------------------------
 def test_negative_counts_pass_on_possible_values(wh: DuckDBWarehouse) -> None:
     add_activity(wh, D, ["acme"], active_users=0, events=0, active_days_7d=7, days_since_last_activity=None)
+    add_activity(wh, D, ["busy"], active_days_7d=7, wide=(90, 400, 28, 0))
+    add_activity(wh, D, ["before_0007"], wide=None)  # 28-day columns not filled yet
     assert check(wh, "activity_negative_counts").status == "pass"
 
 
@@ -359,8 +364,13 @@ def test_negative_counts_pass_on_possible_values(wh: DuckDBWarehouse) -> None:
         {"events_7d": -1},
         {"active_days_7d": 8},
         {"days_since_last_activity": -2},
+        {"wide": (-1, 40, 3, 0)},
+        {"wide": (9, -1, 3, 0)},
+        {"wide": (9, 40, 29, 0)},
+        {"wide": (9, 40, 2, 0)},  # fewer active days in 28 days than in the 7 within them
+        {"wide": (9, 40, 3, -1)},
     ],
-    ids=lambda bad: next(iter(bad)),
+    ids=lambda bad: f"{next(iter(bad))}={next(iter(bad.values()))}",
 )
 def test_negative_counts_fail_on_impossible_values(wh: DuckDBWarehouse, bad: dict[str, int]) -> None:
     add_activity(wh, D, ["fine"])

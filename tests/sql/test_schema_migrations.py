@@ -98,3 +98,39 @@ def test_failed_migration_leaves_the_previous_version(tmp_path: Path) -> None:
     assert "ops.half_done" not in _tables(engine)
     versions = {r["version"] for r in engine.run_sql("SELECT version FROM ops.schema_migrations")}
     assert latest + 1 not in versions
+
+
+def test_migration_0007_keeps_built_rows_and_leaves_the_new_columns_null_until_a_rebuild(tmp_path: Path) -> None:
+    root = _copy_sql_root(tmp_path)
+    later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= 7)
+    held = {p: p.read_text() for p in later}
+    for path in later:
+        path.unlink()
+    engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
+    engine.apply_schema()
+    engine.run_sql(
+        "INSERT INTO analytics.company_daily_activity (activity_date, company_id, active_users, events,"
+        " active_users_7d, events_7d, active_days_7d, is_churn_risk, data_quality_flags, record_loaded_at, run_id)"
+        " VALUES (@d, 'acme', 1, 2, 1, 2, 1, 0, '', @at, 'r1')",
+        {"d": dt.date(2025, 1, 1), "at": dt.datetime(2025, 1, 2)},
+    )
+    for path, text in held.items():
+        path.write_text(text)
+
+    assert 7 in engine.apply_schema()
+    rows = engine.run_sql(
+        "SELECT company_id, events, active_users_28d, events_7d_change_pct, engagement_consistency_28d"
+        " FROM analytics.company_daily_activity_current"
+    )
+    assert rows == [
+        {
+            "company_id": "acme",
+            "events": 2,
+            "active_users_28d": None,
+            "events_7d_change_pct": None,
+            "engagement_consistency_28d": None,
+        }
+    ]
+    assert engine.run_sql("SELECT events, days_present FROM analytics.company_weekly_activity") == [
+        {"events": 2, "days_present": 1}
+    ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from decimal import Decimal
+
 import pytest
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
@@ -28,6 +31,22 @@ def translate(tsql: str) -> str | None:
             "SELECT DATEADD(DAY, -6, d) AS w FROM s.t", "SELECT d + -6 AS w FROM s.t", id="dateadd-day-stays-date"
         ),
         pytest.param("SELECT DATEADD(day, 1, @d) AS w", "SELECT $d + 1 AS w", id="parameter-becomes-named"),
+        pytest.param(
+            "SELECT DATEADD(DAY, -(DATEDIFF(DAY, CAST('1900-01-01' AS DATE), d) % 7), d) AS monday FROM s.t",
+            "SELECT d + CAST(-(DATE_DIFF('DAY', CAST(CAST('1900-01-01' AS DATE) AS TIMESTAMP), "
+            "CAST(d AS TIMESTAMP)) % 7) AS INT) AS monday FROM s.t",
+            id="dateadd-day-computed-count-is-int",
+        ),
+        pytest.param(
+            "SELECT DATEPART(ISO_WEEK, d) AS w, EOMONTH(d) AS e FROM s.t",
+            "SELECT CAST(STRFTIME(d, '%V') AS INT) AS w, LAST_DAY(CAST(d AS DATE)) AS e FROM s.t",
+            id="iso-week-and-end-of-month",
+        ),
+        pytest.param(
+            "CREATE OR ALTER VIEW s.v AS SELECT a FROM s.t",
+            "CREATE OR REPLACE VIEW s.v AS SELECT a FROM s.t",
+            id="create-or-alter-view",
+        ),
         pytest.param(
             "MERGE INTO s.t AS tgt USING s.u AS src ON tgt.a = src.a "
             "WHEN MATCHED THEN UPDATE SET tgt.b = src.b "
@@ -103,8 +122,6 @@ def test_translated_semantics_run_on_duckdb() -> None:
     (row,) = engine.run_sql(
         "SELECT DATEADD(DAY, -1, a) AS prev, flag, x, DATEDIFF(DAY, a, @d) AS gap FROM s.t", {"d": "2025-03-31"}
     )
-    import datetime as dt
-
     assert row == {"prev": dt.date(2025, 2, 28), "flag": True, "x": 0.30000000000000004, "gap": 30}
 
 
@@ -129,3 +146,37 @@ def test_ids_differing_only_in_case_are_two_companies() -> None:
     assert engine.run_sql("SELECT COUNT(*) AS n FROM stg.company_first_usage WHERE company_id = @c", {"c": "acme"}) == [
         {"n": 1}
     ]
+
+
+def test_week_start_and_iso_week_agree_with_python_across_a_year_boundary() -> None:
+    """The weekly view's Monday (a day count since 1900-01-01, a Monday: independent of
+    DATEFIRST) and ISO week, on the days around 2025-01-01 (ISO week 2025-W01 starts 2024-12-30)."""
+    engine = DuckDBWarehouse(":memory:")
+    days = [dt.date(2024, 12, 27) + dt.timedelta(days=k) for k in range(12)]
+    rows = [
+        engine.run_sql(
+            "SELECT DATEADD(DAY, -(DATEDIFF(DAY, CAST('1900-01-01' AS DATE), @d) % 7), CAST(@d AS DATE)) AS monday,"
+            " DATEPART(ISO_WEEK, CAST(@d AS DATE)) AS iso_week",
+            {"d": d},
+        )[0]
+        for d in days
+    ]
+    assert rows == [{"monday": d - dt.timedelta(days=d.weekday()), "iso_week": d.isocalendar().week} for d in days]
+
+
+@pytest.mark.parametrize(
+    ("change", "base", "expected"),
+    [(1, 800, "0.13"), (-1, 800, "-0.13"), (1, 3, "33.33"), (2, 3, "66.67"), (-3, 3, "-100.00"), (5, 0, None)],
+)
+def test_percent_change_rounds_half_away_from_zero_as_tsql_decimal_does(
+    change: int, base: int, expected: str | None
+) -> None:
+    """DuckDB divides DECIMALs in DOUBLE; rounding the exact integer ratio x 10000 to a whole number
+    first gives T-SQL's DECIMAL result (ROUND is half away from zero on both)."""
+    engine = DuckDBWarehouse(":memory:")
+    (row,) = engine.run_sql(
+        "SELECT CAST(ROUND(CAST(@change AS DECIMAL(19, 0)) * 10000 / NULLIF(@base, 0), 0) / 100"
+        " AS DECIMAL(23, 2)) AS pct",
+        {"change": change, "base": base},
+    )
+    assert row["pct"] == (None if expected is None else Decimal(expected))

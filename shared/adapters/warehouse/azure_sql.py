@@ -46,7 +46,7 @@ from typing import Any, ClassVar, TypeVar
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 from tenacity.wait import wait_base
 
-from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name
+from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, to_positional
 from shared.errors import AuthenticationFailed, BuildError, ConfigurationError, WarehouseTransientError
 from shared.logs import redact
@@ -274,6 +274,7 @@ class AzureSqlWarehouse(Warehouse):
                 _close_quietly(cursor)
 
     # ---- loading -----------------------------------------------------------------------
+    @traced_bulk_load
     def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
         """Parameterised INSERT with ``fast_executemany`` (one round trip per batch), streaming.
 

@@ -11,14 +11,16 @@ from __future__ import annotations
 import abc
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from shared import telemetry
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, load_statements, migrations, split_statements
 from shared.errors import BuildError
 
@@ -26,6 +28,22 @@ log = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 _TABLE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+
+
+_BulkLoad = TypeVar("_BulkLoad", bound=Callable[..., int])
+
+
+def traced_bulk_load(method: _BulkLoad) -> _BulkLoad:
+    """Wrap an engine's ``bulk_load`` in a ``sql.bulk_load`` span that records the row count."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        with telemetry.span(f"sql.bulk_load {table}", **{"db.table": table}) as span:
+            loaded = method(self, table, columns, rows)
+            span.set_attribute("db.rows", loaded)
+            return loaded
+
+    return wrapper  # type: ignore[return-value]
 
 
 def checked_table_name(table: str) -> str:
@@ -55,8 +73,13 @@ class Warehouse(abc.ABC):
         """Run one T-SQL statement; rows if it returns any, else None."""
 
     def run(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
-        """Run every statement of ``sql/<name>.sql``; returns the rows of the last one that has rows."""
-        return self._run_statements(self._statements(name), params or {})
+        """Run every statement of ``sql/<name>.sql``; returns the rows of the last one that has rows.
+
+        One span per file (``sql <name>``): each SQL step of staging, builds and checks."""
+        with telemetry.span(f"sql {name}", **{"db.sql_file": name, "db.system": getattr(self, "DIALECT", "")}) as span:
+            rows = self._run_statements(self._statements(name), params or {})
+            span.set_attribute("db.rows_returned", len(rows))
+            return rows
 
     def query(self, name: str, params: Mapping[str, Any] | None = None) -> list[Row]:
         """Alias of ``run`` that reads better where a file is a SELECT."""
@@ -165,6 +188,11 @@ class Warehouse(abc.ABC):
             log.info("applied migration %s", name)
             done.append(version)
         return done
+
+    def pending_migrations(self) -> list[tuple[int, str]]:
+        """The migrations ``apply_schema`` would apply now, in order (read only)."""
+        applied = self._applied_migrations()
+        return [(version, name) for version, name in migrations(self.sql_root) if version not in applied]
 
     def _applied_migrations(self) -> dict[int, str]:
         if not self.table_exists("ops", "schema_migrations"):

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 import duckdb
 
-from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name
+from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
 from shared.adapters.warehouse.translate import to_duckdb
 from shared.errors import BuildError, ConfigurationError, WarehouseTransientError
@@ -57,6 +57,8 @@ class DuckDBWarehouse(Warehouse):
                 raise BuildError(
                     f"{statement.sql_file}: statement {statement.index} failed: {type(exc).__name__}: {exc}"
                 ) from exc
+            except RuntimeError as exc:
+                raise _interrupt_or(exc) from exc
             if cursor.description is None:
                 return None
             names = [d[0] for d in cursor.description]
@@ -71,6 +73,7 @@ class DuckDBWarehouse(Warehouse):
     def _rollback_transaction(self, error: BaseException) -> None:
         self._con.execute("ROLLBACK")
 
+    @traced_bulk_load
     def bulk_load(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
         """Stream rows through a temporary CSV file and COPY, one batch at a time.
 
@@ -100,6 +103,8 @@ class DuckDBWarehouse(Warehouse):
                 total += len(batch)
         except duckdb.Error as exc:
             raise BuildError(f"bulk load into {table} failed: {type(exc).__name__}: {exc}") from exc
+        except RuntimeError as exc:
+            raise _interrupt_or(exc) from exc
         finally:
             os.unlink(tmp)
         return total
@@ -107,6 +112,13 @@ class DuckDBWarehouse(Warehouse):
     def close(self) -> None:
         with self._lock:
             self._con.close()
+
+
+def _interrupt_or(exc: RuntimeError) -> BaseException:
+    """DuckDB turns Ctrl-C during a query into a plain RuntimeError("Query interrupted") (it has
+    no type of its own, so the text is all there is). Raised again as KeyboardInterrupt, so no
+    ``except Exception`` on the way up can mistake an operator's Ctrl-C for a failed query."""
+    return KeyboardInterrupt() if "interrupted" in str(exc).lower() else exc
 
 
 def _csv_rows(batch: list[Sequence[Any]]) -> Iterable[Sequence[Any]]:

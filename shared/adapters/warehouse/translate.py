@@ -12,6 +12,8 @@ Rewrites (each has a golden test in tests/translation/):
 - ``PRIMARY KEY (a, b)``: sqlglot adds ``NULLS FIRST`` to key columns, which DuckDB rejects.
 - ``DATEADD(DAY, n, d)`` → ``d + n``: stays a DATE (DuckDB's ``d + INTERVAL`` is a TIMESTAMP).
   Our T-SQL uses DATEADD(DAY, ...) on DATE values only; on a timestamp DuckDB fails loudly.
+  A computed ``n`` becomes ``CAST(n AS INT)``: T-SQL takes the number as INT, while DuckDB has
+  no DATE + BIGINT (and its DATEDIFF, % and SUM give BIGINT or wider).
 - ``MERGE ... UPDATE SET tgt.col = ...``: DuckDB wants unqualified SET targets.
 - ``COLLATE <name>_BIN2`` on a column: dropped. Ids are compared byte for byte (Azure SQL's
   default collation is case-insensitive, so the T-SQL says BIN2); DuckDB already compares
@@ -66,7 +68,7 @@ def _rewrite(node: exp.Expression) -> exp.Expression | None:
     if isinstance(node, exp.PrimaryKey):
         node.set("expressions", [e.this if isinstance(e, exp.Ordered) else e for e in node.expressions])
     if isinstance(node, exp.DateAdd) and (node.unit is None or node.unit.name.upper() in {"DAY", "DD", "D"}):
-        return exp.Add(this=node.this, expression=node.expression)
+        return exp.Add(this=node.this, expression=_as_int_day_count(node.expression))
     if isinstance(node, exp.ColumnConstraint) and isinstance(node.args.get("kind"), exp.CollateColumnConstraint):
         return None  # a binary collation (others are refused before rewriting)
     if isinstance(node, exp.Merge):
@@ -77,6 +79,14 @@ def _rewrite(node: exp.Expression) -> exp.Expression | None:
                     if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column) and eq.this.table:
                         eq.set("this", exp.column(eq.this.name))
     return node
+
+
+def _as_int_day_count(count: exp.Expression) -> exp.Expression:
+    """DATEADD's number as DuckDB needs it: literals (also negated) as written, anything else cast to INT."""
+    literal = count.this if isinstance(count, exp.Neg) else count
+    if isinstance(literal, exp.Literal) and not literal.is_string:
+        return count
+    return exp.cast(count, exp.DataType.Type.INT)
 
 
 def _refuse_unsupported(tree: exp.Expression, statement: Statement) -> None:

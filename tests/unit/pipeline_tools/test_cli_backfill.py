@@ -174,3 +174,70 @@ def test_a_failed_build_chunk_stops_with_a_resume_hint_and_keeps_earlier_chunks(
             rng, read_states=pipeline.read_states, pull_day=pipeline.pull_day, build_range=flaky_build, chunk_days=5
         )
     assert pipeline.built == set(days(5))
+
+
+class CheckedPipeline(FakePipeline):
+    """Also remembers which built days had their checks run (a build runs them unless interrupted)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.checked: set[dt.date] = set()
+        self.check_calls: list[list[dt.date]] = []
+        self.interrupt_checks_of: DateRange | None = None
+
+    def read_states(self, wanted: Sequence[dt.date]) -> dict[dt.date, BackfillDateState]:
+        return {
+            d: BackfillDateState(pulled=d in self.pulled, up_to_date=d in self.built, checked=d in self.checked)
+            for d in wanted
+        }
+
+    def build_range(self, chunk: DateRange) -> None:
+        super().build_range(chunk)
+        self.checked.difference_update(chunk.days())
+        if chunk == self.interrupt_checks_of:
+            raise KeyboardInterrupt  # Ctrl-C after the build committed, inside its checks
+        self.checked.update(chunk.days())
+
+    def check_days(self, wanted: Sequence[dt.date]) -> None:
+        self.check_calls.append(list(wanted))
+        self.checked.update(wanted)
+
+
+def test_ctrl_c_between_a_build_and_its_checks_is_not_swallowed_and_the_resume_runs_the_checks() -> None:
+    pipeline = CheckedPipeline()
+    rng = DateRange(START, START + dt.timedelta(days=9))
+    pipeline.interrupt_checks_of = DateRange(START + dt.timedelta(days=5), START + dt.timedelta(days=9))
+    kwargs = {
+        "read_states": pipeline.read_states,
+        "pull_day": pipeline.pull_day,
+        "build_range": pipeline.build_range,
+        "check_days": pipeline.check_days,
+        "chunk_days": 5,
+    }
+
+    with pytest.raises(KeyboardInterrupt):
+        run_backfill(rng, **kwargs)  # type: ignore[arg-type]
+    assert pipeline.built == set(rng.days()) and pipeline.checked == set(days(5))
+
+    pipeline.interrupt_checks_of = None
+    pipeline.build_calls.clear()
+    result = run_backfill(rng, **kwargs)  # type: ignore[arg-type]
+
+    assert pipeline.build_calls == [], "the builds are current: only their checks were missing"
+    assert pipeline.check_calls == [days(5, START + dt.timedelta(days=5))]
+    assert result.checked == days(5, START + dt.timedelta(days=5))
+    assert pipeline.checked == set(rng.days())
+
+
+def test_plan_lists_built_dates_without_checks_to_check_only() -> None:
+    rng = DateRange(START, START + dt.timedelta(days=2))
+    states = {
+        START: BackfillDateState(pulled=True, up_to_date=True, checked=False),
+        START + dt.timedelta(days=1): BackfillDateState(pulled=True, up_to_date=True, checked=True),
+        START + dt.timedelta(days=2): BackfillDateState(pulled=True, up_to_date=False, checked=False),
+    }
+
+    plan = plan_backfill(rng, states, chunk_days=31)
+
+    assert plan.check == [START]
+    assert plan.build == [DateRange.single(START + dt.timedelta(days=2))]

@@ -170,6 +170,10 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
         ["replay"],
         ["events"],
         ["events", "refresh"],
+        ["checks"],
+        ["checks", "run"],
+        ["runs"],
+        ["alerts"],
     ],
 )
 def test_every_command_has_help(command: list[str], services: Services) -> None:
@@ -253,6 +257,16 @@ def test_unexpected_error_is_also_one_line_with_a_hint(services: Services, monke
     assert "--verbose" in result.stderr
 
 
+def test_a_settings_file_that_does_not_exist_is_a_usage_error_and_creates_nothing(tmp_path: Any) -> None:
+    missing = tmp_path / "typo.settings.json"
+
+    result = CliRunner().invoke(cli, ["--settings", str(missing), "schema", "apply"])
+
+    assert result.exit_code == 2
+    assert f"{missing} does not exist" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_configuration_error_from_the_settings_file_exits_1(tmp_path: Any) -> None:
     settings_file = tmp_path / "local.settings.json"
     settings_file.write_text(json.dumps({"Values": {"CRM_REJECT_THRESHOLD": "2"}}))
@@ -264,14 +278,20 @@ def test_configuration_error_from_the_settings_file_exits_1(tmp_path: Any) -> No
 
 
 # ---- schema apply ------------------------------------------------------------------------------
-def test_schema_apply_lists_migrations_then_reports_up_to_date(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("DUCKDB_PATH", str(tmp_path / "w.duckdb"))
-    args = ["--settings", str(tmp_path / "absent.json"), "schema", "apply"]
+def test_schema_apply_lists_migrations_then_reports_up_to_date(tmp_path: Any) -> None:
+    settings_file = tmp_path / "local.settings.json"
+    settings_file.write_text(json.dumps({"Values": {"DUCKDB_PATH": str(tmp_path / "w.duckdb")}}))
+    args = ["--settings", str(settings_file), "schema", "apply"]
+
+    planned = json.loads(CliRunner().invoke(cli, [*args, "--dry-run", "--json"]).stdout)
+    assert planned["dry_run"] is True and "schema/0001_schemas" in planned["would_apply"]
+    assert not (tmp_path / "w.duckdb").exists() or DuckDBWarehouse(tmp_path / "w.duckdb").pending_migrations()
 
     first = CliRunner().invoke(cli, args)
     second = CliRunner().invoke(cli, args)
 
     assert first.exit_code == 0, first.output
+    assert [line.removeprefix("applied ") for line in first.stdout.splitlines()] == planned["would_apply"]
     assert "applied schema/0001_schemas" in first.stdout
     assert second.exit_code == 0
     assert second.stdout.strip() == "schema is up to date (no migration applied)"
@@ -351,6 +371,24 @@ def test_status_says_a_build_is_stale_when_the_gate_holds_newer_usage(
     assert json.loads(result.stdout)[0]["build"]["up_to_date"] is False
 
 
+def test_a_build_whose_checks_never_ran_is_not_up_to_date(
+    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+) -> None:
+    insert_usage_pull(warehouse, D1, "usage-1")
+    insert_build(warehouse, D1, None, "usage-1", 3, "run-b1")
+    gate.versions = {D1: InputVersions(None, "usage-1")}
+
+    unchecked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    insert_check(warehouse, D1, "input_freshness", "pass")  # a partial run (the timer's) does not count
+    still = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    insert_check(warehouse, D1, "analytics_row_count", "pass")
+    checked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+
+    assert (unchecked["inputs_current"], unchecked["up_to_date"], unchecked["checked_at"]) == (True, False, None)
+    assert still["up_to_date"] is False
+    assert (checked["up_to_date"], checked["checked_at"]) == (True, "2025-03-04T06:00:00")
+
+
 def test_status_table_renders_without_json(services: Services, warehouse: DuckDBWarehouse) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
 
@@ -402,7 +440,65 @@ def test_rebuild_queues_one_forced_message_the_builder_accepts(services: Service
     request = parse_build_request(queue.sent[0])
     assert request.dates == (D1, D2, D3)
     assert request.force is True
-    assert "queued a build of 2025-03-01..2025-03-03" in result.stdout
+    assert "queued 1 build message(s) for 2025-03-01..2025-03-03" in result.stdout
+
+
+def test_rebuild_of_a_long_range_queues_one_message_per_chunk(services: Services, queue: FakeQueue) -> None:
+    result = invoke(services, "rebuild", "--start", "2024-01-01", "--end", "2024-12-31", "--chunk-days", "31", "--json")
+
+    assert result.exit_code == 0, result.output
+    requests = [parse_build_request(message) for message in queue.sent]
+    assert [len(r.dates) for r in requests] == [31] * 11 + [366 - 11 * 31]
+    assert [d for r in requests for d in r.dates] == [dt.date(2024, 1, 1) + dt.timedelta(days=i) for i in range(366)]
+    document = json.loads(result.stdout)
+    assert document["message_ids"] == [f"msg-{i}" for i in range(1, 13)]
+    assert document["chunks"][0] == "2024-01-01..2024-01-31"
+
+
+def test_rebuild_dry_run_prints_the_messages_and_queues_nothing(services: Services, queue: FakeQueue) -> None:
+    result = invoke(services, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
+
+    assert result.exit_code == 0, result.output
+    assert queue.sent == []
+    assert '"end": "2025-03-03", "force": true, "reason": "cli rebuild", "start": "2025-03-01"' in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["status", "--date", "{tomorrow}"],
+        ["backfill", "--start", "{yesterday}", "--end", "{today}"],
+        ["backfill", "--start", "{today}", "--end", "{tomorrow}", "--dry-run"],
+        ["rebuild", "--date", "{today}"],
+        ["rebuild", "--start", "{yesterday}", "--end", "{tomorrow}", "--now"],
+        ["rollback", "--date", "{today}", "--yes"],
+        ["rollback", "--date", "{tomorrow}", "--dry-run"],
+        ["replay", "--date", "{today}"],
+        ["checks", "run", "--date", "{today}"],
+        ["runs", "--date", "{tomorrow}"],
+        ["alerts", "--date", "{today}"],
+    ],
+)
+def test_every_command_refuses_a_date_after_yesterday_with_exit_2_and_changes_nothing(
+    args: list[str], services: Services, warehouse: DuckDBWarehouse, queue: FakeQueue
+) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    days = {"yesterday": today - dt.timedelta(days=1), "today": today, "tomorrow": today + dt.timedelta(days=1)}
+    insert_analytics_rows(warehouse, today, ["C000001"], "run-b1")  # a row a rollback could delete
+    tables = ("analytics.company_daily_activity", "ops.pipeline_runs", "ops.date_builds", "ops.data_quality_results")
+    before = {table: count(warehouse, table) for table in tables}
+
+    result = invoke(services, *[a.format(**days) for a in args])
+
+    assert result.exit_code == 2, result.output
+    [line] = result.stderr.strip().splitlines()
+    first_future = days["today"] if "{today}" in args or "{yesterday}" in args else days["tomorrow"]
+    assert line == (
+        f"error: {first_future} is in the future: the latest date that can be built is {days['yesterday']} "
+        "(yesterday, UTC)"
+    )
+    assert {table: count(warehouse, table) for table in tables} == before
+    assert queue.sent == []
 
 
 # ---- backfill --dry-run -------------------------------------------------------------------------
@@ -434,6 +530,16 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, 
     load_fact_events(
         warehouse, [("e1", "acme", stamp), ("e1", "acme", stamp), ("e2", "acme", stamp)], dt.datetime(2030, 1, 1)
     )
+
+    planned = invoke(services, "events", "refresh", "--lookback-days", "0", "--dry-run", "--json")
+    assert json.loads(planned.stdout) | {"loaded_through": None} == {
+        "run_id": None,
+        "dry_run": True,
+        "days": [today.isoformat()],
+        "count": 1,
+        "loaded_through": None,
+    }
+    assert count(warehouse, "agg.company_daily_events") == 0
 
     result = invoke(services, "events", "refresh", "--lookback-days", "0")
 

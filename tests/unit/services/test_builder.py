@@ -197,3 +197,30 @@ def test_services_entry_point_runs_the_quality_checks(wh: DuckDBWarehouse, monke
 
     assert outcome is not None and outcome.rows_written == 1
     assert calls == [[DAY]]
+
+
+def test_a_redelivery_after_a_crash_between_the_build_and_its_checks_runs_the_checks(wh: DuckDBWarehouse) -> None:
+    from shared.services import quality
+
+    def crash(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
+        raise KeyboardInterrupt  # the worker stopped after the build committed, before the checks
+
+    checked: list[list[dt.date]] = []
+
+    def checks(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
+        checked.append(list(dates))
+        quality.run_checks(wh, dates, run_id, now, Settings(), RecordingAlertSink())
+
+    services = make_services(wh, post_build=crash)
+    with pytest.raises(KeyboardInterrupt):
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    assert builder.dates_built_without_checks(wh, [DAY]) == [DAY]
+
+    services.post_build = checks
+    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, services)
+    assert again is not None and again.skipped, "the build itself is current"
+    assert checked == [[DAY]]
+    assert builder.dates_built_without_checks(wh, [DAY]) == []
+
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    assert checked == [[DAY]], "checked dates are not checked again"

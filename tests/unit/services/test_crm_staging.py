@@ -426,3 +426,52 @@ def test_blob_name_with_control_characters_is_rejected_under_a_safe_name(
     assert report(blobs, settings, result)["file_error"]["reason"] == "unsafe_blob_name"
     assert all("\x07" not in name for name in blobs.names(settings.quarantine_container))
     assert staged_rows(warehouse) == []
+
+
+# ---- what a rejection says (issue 16) ---------------------------------------------------------------
+def test_a_rejected_file_names_the_cause_in_its_reason_its_alert_and_its_run(
+    stage: Any, warehouse: DuckDBWarehouse, alerts: RecordingAlertSink
+) -> None:
+    result = stage("crm_2025-11-30.csv", HEADER + "C1," + "n" * 401 + ",DE,saas,\n")
+
+    assert result.status == "rejected"
+    assert result.reason == "1 of 1 rows rejected: name longer than 400 characters (above the threshold of 25.0%)"
+    [alert] = alerts.alerts
+    assert "1 of 1 rows rejected: name longer than 400 characters" in alert.message
+    [run] = warehouse.run_sql("SELECT status, error_message FROM ops.pipeline_runs WHERE step = 'crm_staging'")
+    assert run == {"status": "rejected", "error_message": result.reason}
+    [quarantined] = warehouse.run_sql("SELECT reason FROM ops.quarantined_files")
+    assert quarantined["reason"] == result.reason
+
+
+def test_rejection_causes_are_counted_commonest_first(stage: Any, alerts: RecordingAlertSink) -> None:
+    rows = [
+        "C1,ok,DE,saas,yesterday",
+        "C2,ok,DE,saas,soon",
+        ",ok,DE,saas,",
+        *[f"C{i},ok,DE,saas," for i in range(3, 13)],
+    ]
+
+    result = stage("crm_2025-11-30.csv", HEADER + "\n".join(rows) + "\n")
+
+    assert result.status == "staged"
+    assert alerts.alerts[0].message.startswith(
+        "3 of 13 rows rejected: last_contact_at not an ISO-8601 timestamp (2 rows); empty company_id (1 rows); "
+    )
+
+
+def test_ignored_extra_columns_are_recorded_in_ops(stage: Any, warehouse: DuckDBWarehouse) -> None:
+    result = stage(
+        "crm_2025-11-30.csv", "company_id,name,country,industry_tag,last_contact_at,owner,tier\nC1,a,DE,x,\n"
+    )
+
+    assert result.extra_columns == ("owner", "tier")
+    [row] = warehouse.run_sql(
+        "SELECT source_blob, content_hash, snapshot_date, column_names FROM ops.crm_ignored_columns"
+    )
+    assert row == {
+        "source_blob": "crm_2025-11-30.csv",
+        "content_hash": result.version,
+        "snapshot_date": dt.date(2025, 11, 30),
+        "column_names": "owner, tier",
+    }

@@ -65,3 +65,24 @@ def test_recent_runs_are_newest_first_filtered_by_date_and_limited(wh: DuckDBWar
     assert [r["run_id"] for r in recent_runs(wh, limit=2)] == ["r3", "r2"]
     with pytest.raises(ValueError):
         recent_runs(wh, limit=0)
+
+
+def test_ctrl_c_marks_the_step_interrupted_and_is_raised_again(wh: DuckDBWarehouse) -> None:
+    with pytest.raises(KeyboardInterrupt), record_run(wh, step="build", run_id="r4", run_date=D):
+        raise KeyboardInterrupt
+
+    (row,) = recent_runs(wh, status="interrupted")
+    assert (row["run_id"], row["error_type"]) == ("r4", "KeyboardInterrupt")
+
+
+def test_a_step_ended_rejected_keeps_its_own_reason(wh: DuckDBWarehouse) -> None:
+    with record_run(wh, step="crm_staging", run_id="r5", run_date=D) as run:
+        run.status, run.error_message = "rejected", "1 of 1 rows rejected: name longer than 400 characters"
+
+    (row,) = recent_runs(wh, step="crm_staging")
+    assert (row["status"], row["error_type"], row["error_message"]) == (
+        "rejected",
+        None,
+        "1 of 1 rows rejected: name longer than 400 characters",
+    )
+    assert recent_runs(wh, step="build") == []
