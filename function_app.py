@@ -19,7 +19,11 @@ app = func.FunctionApp()
 
 
 @app.function_name("crm_snapshot_arrived")
-@app.blob_trigger(arg_name="client", path="%CRM_CONTAINER%/{name}", connection="PIPELINE_STORAGE")
+# source=EventGrid: Flex Consumption has no polling blob trigger; the Event Grid subscription for
+# BlobCreated in the CRM container (infra/app/crm-events.bicep) calls the host's blob extension.
+@app.blob_trigger(
+    arg_name="client", path="%CRM_CONTAINER%/{name}", connection="PIPELINE_STORAGE", source=func.BlobSource.EVENT_GRID
+)
 def crm_snapshot_arrived(client: blob.BlobClient) -> None:
     """A CRM CSV landed: validate, stage, update dims, mark the date's CRM input present."""
     services().stage_crm_blob(client.blob_name)

@@ -1,4 +1,4 @@
-"""Operator CLI: schema, status, backfill, rebuild, rollback, replay, checks, runs, alerts.
+"""Operator CLI: schema, status, backfill, rebuild, rollback, replay, checks, runs, alerts, report.
 
     company-activity --settings local.settings.json status --date 2025-11-30 --json
 
@@ -40,6 +40,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+import pipeline_tools.report as run_report
 from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
 from shared.services import events_rollup, operations, poison, quality, replay
@@ -280,7 +281,7 @@ def schema() -> None:
 @pass_cli
 def schema_apply(obj: CliContext, dry_run: bool) -> None:
     obj.resume_args = ["schema", "apply"]
-    # Connected without the container: Services.warehouse applies migrations itself on first use.
+    # Connected without the container: Services.warehouse refuses a schema that is behind.
     warehouse = connect_warehouse(obj.settings)
     try:
         applied = operations.apply_schema(warehouse, dry_run=dry_run)
@@ -293,6 +294,39 @@ def schema_apply(obj: CliContext, dry_run: bool) -> None:
         click.echo("schema is up to date (no migration applied)")
     for name in applied:
         click.echo(f"{'would apply' if dry_run else 'applied'} {name}")
+
+
+@schema.command(
+    "bootstrap",
+    help="Deploy step (Azure SQL, as the Entra admin): apply migrations, then create the app's identity "
+    "as a contained database user with row access to the pipeline's schemas.",
+)
+@click.option("--app-principal", required=True, help="The Function App's managed identity name (the app's name).")
+@dry_run_option
+@json_option
+@pass_cli
+def schema_bootstrap(obj: CliContext, app_principal: str, dry_run: bool) -> None:
+    from pipeline_tools.schema_bootstrap import GRANTED_SCHEMAS, bootstrap
+
+    warehouse = connect_warehouse(obj.settings)
+    try:
+        result = bootstrap(warehouse, app_principal, dry_run=dry_run)
+    finally:
+        warehouse.close()
+    if obj.as_json:
+        emit(
+            {
+                "dry_run": dry_run,
+                "would_apply" if dry_run else "applied": result.applied,
+                "principal": result.principal,
+                "schemas": list(GRANTED_SCHEMAS),
+            }
+        )
+        return
+    for name in result.applied:
+        click.echo(f"{'would apply' if dry_run else 'applied'} {name}")
+    verb = "would get" if dry_run else "has"
+    click.echo(f"database user {result.principal} {verb} row access to {', '.join(GRANTED_SCHEMAS)}")
 
 
 # ---- status ----------------------------------------------------------------------------------
@@ -752,6 +786,44 @@ def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_stat
             row["last_error_type"] or "-",
         )
     Console(width=None if sys.stdout.isatty() else 200).print(table)
+
+
+# ---- report ----------------------------------------------------------------------------------
+@cli.command(help="Write the analysts' run report (one HTML page + PNG charts) from the warehouse alone.")
+@date_range_options
+@click.option(
+    "--out-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Where report.html and the PNGs go. Default: reports/<start>_<end>.",
+)
+@json_option
+@pass_cli
+def report(
+    obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None, out_dir: Path | None
+) -> None:
+    now = dt.datetime.now(dt.UTC)
+    # Without dates: the last 28 days that can be built (ending yesterday, UTC).
+    dates = resolve_range(day, start, end) if (day or start or end) else DateRange(*run_report.default_range(now))
+    written = run_report.write_report(
+        obj.services.warehouse,
+        dates.start,
+        dates.end,
+        out_dir or Path("reports") / f"{dates.start}_{dates.end}",
+        now=now,
+        freshness_deadline_hours=obj.settings.freshness_deadline_hours,
+    )
+    if obj.as_json:
+        emit(written.to_dict())
+    elif written.empty:
+        click.echo(f"no data for {dates}: nothing built, no input, no check in the range (page: {written.html})")
+    else:
+        click.echo(
+            f"report {dates}: {written.built_days} of {written.days} days built, "
+            f"{written.open_failures} open check failures; {len(written.pngs)} charts"
+        )
+        click.echo(f"page:   {written.html}")
+        click.echo(f"charts: {written.html.parent}/*.png")
 
 
 # ---- poison (issue 13: kept as one group near the end of the file) -------------------------

@@ -8,7 +8,8 @@
    timer, then makes a late correction in the API and fires the timer again, processing every
    build message the functions queue;
 5. prints what was built (dates, rows, churn risk, data-quality findings, quarantined files) and
-   how to query the DuckDB warehouse.
+   how to query the DuckDB warehouse, then writes the analysts' run report (``report/report.html``
+   and its PNG charts) and prints its path.
 
 Every process it starts is stopped at the end, also on Ctrl-C or SIGTERM. ``--serve`` keeps
 everything running afterwards so more files can be dropped in.
@@ -37,6 +38,7 @@ from typing import Any
 import click
 
 from pipeline_tools.azurite import AzuriteError, AzuriteProcess, provision
+from pipeline_tools.report import write_report
 from pipeline_tools.runner import (
     DrainResult,
     Invocation,
@@ -46,6 +48,7 @@ from pipeline_tools.runner import (
     sigterm_as_interrupt,
 )
 from pipeline_tools.sample_data import CrmSample
+from pipeline_tools.schema_bootstrap import apply_migrations
 from shared.adapters.storage_common import storage_errors
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
@@ -86,6 +89,10 @@ class RunPlan:
     @property
     def duckdb_path(self) -> Path:
         return self.workdir / "warehouse.duckdb"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.workdir / "report"
 
     @property
     def bad_file_date(self) -> dt.date:
@@ -201,6 +208,7 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
             echo("")
             for line in summarize(services.warehouse, plan, stages):
                 echo(line)
+            _write_report(plan, services, echo)
             if serve:
                 _serve(runner, plan, echo)
         except KeyboardInterrupt:
@@ -239,6 +247,8 @@ def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) 
 
     settings = Settings.from_environment()
     provision(settings)
+    applied = apply_migrations(settings)  # the deploy step: the app only checks the schema version
+    echo(f"==> Warehouse schema: {len(applied)} migration(s) applied" if applied else "==> Warehouse schema current")
     _upload_sample(plan, settings, echo)
 
     runner = Runner.from_app(load_app("function_app:app"), values)
@@ -321,6 +331,20 @@ def _not_implemented(invocations: Sequence[Invocation]) -> list[str]:
         if isinstance(invocation.error, NOT_THERE_YET):
             seen.setdefault(invocation.function, str(invocation.error) or type(invocation.error).__name__)
     return [f"{name} ({why})" for name, why in seen.items()]
+
+
+def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
+    """The analysts' run report of the sample's dates, from the warehouse just built."""
+    written = write_report(
+        services.warehouse,
+        plan.start,
+        plan.end,
+        plan.report_dir,
+        now=dt.datetime.now(dt.UTC),
+        freshness_deadline_hours=services.settings.freshness_deadline_hours,
+    )
+    echo("")
+    echo(f"Run report ({len(written.pngs)} charts, PNGs beside it): {_shown(written.html)}")
 
 
 def _serve(runner: Runner, plan: RunPlan, echo: Echo) -> None:
@@ -444,6 +468,7 @@ def _fresh_workdir(workdir: Path) -> None:
     for name in ("warehouse.duckdb", "warehouse.duckdb.wal", "local.settings.json", "local-run.log"):
         (workdir / name).unlink(missing_ok=True)
     shutil.rmtree(workdir / "sample", ignore_errors=True)
+    shutil.rmtree(workdir / "report", ignore_errors=True)
 
 
 def _log_to_file(path: Path) -> Path:

@@ -9,7 +9,11 @@ as in Azure:
 - Registered functions are data: bindings are read from ``app.get_functions()``, and
   ``%SETTING%`` references are resolved from the app settings (environment variables), as the
   host does. There is no second list of functions here.
-- Blob trigger: the bound ``<container>/<pattern>`` is polled; a blob is processed once per
+- Blob trigger: the bound ``<container>/<pattern>`` is polled, whatever the binding's ``source``:
+  with ``source=EventGrid`` (what function_app.py uses, as Flex Consumption requires) Azure
+  delivers each BlobCreated event through an Event Grid subscription to the host's blob
+  extension webhook, which cannot reach a local machine, so the runner's poll stands in for the
+  subscription and the function sees the same BlobClient either way. A blob is processed once per
   ETag (receipts in the ``azure-webjobs-hosts`` container, like the host); after
   ``maxDequeueCount`` failures a message goes to ``webjobs-blobtrigger-poison`` and that ETag
   is not retried. The function receives an ``azure.storage.blob.BlobClient`` (what the SDK-type
@@ -63,6 +67,7 @@ from shared.errors import ConfigurationError, MalformedMessage, PipelineError
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
 from shared.logs import configure_logging, log_context, redact
 from shared.services.poison import BLOB_POISON_QUEUE
+from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +172,8 @@ class BlobTrigger:
     container: str
     path_pattern: str  # the part after "<container>/", e.g. "{name}" or "in/{name}.csv"
     connection: str
+    # "EventGrid" or the host's default "LogsAndContainerScan": delivered alike here (polled).
+    source: str = "LogsAndContainerScan"
 
     @property
     def list_prefix(self) -> str:
@@ -255,7 +262,12 @@ def _trigger_from_binding(function_name: str, binding: Mapping[str, Any], enviro
         container, _, pattern = path.partition("/")
         if not container or not pattern:
             raise ConfigurationError(f"{function_name}: blob trigger path {path!r} is not '<container>/<pattern>'")
-        return BlobTrigger(container, pattern, str(binding.get("connection") or "AzureWebJobsStorage"))
+        return BlobTrigger(
+            container,
+            pattern,
+            str(binding.get("connection") or "AzureWebJobsStorage"),
+            str(binding.get("source") or "LogsAndContainerScan"),
+        )
     if kind == "queueTrigger":
         queue_name = resolve_setting_references(str(binding["queueName"]), environ)
         return QueueTrigger(queue_name, str(binding.get("connection") or "AzureWebJobsStorage"))
@@ -810,7 +822,10 @@ class Runner:
         for fn in self.functions:
             t = fn.trigger
             if isinstance(t, BlobTrigger):
-                lines.append(f"{fn.name}: blobTrigger {t.container}/{t.path_pattern} (connection {t.connection})")
+                lines.append(
+                    f"{fn.name}: blobTrigger {t.container}/{t.path_pattern} (connection {t.connection}, "
+                    f"source {t.source}{', polled locally' if t.source == 'EventGrid' else ''})"
+                )
             elif isinstance(t, QueueTrigger):
                 lines.append(f"{fn.name}: queueTrigger {t.queue_name} (connection {t.connection})")
             else:
@@ -877,7 +892,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
     help="Run the timer function NAME (every timer function without NAME) once, now, before polling.",
 )
 @click.option("--timeout", default=600.0, show_default=True, help="Seconds --once waits for work to finish.")
-def main(settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float) -> None:
+@click.option(
+    "--apply-schema/--no-apply-schema",
+    default=True,
+    show_default=True,
+    help="Apply pending warehouse migrations first, as the deploy step does in Azure.",
+)
+def main(
+    settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float, apply_schema: bool
+) -> None:
     """Errors reach the operator as one line naming the setting and the cause (exit 1); with
     ``--once`` any failed invocation, a fired timer included, also exits 1."""
     values = read_local_settings(settings_path)
@@ -887,6 +910,12 @@ def main(settings_path: str, app_spec: str, mode: str, fire_timer: str | None, t
     with sigterm_as_interrupt():
         try:
             with storage_errors("local runner"):
+                if apply_schema:
+                    from pipeline_tools.schema_bootstrap import apply_migrations
+
+                    # What the deploy step does in Azure: the functions only check the schema version.
+                    for name in apply_migrations(Settings.from_environment()):
+                        click.echo(f"  applied {name}", err=True)
                 runner = Runner.from_app(load_app(app_spec), values)
                 for line in runner.describe():
                     click.echo(f"  {line}", err=True)

@@ -11,12 +11,26 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-py_stamp=$(stamp_of requirements.txt requirements-dev.txt)
+# Installs come from the hash locks only (scripts/lock.sh writes them): requirements-dev.txt
+# holds the runtime (requirements.txt), the operator tools (requirements-ops.txt) and the tests.
+py_stamp=$(stamp_of requirements.txt requirements-ops.txt requirements-dev.txt)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$py_stamp" ]; then
-  echo "==> installing Python packages (pinned)"
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "==> installing Python packages (hash-locked)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
   echo "$py_stamp" > .venv/.installed
+fi
+
+# checkov (the Bicep security scan of scripts/test.sh) in a virtualenv of its own: its pins
+# would fight the app's.
+if [ ! -x .venv-checks/bin/python ]; then
+  echo "==> creating .venv-checks"
+  "$PYTHON" -m venv .venv-checks
+fi
+checks_stamp=$(stamp_of requirements-checks.txt)
+if [ "$(cat .venv-checks/.installed 2>/dev/null)" != "$checks_stamp" ]; then
+  echo "==> installing checkov (hash-locked)"
+  .venv-checks/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-checks.txt
+  echo "$checks_stamp" > .venv-checks/.installed
 fi
 
 node_stamp=$(stamp_of package-lock.json)
@@ -33,5 +47,15 @@ if ! ldconfig -p 2>/dev/null | grep -q 'libodbc.so.2'; then
     echo "==> installing unixodbc (apt)"
     (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq unixodbc >/dev/null) \
       || echo "    (could not install unixodbc; Azure SQL driver tests will skip)"
+  fi
+fi
+
+# The run report's browser test renders the page in headless Chromium (Debian's package).
+# Install it where we can (root with apt, as in CI); elsewhere that test skips with a reason.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> installing chromium (apt)"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+      || echo "    (could not install chromium; the report's browser test will skip)"
   fi
 fi

@@ -67,6 +67,11 @@ class AuthenticationFailed(PermanentError):
     """401/403 from an upstream: credentials are wrong or lack permission."""
 
 
+class SchemaOutOfDate(PermanentError):
+    """The warehouse lacks migrations this code needs. Migrations are a deploy step (the CLI's
+    ``schema apply``, run by the azd post-provision hook); the app only checks, it runs no DDL."""
+
+
 class RetryBudgetExhausted(PermanentError):
     """A run used up its bounded retry budget."""
 

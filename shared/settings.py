@@ -210,6 +210,14 @@ class Settings(BaseModel):
         None,
         validation_alias=AliasChoices("APPLICATIONINSIGHTS_CONNECTION_STRING", "applicationinsights_connection_string"),
     )
+    # "Authorization=AAD" (plus ";ClientId=<id>" for a user-assigned identity): the exporter sends with
+    # the managed identity, as Application Insights with local authentication off requires (infra/).
+    applicationinsights_authentication_string: str = Field(
+        "",
+        validation_alias=AliasChoices(
+            "APPLICATIONINSIGHTS_AUTHENTICATION_STRING", "applicationinsights_authentication_string"
+        ),
+    )
     telemetry_sampling_ratio: float = Field(
         1.0, ge=0, le=1, validation_alias=AliasChoices("TELEMETRY_SAMPLING_RATIO", "telemetry_sampling_ratio")
     )

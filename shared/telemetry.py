@@ -123,6 +123,9 @@ def _configure_azure_monitor(settings: Settings, options: dict[str, Any]) -> Non
 
     secret = settings.applicationinsights_connection_string
     assert secret is not None
+    credential = entra_credential(settings.applicationinsights_authentication_string)
+    if credential is not None:
+        options = {"credential": credential, **options}
     configure_azure_monitor(
         connection_string=secret.get_secret_value(),
         # A fixed share instead of the distro's default limit of 5 traces/s, which drops most spans
@@ -135,6 +138,18 @@ def _configure_azure_monitor(settings: Settings, options: dict[str, Any]) -> Non
         enable_live_metrics=False,
         **options,
     )
+
+
+def entra_credential(authentication_string: str) -> Any | None:
+    """APPLICATIONINSIGHTS_AUTHENTICATION_STRING as the Functions host reads it: ``Authorization=AAD``
+    means send with the managed identity (``ClientId=`` picks a user-assigned one); else None."""
+    parts = dict(part.strip().split("=", 1) for part in authentication_string.split(";") if "=" in part)
+    if parts.get("Authorization", "").upper() != "AAD":
+        return None
+    from azure.identity import ManagedIdentityCredential
+
+    client_id = parts.get("ClientId")
+    return ManagedIdentityCredential(client_id=client_id) if client_id else ManagedIdentityCredential()
 
 
 def _configure_console(settings: Settings) -> None:

@@ -55,8 +55,14 @@ class Services:
         return self._get("warehouse", self._build_warehouse)
 
     def _build_warehouse(self) -> Warehouse:
+        # Migrations are a deploy step (`schema apply`, the azd post-provision hook): at runtime
+        # the app only checks the version, so its identity needs no DDL rights.
         engine = connect_warehouse(self.settings)
-        engine.apply_schema()
+        try:
+            engine.require_current_schema()
+        except BaseException:
+            engine.close()
+            raise
         self._recover_after_start(engine)
         return engine
 
@@ -188,8 +194,8 @@ class Services:
 
 
 def connect_warehouse(settings: Settings) -> Warehouse:
-    """The configured engine, connected but without applying migrations (the CLI's `schema apply`
-    wants to report what it applies; every other caller goes through Services.warehouse)."""
+    """The configured engine, connected, its schema neither applied nor checked: the deploy step
+    (`schema apply`) applies migrations here; Services.warehouse checks they are all applied."""
     if settings.warehouse_engine == WarehouseEngine.AZURE_SQL:
         from shared.adapters.warehouse.azure_sql import AzureSqlWarehouse
 

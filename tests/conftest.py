@@ -23,7 +23,7 @@ import pytest
 from pipeline_tools.azurite import AzuriteProcess, provision
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Services, connect_warehouse
 
 StorageSettingsFactory = Callable[..., Settings]
 ServicesFactory = Callable[..., Services]
@@ -99,9 +99,19 @@ def make_services() -> ServicesFactory:
         from shared.services.alerts import RecordingAlertSink
 
         overrides.setdefault("alerts", RecordingAlertSink())
+        if "warehouse" not in overrides:
+            overrides["warehouse"] = migrated_warehouse(settings)
         return Services(settings, **overrides)
 
     return make
+
+
+def migrated_warehouse(settings: Settings) -> Any:
+    """The settings' warehouse with every migration applied, as the deploy step leaves it: the
+    app itself (Services.warehouse) only checks the schema version."""
+    engine = connect_warehouse(settings)
+    engine.apply_schema()
+    return engine
 
 
 def _drop_storage(settings: Settings) -> None:

@@ -28,7 +28,7 @@ from shared.adapters.warehouse.base import checked_table_name
 from shared.host_config import queue_config
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Services, connect_warehouse
 
 FUNCTION_APP = Path(__file__).resolve().parents[2] / "function_app.py"
 TIMER = "usage_timer"
@@ -151,9 +151,11 @@ def make_pipeline(azurite: AzuriteProcess, make_storage_settings: Callable[..., 
             "alerts": alerts,
             "usage_api": UsageApiClient(settings, sleep=lambda _seconds: None),  # retries without waiting
         }
-        services = Services(settings, **overrides)
+        warehouse = connect_warehouse(settings)
+        warehouse.apply_schema()  # the deploy step: the app itself only checks the schema version
         if warehouse_wrapper is not None:
-            services = Services(settings, **overrides, warehouse=warehouse_wrapper(services.warehouse))
+            warehouse = warehouse_wrapper(warehouse)
+        services = Services(settings, **overrides, warehouse=warehouse)
         values = {
             "PIPELINE_STORAGE": azurite.connection_string,
             "AzureWebJobsStorage": azurite.connection_string,

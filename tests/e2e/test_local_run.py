@@ -42,6 +42,9 @@ def test_local_run_builds_the_sample_through_the_triggers_and_stops_what_it_star
     assert re.search(r"crm_\d{4}-\d{2}-\d{2}\.csv \(rejected\): .*country", out), out
     assert (tmp_path / "warehouse.duckdb").exists()
     assert (tmp_path / "local.settings.json").exists()
+    assert re.search(r"Run report \(6 charts, PNGs beside it\): .*report\.html", out), out
+    assert (tmp_path / "report" / "report.html").exists()
+    assert len(list((tmp_path / "report").glob("*.png"))) == 6
     azurite_pid = int(re.search(r"pid (\d+);", out).group(1))  # type: ignore[union-attr]
     assert not _alive(azurite_pid), "Azurite was left running"
 

@@ -35,7 +35,9 @@ def warehouse() -> DuckDBWarehouse:
     return engine
 
 
-@pytest.mark.parametrize("name", [n for n in SQL_FILES if not n.startswith("schema/")])
+# schema/ is DDL (applied by the migration test); admin/ creates Entra database users, which the
+# embedded engine does not have (pipeline_tools/schema_bootstrap.py refuses it there).
+@pytest.mark.parametrize("name", [n for n in SQL_FILES if not n.startswith(("schema/", "admin/"))])
 def test_file_translates_and_plans_on_duckdb(name: str, warehouse: DuckDBWarehouse) -> None:
     """EXPLAIN binds every table, column and function without running the statement."""
     con: duckdb.DuckDBPyConnection = warehouse._con

@@ -27,6 +27,10 @@ def test_blob_trigger_watches_the_crm_container_through_settings() -> None:
     assert binding["connection"] == "PIPELINE_STORAGE"
 
 
+def test_blob_trigger_uses_the_event_grid_source_that_flex_consumption_supports() -> None:
+    assert _functions()["crm_snapshot_arrived"]["client"]["source"] == "EventGrid"
+
+
 def test_timer_schedule_is_a_setting() -> None:
     binding = _functions()["usage_timer"]["timer"]
     assert binding["type"] == "timerTrigger"

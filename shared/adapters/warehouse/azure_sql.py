@@ -221,6 +221,7 @@ class AzureSqlWarehouse(Warehouse):
 
     DIALECT: ClassVar[str] = "tsql"
     SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
+    SUPPORTS_DATABASE_USERS: ClassVar[bool] = True
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 from shared import telemetry
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, load_statements, migrations, split_statements
-from shared.errors import BuildError
+from shared.errors import BuildError, SchemaOutOfDate
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,8 @@ class Warehouse(abc.ABC):
 
     DIALECT: ClassVar[str]
     SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
+    # Contained database users for Entra identities (sql/admin/); the embedded engine has none.
+    SUPPORTS_DATABASE_USERS: ClassVar[bool] = False
 
     def __init__(self, sql_root: Path = SQL_ROOT) -> None:
         self.sql_root = sql_root
@@ -188,6 +190,25 @@ class Warehouse(abc.ABC):
             log.info("applied migration %s", name)
             done.append(version)
         return done
+
+    def require_current_schema(self) -> None:
+        """Refuse to run against a warehouse that lacks (or has edited) migrations of this code.
+
+        The runtime check the Functions app makes once per process instead of applying DDL: the
+        app's identity needs no DDL rights, and one clear error beats a missing column mid-build.
+        """
+        applied = self._applied_migrations()
+        missing = []
+        for version, name in migrations(self.sql_root):
+            checksum = hashlib.sha256((self.sql_root / f"{name}.sql").read_bytes()).hexdigest()
+            if applied.get(version) != checksum:
+                missing.append(name)
+        if missing:
+            raise SchemaOutOfDate(
+                f"the warehouse schema is behind this code: {len(missing)} migration(s) not applied, first "
+                f"{missing[0]}; apply them as a deploy step with `python -m pipeline_tools.cli schema apply` "
+                "(azd runs it after provisioning)"
+            )
 
     def pending_migrations(self) -> list[tuple[int, str]]:
         """The migrations ``apply_schema`` would apply now, in order (read only)."""

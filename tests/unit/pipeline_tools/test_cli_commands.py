@@ -163,6 +163,7 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
         [],
         ["schema"],
         ["schema", "apply"],
+        ["schema", "bootstrap"],
         ["status"],
         ["backfill"],
         ["rebuild"],

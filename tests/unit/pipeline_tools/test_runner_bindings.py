@@ -49,6 +49,20 @@ def test_each_trigger_kind_is_read_with_setting_references_resolved() -> None:
     assert functions["on_tick"].trigger == TimerTrigger("*/10 * * * * *", run_on_startup=True, use_monitor=False)
 
 
+def test_an_event_grid_blob_trigger_is_read_like_a_polled_one_with_its_source() -> None:
+    app = func.FunctionApp()
+
+    @app.function_name("on_event")
+    @app.blob_trigger(
+        arg_name="client", path="%IN_CONTAINER%/{name}", connection="STORE", source=func.BlobSource.EVENT_GRID
+    )
+    def on_event(client: object) -> None: ...
+
+    (function,) = read_functions(app, ENV)
+    assert function.trigger == BlobTrigger("landing", "{name}", "STORE", source="EventGrid")
+    assert function.trigger.matches("2025-01-01.csv")
+
+
 def test_functions_of_one_app_can_be_read_more_than_once() -> None:
     app = _tiny_app()
     first = read_functions(app, ENV)
