@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from azure.storage.blob import BlobServiceClient, ContentSettings
 
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -28,6 +29,7 @@ NAME = "crm_2025-11-30.csv"
 CHILD = r"""
 import json, sys
 from shared.services.alerts import RecordingAlertSink
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
 from shared.wiring import Services
 
@@ -60,6 +62,7 @@ def stage_in_child(settings: Settings, tmp_path: Path) -> dict[str, Any]:
         "STATE_TABLE": settings.state_table,
         "DUCKDB_PATH": str(tmp_path / "w.duckdb"),
     }
+    migrated(tmp_path / "w.duckdb")
     done = subprocess.run(
         [sys.executable, "-c", CHILD, json.dumps(values), NAME],
         capture_output=True,
@@ -70,6 +73,13 @@ def stage_in_child(settings: Settings, tmp_path: Path) -> dict[str, Any]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def migrated(path: Path) -> None:
+    """Migrations are a deploy step: the app only checks the schema version."""
+    warehouse = DuckDBWarehouse(path)
+    warehouse.apply_schema()
+    warehouse.close()
 
 
 def upload(settings: Settings, chunks: Iterator[bytes], content_encoding: str | None = None) -> None:

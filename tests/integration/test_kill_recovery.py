@@ -16,6 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
 from shared.services.operations import DateRange, date_status
 from shared.settings import Settings
@@ -30,6 +31,7 @@ ROWS = 100_000
 # and kills itself with SIGKILL just before the swap, when every row is in the landing table.
 CHILD = r"""
 import datetime as dt, json, os, signal, sys
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
 from shared.services.operations import DateRange, date_status
 from shared.services.crm_staging import stage_crm_snapshot
@@ -52,6 +54,13 @@ stage_crm_snapshot(sys.argv[2], settings=services.settings, blobs=services.blobs
 """
 
 
+def migrated(path: Path) -> None:
+    """Migrations are a deploy step: the app only checks the schema version."""
+    warehouse = DuckDBWarehouse(path)
+    warehouse.apply_schema()
+    warehouse.close()
+
+
 def read(path: Path, sql: str) -> list[tuple]:
     with duckdb.connect(str(path), read_only=True) as con:
         return con.execute(sql).fetchall()
@@ -61,6 +70,7 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
     make_storage_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
     db = tmp_path / "w.duckdb"
+    migrated(db)
     settings = make_storage_settings(DUCKDB_PATH=str(db))
     header = "company_id,name,country,industry_tag,last_contact_at\n"
     body = "".join(f"c{i:06d},Company {i},DE,saas,2025-11-01T00:00:00\n" for i in range(ROWS))
@@ -112,6 +122,7 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
 def test_a_live_run_within_its_lease_is_left_alone(
     make_storage_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
+    migrated(tmp_path / "w.duckdb")
     settings = make_storage_settings(DUCKDB_PATH=str(tmp_path / "w.duckdb"))
     first = Services(settings, alerts=RecordingAlertSink())
     warehouse = first.warehouse
