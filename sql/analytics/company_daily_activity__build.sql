@@ -121,6 +121,8 @@ windowed AS (
     FROM window_days
     INNER JOIN usage_rows
         ON window_days.usage_date = usage_rows.activity_date
+    -- A reported day without activity adds nothing to a sum and is not an active day.
+    WHERE usage_rows.active_users <> 0 OR usage_rows.events <> 0
     GROUP BY window_days.activity_date, usage_rows.company_id
 ),
 
