@@ -41,4 +41,4 @@ def usage_timer(timer: func.TimerRequest) -> None:
 @app.queue_trigger(arg_name="message", queue_name="%BUILD_QUEUE%", connection="PIPELINE_STORAGE")
 def build_requested(message: func.QueueMessage) -> None:
     """A date (or range) is ready: build its analytics rows and the window neighbours."""
-    services().handle_build_message(message.get_body(), dequeue_count=message.dequeue_count or 1)
+    services().handle_build_message(message.get_body(), dequeue_count=message.dequeue_count or 1, message_id=message.id)

@@ -43,7 +43,7 @@ from rich.table import Table
 import pipeline_tools.report as run_report
 from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
-from shared.services import events_rollup, operations, quality, replay
+from shared.services import events_rollup, operations, poison, quality, replay
 from shared.services.operations import DateRange, DateStatus, Interrupted
 from shared.settings import Settings
 from shared.wiring import Services, connect_warehouse
@@ -347,7 +347,7 @@ def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.
 def status_table(report: list[DateStatus]) -> Table:
     table = Table(title="Pipeline status", show_lines=False)
     table.add_column("date", no_wrap=True)
-    for column in ("CRM", "usage", "last build", "rows now", "checks", "quarantined"):
+    for column in ("CRM", "usage", "last build", "rows now", "checks", "quarantined", "recovery"):
         table.add_column(column)
     for entry in report:
         crm, usage, build, checks = entry.inputs["crm"], entry.inputs["usage"], entry.build, entry.checks
@@ -359,6 +359,7 @@ def status_table(report: list[DateStatus]) -> Table:
             str(build.current_rows),
             _checks_cell(checks),
             "\n".join(f"{q['source_blob']} ({q['status']})" for q in entry.quarantined_files) or "-",
+            "\n".join(f"{r['kind']}: {r['status']}" for r in entry.recovery) or "-",
         )
     return table
 
@@ -823,6 +824,44 @@ def report(
         )
         click.echo(f"page:   {written.html}")
         click.echo(f"charts: {written.html.parent}/*.png")
+
+
+# ---- poison (issue 13: kept as one group near the end of the file) -------------------------
+@cli.group("poison", help="Inputs that failed past their retries: CRM blob versions and build messages.")
+def poison_group() -> None:
+    pass
+
+
+@poison_group.command("list", help="The messages in both poison queues and the latest ops.poison_events records.")
+@json_option
+@pass_cli
+def poison_list(obj: CliContext) -> None:
+    items = poison.list_poison(obj.services)
+    events = poison.recent_events(obj.services.warehouse, limit=20)
+    if obj.as_json:
+        emit({"messages": [i.to_dict() for i in items], "events": events, "count": len(items)})
+        return
+    click.echo(f"{len(items)} message(s) in the poison queues")
+    for item in items:
+        click.echo(f"  {item.message_id}  {item.kind:<10} {item.detail}  (since {item.inserted_on})")
+    for event in events:
+        click.echo(f"  ops: {event['subject']}: {event['status']} ({event['note'] or '-'})")
+
+
+@poison_group.command("requeue", help="Retry poisoned inputs now (builds re-queued, CRM blob versions staged).")
+@click.option("--id", "message_ids", multiple=True, help="Only this message id (repeatable); default: all.")
+@dry_run_option
+@json_option
+@pass_cli
+def poison_requeue(obj: CliContext, message_ids: tuple[str, ...], dry_run: bool) -> None:
+    outcomes = poison.requeue(obj.services, message_ids=message_ids, dry_run=dry_run)
+    if obj.as_json:
+        emit({"outcomes": [o.to_dict() for o in outcomes], "dry_run": dry_run, "count": len(outcomes)})
+        return
+    for outcome in outcomes:
+        click.echo(f"{outcome.subject}: {'would be ' if dry_run else ''}{outcome.action} ({outcome.note})")
+    if not outcomes:
+        click.echo("nothing to requeue")
 
 
 # ======================================================================================

@@ -49,6 +49,7 @@ from pipeline_tools.runner import (
 )
 from pipeline_tools.sample_data import CrmSample
 from pipeline_tools.schema_bootstrap import apply_migrations
+from shared.adapters.storage_common import storage_errors
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
 from shared.settings import Settings
@@ -200,8 +201,10 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
     stages: list[Stage] = []
     with contextlib.ExitStack() as started, sigterm_as_interrupt():
         try:
-            runner, api, services = _start_everything(plan, echo, started)
-            stages += _drive(plan, runner, api, echo)
+            # Storage SDK errors of the runner's own clients become one line naming the setting.
+            with storage_errors("local run"):
+                runner, api, services = _start_everything(plan, echo, started)
+                stages += _drive(plan, runner, api, echo)
             echo("")
             for line in summarize(services.warehouse, plan, stages):
                 echo(line)

@@ -62,10 +62,11 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 from croniter import croniter
 
 from shared.adapters.queue_store import decode_body, encode_text
-from shared.adapters.storage_common import default_credential
-from shared.errors import ConfigurationError, MalformedMessage
+from shared.adapters.storage_common import BLOB_QUEUE_RETRY, default_credential, storage_errors
+from shared.errors import ConfigurationError, MalformedMessage, PipelineError
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
-from shared.logs import configure_logging, log_context
+from shared.logs import configure_logging, log_context, redact
+from shared.services.poison import BLOB_POISON_QUEUE
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ log = logging.getLogger(__name__)
 # Names the Functions host uses for its own bookkeeping; kept so an operator who knows the host
 # recognises them in Azurite (and so a later `func start` on the same storage agrees with us).
 HOSTS_CONTAINER = "azure-webjobs-hosts"
-BLOB_POISON_QUEUE = "webjobs-blobtrigger-poison"
 DEFAULT_HOST_ID = "local-runner"
 # How long a received queue message stays invisible while its function runs (the host renews a
 # similar lease; a crashed runner's message reappears after it).
@@ -139,14 +139,16 @@ class StorageConnection:
 
     def blob_service(self) -> BlobServiceClient:
         if self.connection_string:
-            return BlobServiceClient.from_connection_string(self.connection_string)
-        return BlobServiceClient(f"https://{self.account_name}.blob.core.windows.net", credential=default_credential())
+            return BlobServiceClient.from_connection_string(self.connection_string, **BLOB_QUEUE_RETRY)
+        return BlobServiceClient(
+            f"https://{self.account_name}.blob.core.windows.net", credential=default_credential(), **BLOB_QUEUE_RETRY
+        )
 
     def queue_service(self) -> QueueServiceClient:
         if self.connection_string:
-            return QueueServiceClient.from_connection_string(self.connection_string)
+            return QueueServiceClient.from_connection_string(self.connection_string, **BLOB_QUEUE_RETRY)
         account_url = f"https://{self.account_name}.queue.core.windows.net"
-        return QueueServiceClient(account_url, credential=default_credential())
+        return QueueServiceClient(account_url, credential=default_credential(), **BLOB_QUEUE_RETRY)
 
 
 def resolve_connection(setting: str, environ: Mapping[str, str]) -> StorageConnection:
@@ -899,44 +901,45 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def main(
     settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float, apply_schema: bool
 ) -> None:
+    """Errors reach the operator as one line naming the setting and the cause (exit 1); with
+    ``--once`` any failed invocation, a fired timer included, also exits 1."""
     values = read_local_settings(settings_path)
     # Exported before function_app is imported, as Core Tools starts the worker with them set.
     export_values(values, os.environ)
     configure_logging(os.environ.get("LOG_LEVEL", "INFO"))
-    try:
-        if apply_schema:
-            from pipeline_tools.schema_bootstrap import apply_migrations
-
-            # What the deploy step does in Azure: the functions only check the schema version.
-            for name in apply_migrations(Settings.from_environment()):
-                click.echo(f"  applied {name}", err=True)
-        runner = Runner.from_app(load_app(app_spec), values)
-    except ConfigurationError as exc:
-        raise click.ClickException(str(exc)) from None
-    for line in runner.describe():
-        click.echo(f"  {line}", err=True)
     with sigterm_as_interrupt():
         try:
-            if fire_timer is not None:
-                runner.fire_timer(None if fire_timer == "*" else fire_timer)
-            if mode == "once":
+            with storage_errors("local runner"):
+                if apply_schema:
+                    from pipeline_tools.schema_bootstrap import apply_migrations
+
+                    # What the deploy step does in Azure: the functions only check the schema version.
+                    for name in apply_migrations(Settings.from_environment()):
+                        click.echo(f"  applied {name}", err=True)
+                runner = Runner.from_app(load_app(app_spec), values)
+                for line in runner.describe():
+                    click.echo(f"  {line}", err=True)
+                fired = runner.fire_timer(None if fire_timer == "*" else fire_timer) if fire_timer is not None else []
+                if mode == "forever":
+                    runner.run_forever(threading.Event())
+                    return
                 result = runner.drain(timeout_s=timeout)
-                click.echo(
-                    f"{len(result.invocations)} invocation(s), {len(result.failures)} failed, "
-                    f"{'idle' if result.idle else 'work left after the timeout'}",
-                    err=True,
-                )
-                if not result.idle:
-                    raise SystemExit(1)
-            else:
-                runner.run_forever(threading.Event())
         except KeyboardInterrupt:
             click.echo("stopped", err=True)
-        except ConfigurationError as exc:
-            raise click.ClickException(str(exc)) from None
-        except Exception:
+            return
+        except PipelineError as exc:
+            raise click.ClickException(redact(" ".join(f"{type(exc).__name__}: {exc}".split()))) from None
+        except Exception as exc:
             traceback.print_exc()
-            raise SystemExit(1) from None
+            raise click.ClickException(f"unexpected error: {type(exc).__name__} (traceback above)") from None
+    failures = [i for i in fired if not i.succeeded] + result.failures
+    click.echo(
+        f"{len(fired) + len(result.invocations)} invocation(s), {len(failures)} failed, "
+        f"{'idle' if result.idle else 'work left after the timeout'}",
+        err=True,
+    )
+    if failures or not result.idle:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

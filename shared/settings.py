@@ -77,6 +77,11 @@ class Settings(BaseModel):
         0.05, ge=0, le=1, validation_alias=AliasChoices("CRM_REJECT_THRESHOLD", "crm_reject_threshold")
     )
     crm_grace_hours: float = Field(6.0, ge=0, validation_alias=AliasChoices("CRM_GRACE_HOURS", "crm_grace_hours"))
+    # Memory bounds for hostile files: one physical line, and the fields of one record.
+    crm_max_line_bytes: int = Field(
+        1024 * 1024, ge=1024, validation_alias=AliasChoices("CRM_MAX_LINE_BYTES", "crm_max_line_bytes")
+    )
+    crm_max_fields: int = Field(1000, ge=5, validation_alias=AliasChoices("CRM_MAX_FIELDS", "crm_max_fields"))
 
     # --- Product Usage API.
     usage_api_base_url: str = Field(
@@ -102,6 +107,17 @@ class Settings(BaseModel):
     )
     usage_api_retry_budget: int = Field(
         50, ge=0, validation_alias=AliasChoices("USAGE_API_RETRY_BUDGET", "usage_api_retry_budget")
+    )
+    usage_api_retry_budget_per_page: float = Field(
+        0.5,
+        ge=0,
+        le=10,
+        validation_alias=AliasChoices("USAGE_API_RETRY_BUDGET_PER_PAGE", "usage_api_retry_budget_per_page"),
+    )
+    usage_api_max_page_bytes: int = Field(
+        16 * 1024 * 1024,
+        ge=1024,
+        validation_alias=AliasChoices("USAGE_API_MAX_PAGE_BYTES", "usage_api_max_page_bytes"),
     )
     usage_api_max_retry_after_s: float = Field(
         120.0, gt=0, validation_alias=AliasChoices("USAGE_API_MAX_RETRY_AFTER_S", "usage_api_max_retry_after_s")
@@ -181,6 +197,11 @@ class Settings(BaseModel):
     run_link_template: str = Field(
         "", validation_alias=AliasChoices("RUN_LINK_TEMPLATE", "run_link_template")
     )  # e.g. a Log Analytics query URL with {run_id}; empty: alerts name the ops table instead
+
+    # --- Recovery.
+    run_lease_minutes: int = Field(
+        30, ge=1, validation_alias=AliasChoices("RUN_LEASE_MINUTES", "run_lease_minutes")
+    )  # a running step without a heartbeat for this long is marked abandoned
 
     log_level: str = Field("INFO", validation_alias=AliasChoices("LOG_LEVEL", "log_level"))
 

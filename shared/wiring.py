@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import functools
+import logging
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from shared.settings import Settings, WarehouseEngine
 
 if TYPE_CHECKING:
     from shared.adapters.blob_store import BlobStore
-    from shared.adapters.queue_store import BuildQueue
+    from shared.adapters.queue_store import BuildQueue, QueueStore
     from shared.adapters.table_state import StateTable
     from shared.adapters.usage_api import UsageApiClient
     from shared.adapters.warehouse.base import Warehouse
@@ -62,7 +63,26 @@ class Services:
         except BaseException:
             engine.close()
             raise
+        self._recover_after_start(engine)
         return engine
+
+    def _recover_after_start(self, engine: Warehouse) -> None:
+        """A process that starts cleans up after one that was killed (abandoned runs, landing
+        debris); never fatal: the timer's sweep does the same."""
+        from shared.logs import new_run_id
+        from shared.services.run_history import recover_abandoned_runs
+
+        try:
+            recover_abandoned_runs(
+                engine,
+                self.alerts,
+                pipeline=self.settings.pipeline_name,
+                lease=dt.timedelta(minutes=self.settings.run_lease_minutes),
+                now=dt.datetime.now(dt.UTC),
+                run_id=new_run_id(),
+            )
+        except Exception as exc:
+            logging.getLogger(__name__).warning("recovery at start-up failed (%s)", type(exc).__name__)
 
     @property
     def blobs(self) -> BlobStore:
@@ -81,6 +101,12 @@ class Services:
         from shared.adapters.table_state import StateTable
 
         return self._get("state_table", lambda: self._provisioned(StateTable.from_settings))
+
+    def queue(self, name: str) -> QueueStore:
+        """Raw access to one queue of the pipeline's account (the poison queues)."""
+        from shared.adapters.queue_store import QueueStore
+
+        return self._get(f"queue:{name}", lambda: self._provisioned(lambda s: QueueStore.from_settings(s, name)))
 
     def _provisioned(self, build: Any) -> Any:
         """Build a storage adapter, creating the pipeline's containers, queues and table first,
@@ -150,11 +176,11 @@ class Services:
 
         return usage_ingest.run_usage_tick(now, past_due, self)
 
-    def handle_build_message(self, body: bytes, dequeue_count: int = 1) -> Any:
+    def handle_build_message(self, body: bytes, dequeue_count: int = 1, message_id: str | None = None) -> Any:
         from shared.services import builder
 
         with self._invocation("build_requested"):
-            return builder.handle_build_message(body, dequeue_count, self)
+            return builder.handle_build_message(body, dequeue_count, self, message_id=message_id)
 
     @contextlib.contextmanager
     def _invocation(self, function: str, **attributes: Any) -> Iterator[None]:

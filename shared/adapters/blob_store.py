@@ -46,6 +46,7 @@ class BlobInfo:
     content_md5: str | None  # base64 MD5 as the service reports it, when known
     last_modified: Any  # datetime (UTC)
     metadata: dict[str, str]
+    content_encoding: str | None = None  # e.g. "gzip"; None or "identity" for plain bytes
 
 
 class BlobStore:
@@ -76,20 +77,27 @@ class BlobStore:
                 return None
         return _info_from_properties(container, props)
 
-    def iter_chunks(self, container: str, name: str, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
-        """Stream the blob's bytes in chunks; memory does not grow with blob size.
+    def iter_chunks(
+        self, container: str, name: str, chunk_size: int = 4 * 1024 * 1024, *, etag: str | None = None
+    ) -> Iterator[bytes]:
+        """Stream the blob's bytes, raw, in chunks; memory does not grow with blob size.
 
-        Each chunk is one ranged GET of at most ``chunk_size`` bytes (the SDK's own ``chunks()``
-        makes its first GET as large as the client-wide ``max_single_get_size``, 32 MiB). Every
-        range is conditional on the ETag read first, so a blob replaced mid-read raises
-        ConcurrencyConflict instead of yielding a mix of two versions.
-        Raises StorageNotFound when the blob does not exist.
+        Bytes are returned as stored: a ``Content-Encoding`` (gzip, deflate) is never undone
+        here, since a small compressed blob may unpack to gigabytes in memory; the caller decides
+        what an encoded blob means. Each chunk is one ranged GET of at most ``chunk_size`` bytes
+        (the SDK's own ``chunks()`` makes its first GET as large as ``max_single_get_size``, 32 MiB).
+        Every range is conditional on one ETag, ``etag`` when given (the version a trigger saw)
+        or else the one read first, so a blob replaced mid-read raises ConcurrencyConflict instead
+        of yielding a mix of two versions. Raises StorageNotFound when the blob does not exist.
         """
         if chunk_size <= 0:
             raise ValueError("chunk_size must be positive")
         blob = self._blob(container, name)
+        condition: dict[str, Any] = {}
+        if etag is not None:
+            condition = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         with storage_errors(f"read {container}/{name}"):
-            props = blob.get_blob_properties()
+            props = blob.get_blob_properties(**condition)
         offset, total = 0, int(props.size)
         while offset < total:
             # A span per ranged GET, not one across the yields: the caller's work between chunks
@@ -101,6 +109,7 @@ class BlobStore:
                     etag=props.etag,
                     match_condition=MatchConditions.IfNotModified,
                     max_concurrency=1,
+                    decompress=False,
                 ).readall()
             if not data:  # the service returned less than it said it had: never loop forever
                 raise UpstreamUnavailable(f"read {container}/{name}: truncated at byte {offset} of {total}")
@@ -110,7 +119,7 @@ class BlobStore:
     def read_bytes(self, container: str, name: str) -> bytes:
         """Whole small blob (reports, manifests). Raises StorageNotFound when absent."""
         with _traced("read", container, name), storage_errors(f"read {container}/{name}"):
-            return self._blob(container, name).download_blob(max_concurrency=1).readall()
+            return self._blob(container, name).download_blob(max_concurrency=1, decompress=False).readall()
 
     def write(
         self,
@@ -247,6 +256,7 @@ def _traced(operation: str, container: str, name: str, **attributes: Any) -> Any
 
 def _info_from_properties(container: str, props: Any) -> BlobInfo:
     md5 = props.content_settings.content_md5 if props.content_settings else None
+    encoding = props.content_settings.content_encoding if props.content_settings else None
     return BlobInfo(
         container=container,
         name=props.name,
@@ -255,6 +265,7 @@ def _info_from_properties(container: str, props: Any) -> BlobInfo:
         content_md5=_b64(bytes(md5)) if md5 else None,
         last_modified=props.last_modified,
         metadata=dict(props.metadata or {}),
+        content_encoding=encoding or None,
     )
 
 

@@ -205,6 +205,15 @@ class QueueStore:
         with storage_errors(f"peek queue {self.name}"):
             return [m.content for m in self._queue.peek_messages(max_messages=min(max_messages, PEEK_LIMIT))]
 
+    def peek_messages(self, max_messages: int = PEEK_LIMIT) -> list[ReceivedMessage]:
+        """Visible messages with their ids, without receiving them (no pop receipt: read only)."""
+        with storage_errors(f"peek queue {self.name}"):
+            try:
+                peeked = self._queue.peek_messages(max_messages=min(max_messages, PEEK_LIMIT))
+            except ResourceNotFoundError:
+                return []
+        return [ReceivedMessage(m.id, "", int(m.dequeue_count or 0), m.content, m.inserted_on, None) for m in peeked]
+
     def delete(self, message: ReceivedMessage) -> None:
         """Delete a received message; a message already gone is not an error."""
         with storage_errors(f"delete from queue {self.name}"), contextlib.suppress(ResourceNotFoundError):

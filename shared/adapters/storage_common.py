@@ -45,6 +45,9 @@ BLOB_QUEUE_RETRY: dict[str, Any] = {"retry_total": 3, "initial_backoff": 1, "inc
 TABLE_RETRY: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 10}
 
 _DEVELOPMENT_STORAGE = "usedevelopmentstorage=true"
+# Where the account and its credentials come from: named in every connection error, so an
+# operator knows what to fix (the value itself never appears).
+SETTING = "PIPELINE_STORAGE (or PIPELINE_STORAGE__accountName)"
 
 
 class StorageNotFound(PermanentError):
@@ -87,7 +90,9 @@ def storage_errors(operation: str) -> Iterator[None]:
     try:
         yield
     except ClientAuthenticationError as exc:  # 401/403, and identity failures (credential unavailable)
-        raise AuthenticationFailed(f"{operation}: storage refused the credentials ({_status(exc)})") from exc
+        raise AuthenticationFailed(
+            f"{operation}: storage refused the credentials of setting {SETTING} ({_status(exc)})"
+        ) from exc
     except ResourceModifiedError as exc:  # 412: an ETag / If-Match precondition failed
         raise ConcurrencyConflict(f"{operation}: modified concurrently ({_status(exc)})") from exc
     except ResourceExistsError as exc:  # 409
@@ -95,9 +100,15 @@ def storage_errors(operation: str) -> Iterator[None]:
     except ResourceNotFoundError as exc:
         raise StorageNotFound(f"{operation}: not found ({_status(exc)})") from exc
     except (ServiceRequestError, ServiceResponseError) as exc:  # connection refused/reset, timeouts
-        raise UpstreamUnavailable(f"{operation}: storage unreachable ({type(exc).__name__})") from exc
+        raise UpstreamUnavailable(
+            f"{operation}: storage unreachable at the account of setting {SETTING} ({type(exc).__name__})"
+        ) from exc
     except HttpResponseError as exc:
         status = exc.status_code or 0
+        if status in (401, 403):  # a wrong key signs requests the service refuses as 403
+            raise AuthenticationFailed(
+                f"{operation}: storage refused the credentials of setting {SETTING} ({_status(exc)})"
+            ) from exc
         if status == 429:
             raise RateLimited(f"{operation}: throttled ({_status(exc)})", retry_after=_retry_after(exc)) from exc
         if status == 408 or status >= 500:

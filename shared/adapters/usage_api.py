@@ -182,17 +182,34 @@ def parse_retry_after(value: str | None, now: dt.datetime, cap: float) -> float 
 
 
 class RetryBudget:
-    """The total number of retries one run may spend across all its requests."""
+    """The retries one run may spend across all its requests: ``base`` plus ``per_page`` for
+    every page received, so the budget scales with the work (a 3,000-page catch-up on a flaky
+    API completes) while an outage, where no page arrives, still stops after ``base`` retries.
+    Each request stays capped by USAGE_API_MAX_ATTEMPTS."""
 
-    def __init__(self, total: int) -> None:
-        self.total = total
+    def __init__(self, base: int, per_page: float = 0.0) -> None:
+        self.base = base
+        self.per_page = per_page
+        self.pages = 0
         self.used = 0
         self._lock = threading.Lock()
+
+    @property
+    def total(self) -> int:
+        return self.base + int(self.per_page * self.pages)
+
+    def earn(self) -> None:
+        """A page arrived: the run's allowance grows by ``per_page``."""
+        with self._lock:
+            self.pages += 1
 
     def spend(self) -> None:
         with self._lock:
             if self.used >= self.total:
-                raise RetryBudgetExhausted(f"the run used its retry budget of {self.total} retries")
+                raise RetryBudgetExhausted(
+                    f"the run used its retry budget of {self.total} retries "
+                    f"({self.base} + {self.per_page:g} per page x {self.pages} pages)"
+                )
             self.used += 1
 
 
@@ -239,15 +256,33 @@ def classify_response(response: requests.Response, now: dt.datetime, max_retry_a
         raise PermanentError(f"usage API rejected the request (HTTP {status})")
 
 
-def parse_page(response: requests.Response) -> dict[str, Any]:
+def read_body(response: requests.Response, max_bytes: int) -> bytes:
+    """The (decoded) body, refusing more than ``max_bytes``: a hostile or broken page can neither
+    exhaust memory nor, gzip-encoded, unpack into it. Not retried: the same page would be as big."""
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > max_bytes:
+            response.close()
+            raise PermanentError(
+                f"usage API page is larger than {max_bytes} bytes (USAGE_API_MAX_PAGE_BYTES); not loaded"
+            )
+    return bytes(body)
+
+
+def parse_page(response: requests.Response, max_bytes: int = 16 * 1024 * 1024) -> dict[str, Any]:
     """The JSON body as a dict with a ``data`` list; a truncated or odd body is transient."""
     try:
-        body = json.loads(response.content)
+        body = json.loads(read_body(response, max_bytes))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UpstreamUnavailable("usage API returned a truncated or invalid JSON body") from exc
     if not isinstance(body, dict) or not isinstance(body.get("data"), list):
         raise UpstreamUnavailable("usage API body has no 'data' list")
     return body
+
+
+def run_budget(settings: Settings) -> RetryBudget:
+    return RetryBudget(settings.usage_api_retry_budget, settings.usage_api_retry_budget_per_page)
 
 
 # ---- the client ------------------------------------------------------------------------------
@@ -269,7 +304,7 @@ class UsageApiClient:
         self.session = session or requests.Session()
         self.session.auth = BearerAuth(settings.usage_api_key)
         self.limiter = limiter or TokenBucketLimiter(settings.usage_api_rate_limit_rps, sleep=sleep)
-        self.budget = budget or RetryBudget(settings.usage_api_retry_budget)
+        self.budget = budget or run_budget(settings)
         self.timeout = (settings.usage_api_connect_timeout_s, settings.usage_api_read_timeout_s)
         self._sleep = sleep
         self._wall_clock = wall_clock
@@ -284,7 +319,7 @@ class UsageApiClient:
             self.settings,
             session=self.session,
             limiter=self.limiter,
-            budget=RetryBudget(self.settings.usage_api_retry_budget),
+            budget=run_budget(self.settings),
             sleep=self._sleep,
             wall_clock=self._wall_clock,
         )
@@ -322,6 +357,7 @@ class UsageApiClient:
             for attempt in self._retrying():
                 with attempt:
                     body, request_id = self._get_once(params)
+                    self.budget.earn()
                     span.set_attributes(
                         {
                             "usage_api.records": len(body["data"]),
@@ -336,7 +372,7 @@ class UsageApiClient:
         url = f"{self.base_url}{DAILY_PATH}"
         telemetry.API_REQUESTS.add(1)
         try:
-            response = self.session.get(url, params=params, timeout=self.timeout)
+            response = self.session.get(url, params=params, timeout=self.timeout, stream=True)
         except requests.Timeout as exc:
             raise UpstreamUnavailable(f"usage API timed out ({type(exc).__name__})") from exc
         except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
@@ -344,8 +380,11 @@ class UsageApiClient:
         if response.status_code == 429:
             telemetry.API_RATE_LIMITED.add(1)
         log.debug("GET %s -> %s", redact_url(response.url), response.status_code)
-        classify_response(response, self._wall_clock(), self.settings.usage_api_max_retry_after_s)
-        return parse_page(response), response.headers.get("X-Request-Id")
+        try:
+            classify_response(response, self._wall_clock(), self.settings.usage_api_max_retry_after_s)
+            return parse_page(response, self.settings.usage_api_max_page_bytes), response.headers.get("X-Request-Id")
+        finally:
+            response.close()  # streamed: give the connection back whatever happened
 
     # ---- a day -------------------------------------------------------------------------------
     def iter_pages(self, day: dt.date) -> Iterator[tuple[dict[str, Any], str | None]]:

@@ -13,8 +13,12 @@ Conventions (SPEC section 2):
   the row number is the line number an editor shows). Blank lines are skipped and counted.
 - Values are trimmed; empty means NULL. A row is rejected for: a wrong number of fields, a
   control character other than tab/CR/LF, an empty ``company_id``, a value longer than its
-  column (lengths in UTF-16 code units, as NVARCHAR counts them), an unparsable
-  ``last_contact_at`` (ISO-8601; offsets converted to UTC; naive values are UTC).
+  column (shared/rules/column_limits.py: the NVARCHAR sizes of the T-SQL schema, in UTF-16 code
+  units), an unparsable ``last_contact_at`` (ISO-8601; offsets converted to UTC; naive values
+  are UTC).
+- Memory is bounded whatever the file holds: a record (its physical lines) longer than
+  ``max_line_bytes`` or a header/record with more than ``max_fields`` fields rejects the file
+  (CRM_MAX_LINE_BYTES, CRM_MAX_FIELDS), so a 50 MB line of commas never becomes 50 million fields.
 """
 
 from __future__ import annotations
@@ -30,18 +34,17 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from shared.errors import CrmFileRejected
+from shared.rules.column_limits import CRM_TEXT_LENGTHS, length_over
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("company_id", "name", "country", "industry_tag", "last_contact_at")
 COLUMN_ALIASES: dict[str, str] = {"company_name": "name"}
-# The NVARCHAR sizes of stg.crm_companies (sql/schema/0002_staging.sql).
-MAX_LENGTHS: dict[str, int] = {"company_id": 64, "name": 400, "country": 100, "industry_tag": 200}
+# The NVARCHAR sizes of stg.crm_companies, by the file's column names.
+MAX_LENGTHS: dict[str, int] = {COLUMN_ALIASES.get(c, c): n for c, n in CRM_TEXT_LENGTHS.items()}
 # A report shows at most this much of an offending value.
 REPORT_VALUE_CHARS = 200
-# csv's default field limit is 128 KiB; a legitimate (or hostile) field may be larger. Values
-# longer than their column are rejected by the row rules, with a clear reason, not by csv.
-FIELD_SIZE_LIMIT = 16 * 1024 * 1024
-# One physical line longer than this rejects the file: it bounds memory for files without newlines.
-MAX_LINE_CHARS = 64 * 1024 * 1024
+# Defaults of CRM_MAX_LINE_BYTES / CRM_MAX_FIELDS (shared/settings.py), for callers without settings.
+DEFAULT_MAX_LINE_BYTES = 1024 * 1024
+DEFAULT_MAX_FIELDS = 1000
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BOM = "\ufeff"
@@ -125,19 +128,6 @@ def truncate(value: str) -> str:
     return value if len(value) <= REPORT_VALUE_CHARS else value[:REPORT_VALUE_CHARS] + "…"
 
 
-def utf16_length(value: str) -> int:
-    """Length as NVARCHAR counts it: characters outside the BMP take two code units."""
-    return len(value.encode("utf-16-le")) // 2
-
-
-def length_over(value: str, limit: int) -> int | None:
-    """The value's NVARCHAR length when it exceeds ``limit``, else None (cheap for short values)."""
-    if len(value) * 2 <= limit:  # even all-astral characters would fit
-        return None
-    length = utf16_length(value)
-    return length if length > limit else None
-
-
 # ---- bytes → text → lines ------------------------------------------------------------------
 def decode_utf8(chunks: Iterable[bytes], stats: ParseStats | None = None) -> Iterator[str]:
     """Decode chunks incrementally as UTF-8, dropping a leading BOM; invalid bytes reject the file."""
@@ -172,12 +162,13 @@ def _invalid_utf8(offset: int) -> CrmFileRejection:
     )
 
 
-def split_lines(texts: Iterable[str]) -> Iterator[str]:
+def split_lines(texts: Iterable[str], max_line_bytes: int = DEFAULT_MAX_LINE_BYTES) -> Iterator[str]:
     """Physical lines with their endings (LF, CRLF or CR), as csv.reader wants them.
 
     Splitting happens only at the last LF of what has arrived, so a CRLF split across two chunks
     stays one ending; io.StringIO(newline="") splits on exactly CR, LF and CRLF (not on the other
-    Unicode line breaks str.splitlines knows, which are data here).
+    Unicode line breaks str.splitlines knows, which are data here). A line growing past
+    ``max_line_bytes`` (a character is at least one byte) rejects the file before it is held whole.
     """
     carry = ""
     for text in texts:
@@ -185,13 +176,40 @@ def split_lines(texts: Iterable[str]) -> Iterator[str]:
         cut = buffer.rfind("\n") + 1
         if cut == 0:
             carry = buffer
-            if len(carry) > MAX_LINE_CHARS:
-                raise CrmFileRejection("line_too_long", f"a line is longer than {MAX_LINE_CHARS} characters")
+            if len(carry) > max_line_bytes:
+                raise _line_too_long(max_line_bytes)
             continue
         carry = buffer[cut:]
+        if len(carry) > max_line_bytes:
+            raise _line_too_long(max_line_bytes)
         yield from io.StringIO(buffer[:cut], newline="")
     if carry:
         yield from io.StringIO(carry, newline="")
+
+
+def _line_too_long(max_line_bytes: int) -> CrmFileRejection:
+    return CrmFileRejection("line_too_long", f"a record is longer than {max_line_bytes} bytes (CRM_MAX_LINE_BYTES)")
+
+
+class RecordBound:
+    """Counts the bytes of the physical lines csv.reader pulls for one record; ``reset()`` after
+    each record. A record spread over many lines (quoted newlines) is bounded like one line."""
+
+    def __init__(self, lines: Iterable[str], max_bytes: int) -> None:
+        self._lines = lines
+        self._max = max_bytes
+        self.bytes = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self._lines:
+            # Characters are a lower bound of bytes; encode only when it could matter.
+            self.bytes += len(line) if len(line) * 4 + self.bytes <= self._max else len(line.encode("utf-8"))
+            if self.bytes > self._max:
+                raise _line_too_long(self._max)
+            yield line
+
+    def reset(self) -> None:
+        self.bytes = 0
 
 
 # ---- header ---------------------------------------------------------------------------------
@@ -204,7 +222,11 @@ class HeaderMap:
     extra_columns: tuple[str, ...]
 
 
-def map_header(header: list[str]) -> HeaderMap:
+def map_header(header: list[str], max_fields: int = DEFAULT_MAX_FIELDS) -> HeaderMap:
+    if len(header) > max_fields:
+        raise CrmFileRejection(
+            "too_many_fields", f"header has {len(header)} fields, more than {max_fields} (CRM_MAX_FIELDS)", row=1
+        )
     names = [COLUMN_ALIASES.get(n, n) for n in (h.strip().lower() for h in header)]
     seen: dict[str, int] = {}
     for index, name in enumerate(names):
@@ -268,31 +290,51 @@ class CrmCsvParser:
     ``stats`` is filled while iterating (the header information once the header is read).
     """
 
-    def __init__(self, chunks: Iterable[bytes]) -> None:
+    def __init__(
+        self,
+        chunks: Iterable[bytes],
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_fields: int = DEFAULT_MAX_FIELDS,
+    ) -> None:
         self._chunks = chunks
+        self.max_line_bytes = max_line_bytes
+        self.max_fields = max_fields
         self.stats = ParseStats()
 
     def __iter__(self) -> Iterator[CrmRow | RowRejection]:
-        if csv.field_size_limit() < FIELD_SIZE_LIMIT:
-            csv.field_size_limit(FIELD_SIZE_LIMIT)
-        reader = csv.reader(split_lines(decode_utf8(self._chunks, self.stats)), strict=True)
+        # csv's own field limit (default 128 KiB) is process-wide; a record is bounded by
+        # RecordBound below, so no single field can be larger than the record limit anyway.
+        if csv.field_size_limit() < self.max_line_bytes:
+            csv.field_size_limit(self.max_line_bytes)
+        lines = split_lines(decode_utf8(self._chunks, self.stats), self.max_line_bytes)
+        bound = RecordBound(lines, self.max_line_bytes)
+        reader = csv.reader(bound, strict=True)
         row = 0
         try:
             header_record = next(reader, None)
+            bound.reset()
             row = 1
             while header_record is not None and not header_record:  # blank lines before the header
                 self.stats.blank_lines += 1
                 header_record = next(reader, None)
+                bound.reset()
             if header_record is None:
                 raise CrmFileRejection("empty_file", "file is empty: no header")
-            header = map_header(header_record)
+            header = map_header(header_record, self.max_fields)
             self.stats.header = tuple(truncate(h.strip()) for h in header_record)
             self.stats.extra_columns = header.extra_columns
             for record in reader:
+                bound.reset()
                 row += 1
                 if not record:
                     self.stats.blank_lines += 1
                     continue
+                if len(record) > self.max_fields:
+                    raise CrmFileRejection(
+                        "too_many_fields",
+                        f"row {row} has {len(record)} fields, more than {self.max_fields} (CRM_MAX_FIELDS)",
+                        row=row,
+                    )
                 self.stats.data_rows += 1
                 result = validate_record(record, header, row)
                 if isinstance(result, RowRejection):

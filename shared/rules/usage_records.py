@@ -9,6 +9,10 @@ Rules (SPEC section 2):
   requested day, and ``active_users`` / ``events`` that are non-negative JSON integers. ``true`` is
   not an integer (Python's bool is an int subclass), nor is ``"5"`` or ``5.0``: schema drift must
   be seen, not coerced. Failures are rejected into a report with their reason.
+- The warehouse's column types are rules too (shared/rules/column_limits.py): a ``company_id``
+  longer than NVARCHAR(64), ``active_users`` above INT or ``events`` above BIGINT is rejected
+  here, record by record, instead of failing the whole day's load on Azure SQL (or, on DuckDB,
+  being staged although production would refuse it).
 - A record repeated across pages is loaded once. Identical repeats collapse silently (counted).
   Conflicting repeats for one company keep the record with the largest
   ``(active_users, events)``: a rule that does not depend on page order, so any re-pull of the
@@ -23,6 +27,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
+
+from shared.rules.column_limits import USAGE_COMPANY_ID_LENGTH, USAGE_COUNT_MAX, length_over
 
 COUNT_FIELDS = ("active_users", "events")
 MAX_REPORTED = 1000  # samples kept in a report; the counts are always complete
@@ -58,6 +64,13 @@ def check_record(raw: Any, requested: dt.date) -> UsageRecord | str:
     company_id = raw.get("company_id")
     if not isinstance(company_id, str) or not company_id.strip():
         return "missing_company_id"
+    if length_over(company_id.strip(), USAGE_COMPANY_ID_LENGTH) is not None:
+        return "company_id_too_long"
+    if not company_id.isascii():
+        try:  # JSON may carry a lone surrogate ("\ud800"): no NVARCHAR or UTF-8 column stores it
+            company_id.encode("utf-8")
+        except UnicodeEncodeError:
+            return "company_id_invalid_unicode"
     if raw.get("date") != requested.isoformat():
         return "wrong_date"
     counts: list[int] = []
@@ -69,8 +82,34 @@ def check_record(raw: Any, requested: dt.date) -> UsageRecord | str:
             return f"non_integer_{name}"
         if value < 0:
             return f"negative_{name}"
+        if value > USAGE_COUNT_MAX[name]:
+            return f"{name}_out_of_range"
         counts.append(value)
     return UsageRecord(company_id.strip(), requested, counts[0], counts[1])
+
+
+_RULES_IN_WORDS = {
+    "not_an_object": "the record is not a JSON object",
+    "invalid_json": "the line is not valid JSON",
+    "missing_company_id": "company_id is missing or empty",
+    "company_id_too_long": f"company_id is longer than the warehouse column (NVARCHAR({USAGE_COMPANY_ID_LENGTH}))",
+    "company_id_invalid_unicode": "company_id is not valid Unicode text (a lone surrogate escape)",
+    "wrong_date": "the record's date is not the day that was asked for",
+    "missing_active_users": "active_users is missing",
+    "missing_events": "events is missing",
+    "non_integer_active_users": "active_users is not a whole number",
+    "non_integer_events": "events is not a whole number",
+    "negative_active_users": "active_users is negative",
+    "negative_events": "events is negative",
+    "active_users_out_of_range": "active_users is above the warehouse column's INT maximum "
+    f"({USAGE_COUNT_MAX['active_users']:,})",
+    "events_out_of_range": f"events is above the warehouse column's BIGINT maximum ({USAGE_COUNT_MAX['events']:,})",
+}
+
+
+def rule_in_words(reason: str) -> str:
+    """What a reject code means, for alerts and reports."""
+    return _RULES_IN_WORDS.get(reason, reason.replace("_", " "))
 
 
 @dataclass
@@ -98,6 +137,12 @@ class ScreenResult:
             digest.update(f"\n{record.company_id}\t{record.active_users}\t{record.events}".encode())
         return digest.hexdigest()
 
+    def describe_rejects(self, limit: int = 3) -> str:
+        """The first rejected records by line and the rule each broke, in words (no values)."""
+        parts = [f"line {r.line}: {rule_in_words(r.reason)}" for r in self.reject_samples[:limit]]
+        more = self.rejected - len(parts)
+        return "; ".join(parts) + (f"; and {more} more" if more > 0 else "")
+
     def report(self) -> dict[str, Any]:
         """The rejects report (rejects.json): counts, reasons and samples. Never goes to logs."""
         return {
@@ -109,7 +154,10 @@ class ScreenResult:
             "duplicates": self.duplicates,
             "conflicts": self.conflicts,
             "conflict_rule": "keep the largest (active_users, events) per company_id",
-            "reject_samples": [{"line": r.line, "reason": r.reason, "raw": r.raw} for r in self.reject_samples],
+            "reject_samples": [
+                {"line": r.line, "reason": r.reason, "rule": rule_in_words(r.reason), "raw": r.raw}
+                for r in self.reject_samples
+            ],
             "conflict_samples": [
                 {"company_id": c.company_id, "kept": list(c.kept), "dropped": list(c.dropped)}
                 for c in self.conflict_samples

@@ -16,11 +16,21 @@ an optional ``reason`` and ``force``. The builder
 
 A malformed message is logged, alerted and dropped (returning normally, so the host does not
 retry it). Any other failure is raised so the host retries; on the delivery that will move the
-message to ``<queue>-poison`` (host.json ``maxDequeueCount``) an alert says so first.
+message to ``<queue>-poison`` (host.json ``maxDequeueCount``) an alert says so first, and the
+poisoning is recorded in ops.poison_events (the timer's sweep re-queues it once its dates are
+still unbuilt or stale and the cause is gone).
+
+Builds never invent rows: a message naming a date after yesterday (UTC) is refused whole with
+one line (ops row ``refused``, not retried, nothing written). A message that is not forced builds
+only the dates whose inputs exist as the readiness gate defines them (usage present; CRM
+present or its grace period over); the others are skipped, logged and recorded (``skipped``),
+not failed: their own input arrival queues them. A forced message (an operator's rebuild)
+builds any date that is not in the future.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -31,7 +41,7 @@ from typing import Any, Protocol
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
-from shared.errors import MalformedMessage
+from shared.errors import FutureDateRefused, MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.build_plan import (
@@ -46,6 +56,7 @@ from shared.rules.build_plan import (
     parse_build_request,
     plan_build,
 )
+from shared.rules.dates import refuse_future_dates
 from shared.services.alerts import Alert, AlertSink
 from shared.services.run_history import record_run, utcnow
 
@@ -78,8 +89,11 @@ class BuildOutcome:
 
 
 # ---- entry point --------------------------------------------------------------------------
-def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> BuildOutcome | None:
-    """Process one queue message (see module doc). None when the message was malformed."""
+def handle_build_message(
+    body: bytes, dequeue_count: int, services: Any, *, message_id: str | None = None
+) -> BuildOutcome | None:
+    """Process one queue message (see module doc). None when the message was malformed or named a
+    future date; a skipped outcome (no targets) when none of its dates has inputs yet."""
     run_id = new_run_id()
     pipeline = services.settings.pipeline_name
     with log_context(run_id=run_id, step=STEP):
@@ -93,6 +107,19 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
             telemetry.set_attributes(
                 activity_date=_describe_dates(request.dates), step=STEP, affected_only=request.affected_only
             )
+            now = dt.datetime.now(dt.UTC)
+            try:
+                refuse_future_dates(request.dates, now)
+            except FutureDateRefused as exc:
+                refuse_future(exc, request, services, run_id)
+                return None
+            # An affected-only message is sent precisely because its dates cannot be built yet:
+            # it rebuilds the built days their changed inputs reach, never the dates themselves.
+            if not request.force and not request.affected_only:
+                remaining = skip_dates_without_inputs(request, services, run_id, now)
+                if remaining is None:
+                    return BuildOutcome(run_id, BuildPlan((), (), ()), 0, 0.0)
+                request = remaining
             try:
                 outcome = build(
                     request,
@@ -101,7 +128,17 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
                     run_id=run_id,
                 )
             except Exception as exc:
-                if alert_if_poisoned(exc, dequeue_count, request, services.alerts, pipeline, run_id):
+                if alert_if_poisoned(
+                    exc,
+                    dequeue_count,
+                    request,
+                    services.alerts,
+                    pipeline,
+                    run_id,
+                    warehouse=services.warehouse,
+                    message_id=message_id,
+                    queue=services.settings.build_queue,
+                ):
                     telemetry.POISON_MESSAGES.add(1, {"queue": f"{services.settings.build_queue}-poison"})
                 raise
             if outcome.plan.targets:
@@ -113,6 +150,45 @@ def handle_build_message(body: bytes, dequeue_count: int, services: Any) -> Buil
                 if unchecked:
                     run_post_build(services, unchecked, run_id)
             return outcome
+
+
+def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, run_id: str) -> None:
+    """One line, one ops row, one alert; never retried (a future date stays future for hours)."""
+    log.error("build refused, nothing written: %s", exc)
+    with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=request.dates[0]) as run:
+        run.status = "refused"
+        run.error_message = f"FutureDateRefused: {exc}"
+    _send(
+        services.alerts,
+        Alert(
+            pipeline=services.settings.pipeline_name,
+            step=STEP,
+            severity="warning",
+            title="Build of a future date refused",
+            message=f"{exc}. The message ({_describe_dates(request.dates)}) was dropped; nothing was built.",
+            run_id=run_id,
+            subject=f"build {_describe_dates(request.dates)}",
+        ),
+    )
+
+
+def skip_dates_without_inputs(
+    request: BuildRequest, services: Any, run_id: str, now: dt.datetime
+) -> BuildRequest | None:
+    """The request without the dates whose inputs do not exist yet (None when that is all of
+    them). Skipped dates are logged and recorded; their own input arrival will queue them."""
+    lacking = services.readiness.lacking_inputs(request.dates, now)
+    if not lacking:
+        return request
+    note = f"no inputs yet (usage present; CRM present or grace over) for {_describe_dates(lacking)}: not built"
+    log.warning("build of %s skipped: %s", _describe_dates(lacking), note)
+    with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=lacking[0]) as run:
+        run.status = "skipped"
+        run.error_message = note
+    remaining = tuple(d for d in request.dates if d not in set(lacking))
+    if not remaining:
+        return None
+    return dataclasses.replace(request, dates=remaining)
 
 
 def decode_build_message(body: bytes) -> BuildRequest:
@@ -141,10 +217,21 @@ def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, ru
 
 
 def alert_if_poisoned(
-    exc: BaseException, dequeue_count: int, request: BuildRequest, alerts: AlertSink, pipeline: str, run_id: str
+    exc: BaseException,
+    dequeue_count: int,
+    request: BuildRequest,
+    alerts: AlertSink,
+    pipeline: str,
+    run_id: str,
+    *,
+    warehouse: Warehouse | None = None,
+    message_id: str | None = None,
+    queue: str = "",
 ) -> bool:
-    """On the last delivery the host allows, the message is about to land in the poison queue.
-    Returns whether it is."""
+    """On the last delivery the host allows, the message is about to land in the poison queue:
+    record it in ops.poison_events and alert once (the subject is the dates it asks for, so a
+    re-queued message that poisons again within the window does not alert twice). Returns
+    whether it is."""
     max_dequeue = queue_config().max_dequeue_count
     if dequeue_count < max_dequeue:
         log.warning(
@@ -155,6 +242,26 @@ def alert_if_poisoned(
         )
         return False
     log.error("build failed on delivery %d of %d: moved to poison", dequeue_count, max_dequeue)
+    dates = _describe_dates(request.dates)
+    cause = f"{type(exc).__name__}: {redact(str(exc))[:300]}"
+    if warehouse is not None:
+        try:
+            warehouse.run(
+                "ops/poison_events__record",
+                {
+                    "subject": f"build {dates}",
+                    "kind": "build",
+                    "source_queue": f"{queue}-poison",
+                    "dates": dates[:400],
+                    "date_from": request.dates[0],
+                    "date_to": request.dates[-1],
+                    "detected_at": utcnow(),
+                    "run_id": run_id,
+                    "note": f"message {message_id or '?'}: {cause}"[:2000],
+                },
+            )
+        except Exception as record_error:  # often the same outage: the alert must still go out
+            log.error("could not record the poisoned build in ops (%s)", type(record_error).__name__)
     _send(
         alerts,
         Alert(
@@ -163,13 +270,14 @@ def alert_if_poisoned(
             severity="error",
             title="Build message moved to poison",
             message=(
-                f"Building {_describe_dates(request.dates)} failed {dequeue_count} times "
-                f"({type(exc).__name__}: {redact(str(exc))[:300]}); the message goes to the poison queue. "
-                "Fix the cause, then rebuild the dates."
+                f"Building {dates} failed {dequeue_count} times ({cause}); the message goes to the poison queue. "
+                "The timer's sweep re-queues it once the cause is gone, if its dates are still unbuilt or stale "
+                "(or: poison requeue)."
             ),
             run_id=run_id,
             date=request.dates[0] if len(request.dates) == 1 else None,
-            facts={"dates": _describe_dates(request.dates), "dequeue_count": str(dequeue_count)},
+            facts={"dates": dates, "dequeue_count": str(dequeue_count), "message id": message_id or "?"},
+            subject=f"build {dates}",
         ),
     )
     return True

@@ -10,6 +10,12 @@ One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), has
 Rejected rows of an accepted file are quarantined (copy + report) and alerted as a warning.
 Rejections are handled here, not raised: the host retrying a bad file would only re-alert.
 Infrastructure errors are raised, so the host's retry applies (the steps are idempotent).
+
+The blob is read raw and pinned to one version: its ETag is read first and every range read is
+conditional on it. A blob with a Content-Encoding (gzip, ...) is rejected into quarantine, never
+unpacked in memory. A blob overwritten (or deleted) before or while it is read ends this run as
+``superseded``: the newer version is its own trigger's run. Every processed version is recorded
+in ops.crm_blob_versions, which is how the timer's recovery sweep finds versions no run finished.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 
 from shared import telemetry
+from shared.adapters.storage_common import StorageNotFound
 from shared.adapters.warehouse.base import Warehouse
+from shared.errors import ConcurrencyConflict
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import (
     REPORT_VALUE_CHARS,
@@ -73,13 +81,19 @@ _OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
 # Causes named in a file-level reason or an alert; the report lists every row.
 CAUSES_NAMED = 3
 
-Status = Literal["staged", "unchanged", "rejected"]
+Status = Literal["staged", "unchanged", "rejected", "superseded"]
+# Content-Encoding values that mean "the bytes are the file".
+_PLAIN_ENCODINGS = frozenset({"", "identity"})
 
 
 class BlobSource(Protocol):
     """What staging needs of shared.adapters.blob_store.BlobStore."""
 
-    def iter_chunks(self, container: str, name: str, chunk_size: int = ...) -> Iterator[bytes]: ...
+    def info(self, container: str, name: str) -> BlobInfo | None: ...
+
+    def iter_chunks(
+        self, container: str, name: str, chunk_size: int = ..., *, etag: str | None = ...
+    ) -> Iterator[bytes]: ...
 
     def write(
         self,
@@ -142,6 +156,7 @@ class StagingResult:
     report_blob: str | None = None
     reason: str | None = None
     extra_columns: tuple[str, ...] = ()  # header columns ignored (also in the log and any report)
+    etag: str | None = None  # the blob version this run read
 
 
 # ---- entry point ----------------------------------------------------------------------------
@@ -175,9 +190,12 @@ def stage_crm_snapshot(
     snapshot_date = snapshot_date_from_name(blob_name, settings.crm_date_pattern)
     with (
         log_context(run_id=run_id, step=STEP, date=snapshot_date),
-        record_run(warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER) as run,
+        record_run(
+            warehouse, step=STEP, run_id=run_id, run_date=snapshot_date, trigger_name=TRIGGER, clock=clock
+        ) as run,
     ):
         job = _Job(blob_name, snapshot_date, settings, blobs, warehouse, readiness, alerts, run_id, clock, force)
+        job.beat = run.beat
         result = job.run()
         if result.extra_columns:
             log.warning("CRM file has extra columns, ignored: %s", ", ".join(result.extra_columns))
@@ -187,9 +205,10 @@ def stage_crm_snapshot(
         telemetry.set_attributes(**{"crm.status": result.status, "crm.rows_staged": result.rows_staged})
         telemetry.CRM_ROWS_STAGED.add(result.rows_staged)
         telemetry.CRM_ROWS_REJECTED.add(result.rejected_rows)
-        if result.status == "rejected":
-            run.status = "rejected"
+        if result.status in ("rejected", "superseded"):
+            run.status = result.status
             run.error_message = result.reason
+        record_blob_version(warehouse, result, run_id, clock())
         log.info(
             "CRM file %s: %s (%d rows staged, %d rejected, %d duplicates)",
             result.status,
@@ -199,6 +218,24 @@ def stage_crm_snapshot(
             result.duplicate_rows,
         )
         return result
+
+
+def record_blob_version(warehouse: Warehouse, result: StagingResult, run_id: str, now: dt.datetime) -> None:
+    """This version of the blob is done with (whatever the outcome): the sweep leaves it alone."""
+    if result.etag is None:
+        return
+    warehouse.run(
+        "ops/crm_blob_versions__record",
+        {
+            "source_blob": result.blob_name,
+            "etag": result.etag,
+            "status": result.status,
+            "snapshot_date": result.snapshot_date,
+            "content_hash": result.version,
+            "processed_at": now,
+            "run_id": run_id,
+        },
+    )
 
 
 def record_ignored_columns(warehouse: Warehouse, result: StagingResult, run_id: str, now: dt.datetime) -> None:
@@ -214,6 +251,18 @@ def record_ignored_columns(warehouse: Warehouse, result: StagingResult, run_id: 
             "run_id": run_id,
         },
     )
+
+
+class _Superseded(Exception):
+    """The version being read was overwritten or deleted: a newer version has its own run."""
+
+
+def _pinned(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Reads conditional on one ETag: a precondition failure or a vanished blob means superseded."""
+    try:
+        yield from chunks
+    except (ConcurrencyConflict, StorageNotFound) as exc:
+        raise _Superseded(str(exc)) from exc
 
 
 # ---- pure helpers ---------------------------------------------------------------------------
@@ -326,6 +375,18 @@ def report_chunks(head: dict[str, Any], rejections: RejectionLog) -> Iterator[by
     yield b"\n ]\n}\n"
 
 
+def _encoding_rejection(info: BlobInfo) -> _Rejection | None:
+    """A compressed (or otherwise encoded) blob is refused, never unpacked: a 2 MB gzip can hold
+    gigabytes. Upload the CSV itself."""
+    encoding = (info.content_encoding or "").strip().lower()
+    if encoding in _PLAIN_ENCODINGS:
+        return None
+    return _Rejection(
+        "content_encoding",
+        f"the blob has Content-Encoding {encoding[:40]!r}; only plain CSV is accepted (upload it uncompressed)",
+    )
+
+
 # ---- one invocation -------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Rejection:
@@ -362,14 +423,22 @@ class _Job:
         self.run_id = run_id
         self.clock = clock
         self.load_id = run_id
+        self.etag: str | None = None
+        self.beat: Callable[[], None] = lambda: None  # the run's heartbeat, while rows stream
 
     def run(self) -> StagingResult:
-        source = HashingChunks(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name))
+        info = self.blobs.info(self.settings.crm_container, self.blob_name)
+        if info is None:
+            return self._superseded(None, "the blob was deleted before it was read")
+        self.etag = info.etag
+        source = HashingChunks(
+            _pinned(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name, etag=info.etag))
+        )
         self.source = source
-        parser = CrmCsvParser(source)
+        parser = CrmCsvParser(source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields)
         rejections = RejectionLog()
         try:
-            file_rejection = self._name_rejection()
+            file_rejection = self._name_rejection() or _encoding_rejection(info)
             if file_rejection is None:
                 file_rejection = self._land(parser, source, rejections)
             source.drain()
@@ -388,11 +457,18 @@ class _Job:
                 return self._reject_file(file_rejection, version, stats, rejections)
             assert self.snapshot_date is not None  # a file without a date was rejected above
             return self._stage(self.snapshot_date, version, stats, rejections)
+        except _Superseded as exc:
+            self._discard_landing()
+            return self._superseded(info.etag, f"the blob changed while it was read ({exc})")
         except BaseException:
             self._discard_landing_after_failure()
             raise
         finally:
             rejections.close()
+
+    def _superseded(self, etag: str | None, why: str) -> StagingResult:
+        log.warning("CRM file %s superseded: %s; the newer version is its own run", safe_blob_name(self.blob_name), why)
+        return StagingResult(self.blob_name, "superseded", self.snapshot_date, None, reason=why, etag=etag)
 
     # -- steps --------------------------------------------------------------------------------
     def _name_rejection(self) -> _Rejection | None:
@@ -411,7 +487,9 @@ class _Job:
         snapshot_date, load_id = self.snapshot_date, self.load_id
 
         def landing_rows() -> Iterator[tuple[Any, ...]]:
-            for item in parser:
+            for index, item in enumerate(parser):
+                if index % 10_000 == 0:
+                    self.beat()
                 if isinstance(item, CrmRow):
                     yield (load_id, snapshot_date, *item)
                 else:
@@ -441,6 +519,7 @@ class _Job:
                 duplicate_rows=int(staged[0]["duplicate_row_count"]),
                 reason="this content is already staged for the date",
                 extra_columns=stats.extra_columns,
+                etag=self.etag,
             )
         quarantine_blob = report_blob = None
         if stats.rejected_rows:
@@ -486,6 +565,7 @@ class _Job:
             quarantine_blob=quarantine_blob,
             report_blob=report_blob,
             extra_columns=stats.extra_columns,
+            etag=self.etag,
         )
 
     def _reject_file(
@@ -510,6 +590,7 @@ class _Job:
             report_blob=report_blob,
             reason=rejection.message,
             extra_columns=stats.extra_columns,
+            etag=self.etag,
         )
 
     def _quarantine(
@@ -602,6 +683,9 @@ class _Job:
                     "data_rows": str(stats.data_rows),
                     "rejected_rows": str(stats.rejected_rows),
                 },
+                # The incident is this version of this file: another bad file for the same date
+                # is another alert; the same version delivered again is not.
+                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
             )
         )
 

@@ -223,6 +223,8 @@ class DateStatus:
     build: BuildStatus
     checks: CheckStatus
     quarantined_files: list[dict[str, Any]]
+    # What fault recovery did for the date: abandoned runs, poisoned inputs and their fate.
+    recovery: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """The machine-readable shape of ``status --json`` (stable keys, JSON-safe values)."""
@@ -249,6 +251,7 @@ def date_status(warehouse: Warehouse, dates: DateRange, gate: GateView | None = 
     params = {"date_from": dates.start, "date_to": dates.end}
     for row in warehouse.run("ops/date_status__quarantine", params):
         quarantined.setdefault(row["snapshot_date"], []).append(row)
+    recovery = warehouse.run("ops/date_status__recovery", params)
 
     report = []
     for day in dates.days():
@@ -265,6 +268,11 @@ def date_status(warehouse: Warehouse, dates: DateRange, gate: GateView | None = 
                 # One small query per date: the quality module's own "latest result per check".
                 checks=_check_status(warehouse.run("ops/data_quality_results__latest_for_date", {"check_date": day})),
                 quarantined_files=[_quarantine_entry(r) for r in quarantined.get(day, [])],
+                recovery=[
+                    _json_safe({k: r[k] for k in ("kind", "subject", "status", "at", "note")})
+                    for r in recovery
+                    if r["date_from"] <= day <= r["date_to"]
+                ],
             )
         )
     return report

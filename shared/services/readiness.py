@@ -35,6 +35,7 @@ from shared.rules.readiness import (
     InputMarked,
     InputState,
     SendConfirmed,
+    buildable,
     decide,
     grace_candidate,
 )
@@ -111,6 +112,16 @@ class ReadinessGate:
         entities = self._state.query(PARTITION, min(dates).isoformat(), max(dates).isoformat())
         states = (state_from_entity(e) for e in entities)
         return {s.activity_date: s.versions() for s in states if s.activity_date in wanted}
+
+    def lacking_inputs(self, dates: Sequence[dt.date], now: dt.datetime) -> list[dt.date]:
+        """The dates whose inputs do not exist as the gate defines them (usage present; CRM
+        present or its grace period over): building them would invent rows."""
+        if not dates:
+            return []
+        entities = self._state.query(PARTITION, min(dates).isoformat(), max(dates).isoformat())
+        states = {s.activity_date: s for s in (state_from_entity(e) for e in entities)}
+        now = _utc(now)
+        return sorted(d for d in set(dates) if d not in states or buildable(states[d], now, self._grace)[0] is None)
 
     def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
         """Note each date's build (versions, run) in its state, for status views."""

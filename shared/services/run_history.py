@@ -3,6 +3,11 @@
 Use ``with record_run(warehouse, step=..., run_id=..., run_date=...) as run:`` and set
 ``run.rows_in`` / ``run.rows_out``; an exception marks the row failed (with its type and a
 redacted message) and is re-raised. ``recent_runs`` reads the history back for operators.
+
+A process killed mid-step cannot finish its row: the row keeps ``running`` and its heartbeat
+(set at start, refreshed by ``run.beat()`` while the step works) stops moving.
+``recover_abandoned_runs`` marks such rows ``abandoned`` once the heartbeat is older than the
+lease (RUN_LEASE_MINUTES), alerts once per run, and removes the landing rows no live load owns.
 """
 
 from __future__ import annotations
@@ -12,13 +17,18 @@ import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.warehouse.base import Warehouse
 from shared.logs import redact
+from shared.services.alerts import Alert, AlertSink, send_safely
 
 log = logging.getLogger(__name__)
+
+
+# A step refreshes its heartbeat at most this often (the lease is many times longer).
+HEARTBEAT_EVERY = dt.timedelta(minutes=1)
 
 
 @dataclass
@@ -31,8 +41,21 @@ class RunRecord:
     rows_in: int | None = None
     rows_out: int | None = None
     status: str = "running"
-    # Why a step ended "rejected" without raising (e.g. a quarantined CRM file): shown by `runs`.
+    # Why a step ended without raising (rejected, refused, skipped): shown by `runs`.
     error_message: str | None = None
+    warehouse: Warehouse | None = field(default=None, repr=False)
+    clock: Callable[[], dt.datetime] = field(default=lambda: utcnow(), repr=False)
+    last_beat: dt.datetime | None = None
+
+    def beat(self) -> None:
+        """Still alive: refresh the heartbeat (cheap to call often; writes at most once a minute)."""
+        now = self.clock()
+        if self.warehouse is None or (self.last_beat is not None and now - self.last_beat < HEARTBEAT_EVERY):
+            return
+        self.last_beat = now
+        self.warehouse.run(
+            "ops/pipeline_runs__heartbeat", {"run_id": self.run_id, "step": self.step, "heartbeat_at": now}
+        )
 
 
 def utcnow() -> dt.datetime:
@@ -49,7 +72,8 @@ def record_run(
     trigger_name: str | None = None,
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> Iterator[RunRecord]:
-    record = RunRecord(run_id, step, run_date, trigger_name, clock())
+    record = RunRecord(run_id, step, run_date, trigger_name, clock(), warehouse=warehouse, clock=clock)
+    record.last_beat = record.started_at
     warehouse.run(
         "ops/pipeline_runs__start",
         {
@@ -120,3 +144,75 @@ def recent_runs(
     return warehouse.run(
         "ops/pipeline_runs__recent", {"run_date": run_date, "step": step, "status": status, "limit": int(limit)}
     )
+
+
+# ---- recovery after a kill -------------------------------------------------------------------
+STEP_RECOVERY = "recovery"
+
+
+@dataclass(frozen=True)
+class AbandonedRun:
+    run_id: str
+    step: str
+    run_date: dt.date | None
+    last_heartbeat_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DebrisReport:
+    abandoned: list[AbandonedRun]
+    landing_rows_removed: dict[str, int]
+
+
+def recover_abandoned_runs(
+    warehouse: Warehouse,
+    alerts: AlertSink,
+    *,
+    pipeline: str,
+    lease: dt.timedelta,
+    now: dt.datetime,
+    run_id: str,
+) -> DebrisReport:
+    """Mark running steps without a heartbeat for ``lease`` as abandoned (one alert each), then
+    remove the landing rows of loads that are no longer running. Safe beside live runs and
+    against a second sweeper: each update is conditional on the row still running."""
+    now = _naive(now)
+    abandoned = [
+        AbandonedRun(row["run_id"], row["step"], row["run_date"], row["last_heartbeat_at"])
+        for row in warehouse.run("ops/pipeline_runs__stale", {"stale_before": now - lease})
+    ]
+    for run in abandoned:
+        message = (
+            f"step {run.step} of run {run.run_id} stopped without finishing (no heartbeat since "
+            f"{run.last_heartbeat_at:%Y-%m-%d %H:%M} UTC, lease {int(lease.total_seconds() // 60)} min): "
+            "its process was killed or lost. Its partial landing rows are removed; the work is redone by "
+            "the next trigger of that input or date."
+        )
+        warehouse.run(
+            "ops/pipeline_runs__abandon",
+            {"run_id": run.run_id, "step": run.step, "finished_at": now, "error_message": message},
+        )
+        log.warning("marked abandoned: %s", message)
+        send_safely(
+            alerts,
+            Alert(
+                pipeline=pipeline,
+                step=run.step,
+                severity="error",
+                title="Run abandoned",
+                message=message,
+                run_id=run.run_id,
+                date=run.run_date,
+                subject=f"run {run.run_id}/{run.step}",
+                facts={"detected by": run_id},
+            ),
+        )
+    removed = {row["landing_table"]: int(row["row_count"]) for row in warehouse.run("stg/landing__dead_load_counts")}
+    if any(removed.values()):
+        warehouse.run("stg/landing__discard_dead_loads")
+        log.info("removed landing rows of dead loads: %s", ", ".join(f"{t}={n}" for t, n in removed.items() if n))
+    return DebrisReport(abandoned, {t: n for t, n in removed.items() if n})
+
+
+def _naive(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment

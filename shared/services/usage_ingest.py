@@ -44,9 +44,9 @@ from shared.errors import (
     RetryBudgetExhausted,
 )
 from shared.logs import log_context, new_run_id, redact
-from shared.rules.dates import PullPlan, plan_pulls, utc_today
+from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
-from shared.services import alert_deliveries, events_rollup
+from shared.services import alert_deliveries, events_rollup, poison
 from shared.services.alerts import Alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
@@ -137,9 +137,14 @@ class TickResult:
 # ---- the tick --------------------------------------------------------------------------------
 def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResult:
     """The timer's entry point (via ``Services.run_usage_tick``). ``past_due`` runs behave the
-    same: the plan depends on the day and the watermarks, not on when the timer fired."""
+    same: the plan depends on the day and the watermarks, not on when the timer fired. The
+    recovery sweep (shared/services/poison.py) runs after the pull whatever its outcome."""
     source = services.usage_api.for_run()
-    result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due)
+    run_id = new_run_id()  # one run id for the tick's steps, the recovery sweep's included
+    try:
+        result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due, run_id=run_id)
+    finally:
+        recover_on_schedule(services, now, run_id)
     # The daily slot also keeps the fact-events rollup fresh (SPEC 6); it never fails the tick.
     events_rollup.refresh_on_schedule(
         services.warehouse,
@@ -152,6 +157,14 @@ def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResul
     # Alert deliveries that failed earlier are tried again on each tick (never fails the tick).
     alert_deliveries.retry_on_schedule(services, now)
     return result
+
+
+def recover_on_schedule(services: Any, now: dt.datetime, run_id: str | None = None) -> None:
+    """No poison is final: re-stage, re-queue and clean up what failed before; never fails the tick."""
+    try:
+        poison.sweep(services, now, run_id)
+    except Exception as exc:
+        log.error("the recovery sweep failed (%s: %s); the next tick retries it", type(exc).__name__, _safe(exc))
 
 
 def run_tick(
@@ -181,28 +194,35 @@ def run_tick(
 def _ingest_planned(
     plan: PullPlan, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime
 ) -> tuple[list[DateOutcome], PermanentError | None]:
-    """Each planned date in turn; a date's failure is alerted and the next date goes on."""
+    """Each planned date in turn; a date's failure does not stop the next date. The failures of
+    one tick make one alert listing their dates (an outage failing ten dates is one incident)."""
     outcomes: list[DateOutcome] = []
+    failures: list[tuple[dt.date, BaseException]] = []
+    fatal: PermanentError | None = None
     for index, day in enumerate(plan.dates):
         with log_context(date=day.isoformat()):
             try:
                 staged = ingest_date(day, source, deps, run_id, now)
             except (AuthenticationFailed, RetryBudgetExhausted) as exc:
                 # Every further request would fail the same way: stop, and say which dates wait.
-                _alert_failure(deps, run_id, day, exc, stopping=True)
+                log.error("usage for %s failed (%s); the run stops", day.isoformat(), type(exc).__name__)
+                failures.append((day, exc))
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 outcomes.extend(DateOutcome(d, "not_attempted") for d in plan.dates[index + 1 :])
-                return outcomes, exc
+                fatal = exc
+                break
             except Exception as exc:
                 log.exception("usage for %s failed", day.isoformat())
-                _alert_failure(deps, run_id, day, exc, stopping=False)
+                failures.append((day, exc))
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
         status: DateStatus = "staged" if staged.changed else "unchanged"
         outcomes.append(DateOutcome(day, status, staged.rows, staged.version))
-    return outcomes, None
+    if failures:
+        _alert_failures(deps, run_id, failures, stopping=fatal is not None)
+    return outcomes, fatal
 
 
 def ingest_date(
@@ -315,20 +335,18 @@ class RawReplaySource:
         )
 
 
-def replay_from_raw(
-    day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False
-) -> StagedDate:
+def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
     """Re-stage a day from its raw landing (operators, after a fix): no API call, no watermark.
-    ``force``: the staged rows were found to differ from raw although the version matches."""
+    ``force``: the staged rows were found to differ from raw although the version matches.
+    A future day is refused (FutureDateRefused): nothing can have landed for it legitimately."""
+    refuse_future_dates([day], now)
     with log_context(run_id=run_id, step=STEP_STAGING, date=day.isoformat()):
         source = RawReplaySource(deps.blobs, deps.settings.raw_container)
         return ingest_date(day, source, deps, run_id, now, force=force)
 
 
 # ---- staging from raw ------------------------------------------------------------------------
-def stage_from_raw(
-    day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False
-) -> StagedDate:
+def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
     """Validate the landed NDJSON and swap it into stg.product_usage (unless unchanged)."""
     container = deps.settings.raw_container
     with record_run(deps.warehouse, step=STEP_STAGING, run_id=run_id, run_date=day) as run:
@@ -380,7 +398,8 @@ def _refuse_if_too_many_rejects(result: ScreenResult, threshold: float) -> None:
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(result.rejects_by_reason.items()))
         raise RejectedInput(
             f"usage for {result.activity_date.isoformat()}: {result.rejected} of {result.received} records "
-            f"rejected ({result.reject_share:.1%} > {threshold:.1%}; {reasons}); the staged day is left as it was. "
+            f"rejected ({result.reject_share:.1%} > {threshold:.1%}; {reasons}; {result.describe_rejects()}); "
+            "the staged day is left as it was. "
             f"Report: {raw_rejects_path(result.activity_date)}"
         )
 
@@ -479,11 +498,23 @@ def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datet
 
 
 # ---- alerts ----------------------------------------------------------------------------------
-def _alert_failure(deps: UsageDeps, run_id: str, day: dt.date, exc: BaseException, *, stopping: bool) -> None:
-    title = f"usage ingestion failed: {type(exc).__name__}"
-    message = _safe(exc)
+def _alert_failures(
+    deps: UsageDeps, run_id: str, failures: list[tuple[dt.date, BaseException]], *, stopping: bool
+) -> None:
+    """One alert for the failed dates of one tick, naming each date and its cause."""
+    types = sorted({type(exc).__name__ for _, exc in failures})
+    if len(failures) == 1:
+        day, exc = failures[0]
+        title, message, date = f"usage ingestion failed: {type(exc).__name__}", _safe(exc), day
+    else:
+        title = f"usage ingestion failed for {len(failures)} dates: {', '.join(types)}"
+        message = "; ".join(f"{day.isoformat()}: {_safe(exc)[:200]}" for day, exc in failures)
+        date = None
     if stopping:
         message += " The run stopped; the remaining dates will be pulled by the next tick."
+    else:
+        message += " The failed dates are pulled again by the next tick."
+    dates = [day for day, _ in failures]
     deps.alerts.send(
         Alert(
             pipeline=deps.settings.pipeline_name,
@@ -492,8 +523,9 @@ def _alert_failure(deps: UsageDeps, run_id: str, day: dt.date, exc: BaseExceptio
             title=title,
             message=message,
             run_id=run_id,
-            date=day,
-            facts={"error_type": type(exc).__name__},
+            date=date,
+            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
+            subject=f"usage {dates[0].isoformat()}..{dates[-1].isoformat()}",
         )
     )
 
@@ -507,9 +539,11 @@ def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
             title="usage records rejected or conflicting",
             message=(
                 f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
-                f"report at {deps.settings.raw_container}/{raw_rejects_path(day)}"
+                f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
+                f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}"
             ),
             date=day,
+            subject=f"{raw_ndjson_path(day)}@{result.version()[:16]}",
             facts={k: str(v) for k, v in sorted(result.rejects_by_reason.items())},
         )
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from shared.adapters.blob_store import BlobInfo
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
 from shared.services.crm_staging import StagingResult, stage_crm_snapshot
@@ -84,24 +85,24 @@ def test_sql_in_values_is_loaded_verbatim_and_executes_nothing(services: Service
     assert quarantine_names(services) == [] and alerts_of(services) == []
 
 
-def test_a_one_megabyte_field_is_rejected_as_too_long_with_a_truncated_value_in_the_report(
+def test_a_half_megabyte_field_is_rejected_as_too_long_with_a_truncated_value_in_the_report(
     services: Services, warehouse: DuckDBWarehouse
 ) -> None:
-    huge = "A" * 1_048_576
+    huge = "A" * 500_000  # far beyond the column, within CRM_MAX_LINE_BYTES (1 MiB): the row only
     result = deliver(services, "crm_2025-11-30.csv", HEADER + FILLER + f"big,{huge},DE,x,\n")
 
     assert (result.status, result.rows_staged, result.rejected_rows) == ("staged", 40, 1)
     (error,) = report_of(services, result)["row_errors"]
-    assert (error["row"], error["column"], error["reason"]) == (42, "name", "too long: 1048576 > 400 characters")
+    assert (error["row"], error["column"], error["reason"]) == (42, "name", "too long: 500000 > 400 characters")
     assert len(error["value"]) <= 201
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies WHERE company_id = 'big'") == [{"n": 0}]
     assert alerts_of(services) == [("warning", "CRM rows rejected")]
 
 
-def test_a_one_megabyte_value_in_an_ignored_column_loads_the_row(
+def test_a_half_megabyte_value_in_an_ignored_column_loads_the_row(
     services: Services, warehouse: DuckDBWarehouse
 ) -> None:
-    text = "company_id,name,country,industry_tag,last_contact_at,notes\n" + "c1,Acme,DE,x,," + "n" * 1_048_576 + "\n"
+    text = "company_id,name,country,industry_tag,last_contact_at,notes\n" + "c1,Acme,DE,x,," + "n" * 500_000 + "\n"
     result = deliver(services, "crm_2025-11-30.csv", text)
     assert result.status == "staged"
     assert warehouse.run_sql("SELECT company_id, company_name FROM stg.crm_companies") == [
@@ -160,7 +161,12 @@ def test_a_literal_dot_dot_slash_name_never_reaches_a_path(storage_settings: Set
     copies: list[str] = []
 
     class OneBlob:
-        def iter_chunks(self, container: str, name: str, chunk_size: int = 0) -> Iterator[bytes]:
+        def info(self, container: str, name: str) -> Any:
+            return BlobInfo(container, name, "etag", 1, None, None, {})
+
+        def iter_chunks(
+            self, container: str, name: str, chunk_size: int = 0, etag: str | None = None
+        ) -> Iterator[bytes]:
             yield (HEADER + "c1,Acme,DE,x,\n").encode()
 
         def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str) -> Any:
@@ -182,3 +188,34 @@ def test_a_literal_dot_dot_slash_name_never_reaches_a_path(storage_settings: Set
     )
     assert result.status == "rejected"  # no date in the name
     assert all(n.startswith("undated/") and "/.." not in n and n.count("/") == 1 for n in copies)
+
+
+def test_a_blob_overwritten_while_it_is_read_is_superseded_and_the_new_version_is_its_own_run(
+    services: Services, warehouse: DuckDBWarehouse
+) -> None:
+    """Staging reads one version: the ETag it saw first. An overwrite mid-read ends that run as
+    superseded (nothing staged, nothing alerted); the new version's own trigger stages it."""
+    container = services.settings.crm_container
+    first = HEADER + "".join(f"old{i},Old {i},DE,x,\n" for i in range(2000))
+    services.blobs.write(container, "crm_2025-11-30.csv", first.encode())
+    real_chunks = services.blobs.iter_chunks
+
+    def overwrite_after_first_chunk(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        for index, chunk in enumerate(real_chunks(*args, **{**kwargs, "chunk_size": 1024})):
+            yield chunk
+            if index == 0:
+                services.blobs.write(container, "crm_2025-11-30.csv", (HEADER + "new1,New,FR,y,\n").encode())
+
+    services.blobs.iter_chunks = overwrite_after_first_chunk  # type: ignore[method-assign]
+    result = services.stage_crm_blob("crm_2025-11-30.csv")
+    services.blobs.iter_chunks = real_chunks  # type: ignore[method-assign]
+
+    assert result.status == "superseded" and result.rows_staged == 0
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
+    assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies_landing") == [{"n": 0}]
+    assert warehouse.run_sql("SELECT status FROM ops.crm_blob_versions") == [{"status": "superseded"}]
+    assert alerts_of(services) == []
+
+    second = services.stage_crm_blob("crm_2025-11-30.csv")  # the new ETag's own trigger
+    assert (second.status, second.rows_staged) == ("staged", 1)
+    assert warehouse.run_sql("SELECT company_id FROM stg.crm_companies") == [{"company_id": "new1"}]

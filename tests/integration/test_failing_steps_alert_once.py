@@ -87,14 +87,14 @@ def test_a_malformed_crm_file_alerts_once_with_the_run_id_and_records_the_reject
 
 
 def test_a_sql_error_in_the_builder_alerts_once_across_every_redelivery(services: Services) -> None:
-    """The host redelivers a failing message up to maxDequeueCount times; only the delivery
+    """The host redelivers a failing (forced: no inputs needed) message up to maxDequeueCount times; only the delivery
     that sends it to the poison queue alerts, and every delivery leaves a failed run in ops."""
     services.warehouse.run_sql("DROP TABLE analytics.company_daily_activity_build")
     max_dequeue = queue_config().max_dequeue_count
 
     for delivery in range(1, max_dequeue + 1):
         with pytest.raises(BuildError):
-            services.handle_build_message(b'{"dates": ["2025-03-09"]}', dequeue_count=delivery)
+            services.handle_build_message(b'{"dates": ["2025-03-09"], "force": true}', dequeue_count=delivery)
 
     alert = only_alert(services)
     assert "poison" in alert.title.lower() and alert.run_id

@@ -19,7 +19,7 @@ import requests
 
 from pipeline_tools.mock_usage_api import MockUsageApi, UsageDataset
 from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
-from shared.errors import AuthenticationFailed, RetryBudgetExhausted, UpstreamUnavailable
+from shared.errors import AuthenticationFailed, PermanentError, RetryBudgetExhausted, UpstreamUnavailable
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services.usage_ingest import iter_lines
 from shared.settings import Settings
@@ -258,7 +258,7 @@ def test_max_attempts_per_request_then_the_error_surfaces(api: MockUsageApi, fak
 
 
 def test_the_budget_is_per_run_and_shared_by_its_requests(api: MockUsageApi, fake_time: FakeTime) -> None:
-    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=2)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=2, USAGE_API_RETRY_BUDGET_PER_PAGE=0)
     api.fail_next(2, status=500)
     client.fetch_day(DAY)
     api.fail_next(1, status=500)
@@ -266,6 +266,44 @@ def test_the_budget_is_per_run_and_shared_by_its_requests(api: MockUsageApi, fak
         client.fetch_day(DAY)
     api.fail_next(2, status=500)
     client.for_run().fetch_day(DAY)  # a new run starts with a fresh budget
+
+
+def flaky_every_other_request(api: MockUsageApi, requests_: int) -> None:
+    """Every odd request answers 503: each page needs one retry, however many pages."""
+    for k in range(requests_):
+        api.fail_next(1, status=503, after=2 * k)
+
+
+def test_a_fixed_budget_runs_out_on_a_long_flaky_pull(api: MockUsageApi, fake_time: FakeTime) -> None:
+    flaky_every_other_request(api, 30)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=5, USAGE_API_RETRY_BUDGET_PER_PAGE=0)
+    with pytest.raises(RetryBudgetExhausted, match="5 retries"):
+        client.fetch_day(DAY)
+
+
+def test_the_budget_grows_with_the_pages_so_a_long_flaky_pull_completes(api: MockUsageApi, fake_time: FakeTime) -> None:
+    flaky_every_other_request(api, 30)
+    client = make_client(api, fake_time, USAGE_API_RETRY_BUDGET=5, USAGE_API_RETRY_BUDGET_PER_PAGE=1)
+    pull = client.fetch_day(DAY)
+    assert pull.pages == COMPANIES // PAGE and pull.records == len(api.dataset.records(DAY))
+    assert statuses(api).count(503) == COMPANIES // PAGE  # one retry per page, 25 > the base of 5
+    assert client.budget.used == COMPANIES // PAGE
+
+
+def test_an_outage_still_stops_at_the_base_budget(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(1000, status=503)
+    client = make_client(
+        api, fake_time, USAGE_API_RETRY_BUDGET=3, USAGE_API_RETRY_BUDGET_PER_PAGE=5, USAGE_API_MAX_ATTEMPTS=10
+    )
+    with pytest.raises(RetryBudgetExhausted):
+        client.fetch_day(DAY)
+    assert statuses(api) == [503] * 4  # no page arrived, so nothing was earned
+
+
+def test_a_page_beyond_the_size_cap_fails_the_day_without_retries(api: MockUsageApi, fake_time: FakeTime) -> None:
+    with pytest.raises(PermanentError, match="USAGE_API_MAX_PAGE_BYTES"):
+        make_client(api, fake_time, USAGE_API_MAX_PAGE_BYTES=2048).fetch_day(DAY)
+    assert statuses(api) == [200]  # refused once, not retried: the same page would be as big
 
 
 # ---- secrets -----------------------------------------------------------------------------------

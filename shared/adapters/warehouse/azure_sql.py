@@ -349,7 +349,7 @@ class AzureSqlWarehouse(Warehouse):
 
     def _connection(self) -> Connection:
         if self._conn is None:
-            with self._driver_errors("connecting to Azure SQL"):
+            with self._driver_errors("connecting to Azure SQL (setting AZURE_SQL_CONNECTION_STRING)"):
                 self._conn = self._connect()
         return self._conn
 

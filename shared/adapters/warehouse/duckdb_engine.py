@@ -21,7 +21,7 @@ import duckdb
 from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
 from shared.adapters.warehouse.translate import to_duckdb
-from shared.errors import BuildError
+from shared.errors import BuildError, ConfigurationError, WarehouseTransientError
 
 _COLUMN = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # Fixed CSV dialect for bulk loads: no sniffing, RFC 4180 quoting, empty field = NULL,
@@ -41,10 +41,8 @@ class DuckDBWarehouse(Warehouse):
         self, path: str | Path = ":memory:", sql_root: Path = SQL_ROOT, memory_limit: str | None = None
     ) -> None:
         super().__init__(sql_root)
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = str(path)
-        self._con = duckdb.connect(self.path)
+        self._con = _open(self.path)
         if memory_limit:
             self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
 
@@ -164,3 +162,22 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, dt.date):
         return value.isoformat()
     return value
+
+
+def _open(path: str) -> duckdb.DuckDBPyConnection:
+    """Connect, turning the two ways this fails into one line that names the setting: the file
+    is locked by another process (one writer per file: transient, a retry may get it), or it
+    cannot be created or opened at all (configuration)."""
+    try:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return duckdb.connect(path)
+    except duckdb.IOException as exc:
+        if "lock" in str(exc).lower():
+            raise WarehouseTransientError(
+                f"setting DUCKDB_PATH: the warehouse file {path} is locked by another process "
+                "(DuckDB allows one writer per file: stop the runner or CLI that has it open)"
+            ) from exc
+        raise ConfigurationError(f"setting DUCKDB_PATH: cannot open {path}: {str(exc).splitlines()[0]}") from exc
+    except OSError as exc:
+        raise ConfigurationError(f"setting DUCKDB_PATH: cannot create {path}: {exc.strerror or exc}") from exc

@@ -51,6 +51,7 @@ def response(status: int, body: bytes = b"{}", headers: dict[str, str] | None = 
     r = requests.Response()
     r.status_code = status
     r._content = body
+    r._content_consumed = True
     r.headers.update(headers or {})
     return r
 
@@ -174,6 +175,13 @@ def test_truncated_or_shapeless_bodies_are_transient() -> None:
     with pytest.raises(UpstreamUnavailable):
         parse_page(response(200, b'{"date": "2025-03-09"}'))
     assert parse_page(response(200, b'{"data": [], "next_cursor": null}'))["data"] == []
+
+
+def test_a_page_larger_than_the_cap_is_refused_not_loaded() -> None:
+    big = b'{"data": [' + b",".join([b'{"company_id": "c"}'] * 1000) + b"]}"
+    with pytest.raises(PermanentError, match="USAGE_API_MAX_PAGE_BYTES"):
+        parse_page(response(200, big), max_bytes=4096)
+    assert len(parse_page(response(200, big), max_bytes=len(big))["data"]) == 1000
 
 
 def test_budget_and_auth_errors_are_not_retried() -> None:

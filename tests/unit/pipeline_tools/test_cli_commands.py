@@ -327,7 +327,9 @@ def test_status_json_reports_inputs_build_checks_and_quarantine_per_date(
         "build",
         "checks",
         "quarantined_files",
+        "recovery",
     }
+    assert [entry["recovery"] for entry in report] == [[], [], []]
     first, second, third = report
     assert first["inputs"]["crm"] == {
         "present": True,

@@ -269,3 +269,37 @@ def test_attributes_hash_tells_null_from_values_and_changes_with_every_attribute
     }
     assert len(hashes) == 7
     assert attributes_hash(*base) == attributes_hash(*base)
+
+
+# ---- memory bounds (CRM_MAX_LINE_BYTES, CRM_MAX_FIELDS) ----------------------------------------
+def bounded(text: str, max_line_bytes: int = 1024, max_fields: int = 10) -> CrmFileRejection:
+    parser = CrmCsvParser([text.encode("utf-8")], max_line_bytes=max_line_bytes, max_fields=max_fields)
+    with pytest.raises(CrmFileRejection) as info:
+        list(parser)
+    return info.value
+
+
+def test_a_line_longer_than_the_limit_rejects_the_file_without_holding_it() -> None:
+    error = bounded(HEADER + "c1," + "x" * 2000 + ",DE,x,\n")
+    assert error.reason == "line_too_long" and "CRM_MAX_LINE_BYTES" in str(error)
+
+
+def test_a_record_spread_over_many_short_quoted_lines_is_bounded_like_one_line() -> None:
+    field = "\n".join(["short line"] * 200)  # 200 physical lines of 11 bytes: one 2.2 KB record
+    assert bounded(HEADER + f'c1,"{field}",DE,x,\n').reason == "line_too_long"
+
+
+def test_many_small_records_within_the_limit_are_fine() -> None:
+    text = HEADER + "".join(f"c{i},Name {i},DE,x,\n" for i in range(500))  # 9 KB in all, short records
+    parser = CrmCsvParser([text.encode("utf-8")], max_line_bytes=1024, max_fields=10)
+    assert sum(isinstance(i, CrmRow) for i in parser) == 500
+
+
+def test_a_header_or_record_with_too_many_fields_rejects_the_file() -> None:
+    assert bounded(HEADER.rstrip("\n") + ",x" * 20 + "\n" + "c1,a,b,c,d\n").reason == "too_many_fields"
+    error = bounded(HEADER + "c1,a,b,c,d" + ",x" * 20 + "\n")
+    assert (error.reason, error.row) == ("too_many_fields", 2)
+
+
+def test_a_multibyte_line_counts_bytes_not_characters() -> None:
+    assert bounded(HEADER + "c1," + "é" * 600 + ",DE,x,\n").reason == "line_too_long"  # 1,200 bytes

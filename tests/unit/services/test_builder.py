@@ -35,6 +35,9 @@ class FakeVersions:
     def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
         self.recorded.append((dict(built), run_id))
 
+    def lacking_inputs(self, dates: Sequence[dt.date], now: dt.datetime) -> list[dt.date]:
+        return sorted(d for d in dates if d not in self.versions or self.versions[d].usage_version is None)
+
 
 class FailingWarehouse(DuckDBWarehouse):
     """Fails the build SQL, like a warehouse outage or a broken statement would."""

@@ -41,7 +41,12 @@ class MemoryBlobs:
     def put(self, container: str, name: str, data: bytes) -> None:
         self.blobs[(container, name)] = data
 
-    def iter_chunks(self, container: str, name: str, chunk_size: int = 4 * 1024 * 1024) -> Iterator[bytes]:
+    def info(self, container: str, name: str) -> BlobInfo | None:
+        return self._info(container, name) if (container, name) in self.blobs else None
+
+    def iter_chunks(
+        self, container: str, name: str, chunk_size: int = 4 * 1024 * 1024, *, etag: str | None = None
+    ) -> Iterator[bytes]:
         data = self.blobs[(container, name)]
         for start in range(0, len(data), self.chunk_size):
             if self.fail_reading_after is not None and start >= self.fail_reading_after:
