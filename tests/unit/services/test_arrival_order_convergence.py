@@ -18,6 +18,7 @@ profile runs 10, a world costing ~1.7 s of CPU, so the suite stays fast.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import itertools
 import json
 import os
@@ -29,6 +30,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.adapters.blob_store import BlobInfo
 from shared.adapters.usage_api import DayPull
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import ConcurrencyConflict
@@ -70,13 +72,6 @@ def day(offset: int) -> dt.date:
 
 
 # ---- fakes of the storage edges ---------------------------------------------------------------------
-@dataclass(frozen=True)
-class FakeBlobInfo:
-    container: str
-    name: str
-    size: int
-
-
 class FakeBlobStore:
     """Blob containers in a dict; whole-or-nothing writes like BlobStore."""
 
@@ -86,20 +81,23 @@ class FakeBlobStore:
     def ensure_container(self, container: str) -> None:
         pass
 
-    def write(self, container: str, name: str, data: bytes | Iterable[bytes], **_: Any) -> FakeBlobInfo:
+    def write(self, container: str, name: str, data: bytes | Iterable[bytes], **_: Any) -> BlobInfo:
         content = data if isinstance(data, bytes) else b"".join(data)
         self.blobs[(container, name)] = content
-        return FakeBlobInfo(container, name, len(content))
+        return self._info(container, name)
 
-    def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str) -> FakeBlobInfo:
+    def copy(self, src_container: str, src_name: str, dst_container: str, dst_name: str) -> BlobInfo:
         return self.write(dst_container, dst_name, self.blobs[(src_container, src_name)])
 
-    def info(self, container: str, name: str) -> FakeBlobInfo | None:
-        content = self.blobs.get((container, name))
-        return None if content is None else FakeBlobInfo(container, name, len(content))
+    def info(self, container: str, name: str) -> BlobInfo | None:
+        return self._info(container, name) if (container, name) in self.blobs else None
 
-    def iter_chunks(self, container: str, name: str, chunk_size: int = 64) -> Iterator[bytes]:
+    def iter_chunks(
+        self, container: str, name: str, chunk_size: int = 64, *, etag: str | None = None
+    ) -> Iterator[bytes]:
         content = self.blobs[(container, name)]
+        if etag is not None and etag != self._etag(content):
+            raise AssertionError("the fake never overwrites a blob while it is read")
         for start in range(0, len(content), chunk_size):
             yield content[start : start + chunk_size]
 
@@ -108,6 +106,15 @@ class FakeBlobStore:
 
     def delete(self, container: str, name: str) -> None:
         self.blobs.pop((container, name), None)
+
+    def _info(self, container: str, name: str) -> BlobInfo:
+        content = self.blobs[(container, name)]
+        return BlobInfo(container, name, self._etag(content), len(content), None, START, {})
+
+    @staticmethod
+    def _etag(content: bytes) -> str:
+        """A new version per content, as the service gives a new ETag per write."""
+        return hashlib.sha256(content).hexdigest()[:16]
 
 
 class FakeStateTable:
