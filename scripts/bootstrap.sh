@@ -13,10 +13,13 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Installs come from the hash locks only (scripts/lock.sh writes them): requirements-dev.txt
 # holds the runtime (requirements.txt), the operator tools (requirements-ops.txt) and the tests.
-py_stamp=$(stamp_of requirements.txt requirements-ops.txt requirements-dev.txt)
+py_stamp=$(stamp_of requirements.txt requirements-ops.txt requirements-dev.txt pyproject.toml)
 if [ "$(cat .venv/.installed 2>/dev/null)" != "$py_stamp" ]; then
   echo "==> installing Python packages (hash-locked)"
   .venv/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+  # The project itself, editable and without dependencies (all locked above): the operator
+  # CLI's console entry point `company-activity` (pyproject's [project.scripts]) in .venv/bin.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$py_stamp" > .venv/.installed
 fi
 
