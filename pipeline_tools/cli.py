@@ -20,7 +20,7 @@ import logging
 import shlex
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -731,26 +731,37 @@ def runs(obj: CliContext, day: dt.date | None, step: str | None, run_status: str
     if obj.as_json:
         emit({"runs": rows, "count": len(rows)})
         return
-    table = Table(title="Recent runs")
-    for column in ("started", "run id", "step", "date", "status", "rows in/out", "ms", "error"):
-        table.add_column(column)
-    for row in rows:
-        error = f"{row['error_type'] or ''} {row['error_message'] or ''}".strip()
-        table.add_row(
-            str(row["started_at"]),
-            row["run_id"],
-            row["step"],
-            str(row["run_date"] or "-"),
-            row["status"],
-            f"{_or_dash(row['rows_in'])}/{_or_dash(row['rows_out'])}",
-            _or_dash(row["duration_ms"]),
-            error[:200] or "-",
-        )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _print_table(
+        "Recent runs",
+        ("started", "run id", "step", "date", "status", "rows in/out", "ms", "error"),
+        (
+            (
+                str(row["started_at"]),
+                row["run_id"],
+                row["step"],
+                str(row["run_date"] or "-"),
+                row["status"],
+                f"{_or_dash(row['rows_in'])}/{_or_dash(row['rows_out'])}",
+                _or_dash(row["duration_ms"]),
+                f"{row['error_type'] or ''} {row['error_message'] or ''}".strip()[:200] or "-",
+            )
+            for row in rows
+        ),
+    )
 
 
 def _or_dash(value: Any) -> str:
     return "-" if value is None else str(value)
+
+
+def _print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
+    """A rich table on stdout; wide enough not to wrap when piped to a file or another command."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)
 
 
 # ---- alerts ----------------------------------------------------------------------------------
@@ -771,21 +782,23 @@ def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_stat
     if obj.as_json:
         emit({"alerts": rows, "count": len(rows)})
         return
-    table = Table(title="Alert deliveries")
-    for column in ("last attempt", "status", "attempts", "step", "date", "title", "subject", "error"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row["last_attempt_at"]),
-            row["status"],
-            str(row["attempts"]),
-            row["step"],
-            str(row["alert_date"] or "-"),
-            row["title"],
-            row["subject"] or "-",
-            row["last_error_type"] or "-",
-        )
-    Console(width=None if sys.stdout.isatty() else 200).print(table)
+    _print_table(
+        "Alert deliveries",
+        ("last attempt", "status", "attempts", "step", "date", "title", "subject", "error"),
+        (
+            (
+                str(row["last_attempt_at"]),
+                row["status"],
+                str(row["attempts"]),
+                row["step"],
+                str(row["alert_date"] or "-"),
+                row["title"],
+                row["subject"] or "-",
+                row["last_error_type"] or "-",
+            )
+            for row in rows
+        ),
+    )
 
 
 # ---- report ----------------------------------------------------------------------------------
