@@ -207,10 +207,12 @@ def instrument_requests() -> None:
 
 # ---- spans ---------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def span(name: str, kind: SpanKind = SpanKind.INTERNAL, **attributes: Any) -> Iterator[Span]:
-    """A child span of the current one; an exception is recorded on it (redacted) and re-raised."""
+def span(name: str, kind: SpanKind = SpanKind.INTERNAL, attributes: Mapping[str, Any] | None = None) -> Iterator[Span]:
+    """A child span of the current one; an exception is recorded on it (redacted) and re-raised.
+
+    Attributes come as a mapping because OpenTelemetry's names are dotted (``db.rows``)."""
     with tracer.start_as_current_span(
-        name, kind=kind, attributes=_attributes(attributes), record_exception=False, set_status_on_exception=False
+        name, kind=kind, attributes=_attributes(attributes or {}), record_exception=False, set_status_on_exception=False
     ) as current:
         try:
             yield current

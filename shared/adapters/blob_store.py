@@ -249,8 +249,7 @@ def _traced(operation: str, container: str, name: str, **attributes: Any) -> Any
     """The span of one blob operation (``blob.read``, ``blob.write``, ...)."""
     return telemetry.span(
         f"blob.{operation}",
-        blob_name=name,
-        **{"blob.container": container, **{f"blob.{k}": v for k, v in attributes.items()}},
+        attributes={"blob_name": name, "blob.container": container, **{f"blob.{k}": v for k, v in attributes.items()}},
     )
 
 

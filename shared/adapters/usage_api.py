@@ -353,7 +353,7 @@ class UsageApiClient:
 
         One ``usage_api.page`` span; each HTTP attempt is a client span inside it (requests
         instrumentation)."""
-        with telemetry.span("usage_api.page", **{"usage_api.date": params.get("date")}) as span:
+        with telemetry.span("usage_api.page", attributes={"usage_api.date": params.get("date")}) as span:
             for attempt in self._retrying():
                 with attempt:
                     body, request_id = self._get_once(params)

@@ -53,16 +53,32 @@ _THEME_COLOURS = {"error": "D13438", "warning": "FFB900"}
 
 
 class AlertMessage(Protocol):
-    """What the sink needs from an alert (shared.services.alerts.Alert has these)."""
+    """What the sink needs from an alert (shared.services.alerts.Alert has these). Read-only
+    properties, so a frozen dataclass satisfies it."""
 
-    pipeline: str
-    step: str
-    severity: str
-    title: str
-    message: str
-    run_id: str | None
-    date: dt.date | None
-    facts: dict[str, str]
+    @property
+    def pipeline(self) -> str: ...
+
+    @property
+    def step(self) -> str: ...
+
+    @property
+    def severity(self) -> str: ...
+
+    @property
+    def title(self) -> str: ...
+
+    @property
+    def message(self) -> str: ...
+
+    @property
+    def run_id(self) -> str | None: ...
+
+    @property
+    def date(self) -> dt.date | None: ...
+
+    @property
+    def facts(self) -> dict[str, str]: ...
 
     def dedup_key(self) -> str: ...
 
@@ -378,7 +394,7 @@ class WebhookAlertSink:
     def _post_once(self, payload: dict[str, Any]) -> None:
         # The URL is the secret: the HTTP instrumentation (which records it) is off for this
         # request, and our span names only the host.
-        with telemetry.span("webhook.post", kind=SpanKind.CLIENT, **{"server.address": self._host}) as span:
+        with telemetry.span("webhook.post", kind=SpanKind.CLIENT, attributes={"server.address": self._host}) as span:
             self._post_to_webhook(payload, span)
 
     def _post_to_webhook(self, payload: dict[str, Any], span: Any) -> None:

@@ -150,7 +150,10 @@ def _with_input(state: DateState, event: InputMarked, now: dt.datetime) -> tuple
     if current is not None and current.version == event.version:
         return state, False  # a duplicate: keep the first arrival time (the grace clock)
     marked = InputState(event.version, event.rows, now)
-    state = dataclasses.replace(state, **{event.input_name: marked})
+    if event.input_name == "crm":
+        state = dataclasses.replace(state, crm=marked)
+    else:
+        state = dataclasses.replace(state, usage=marked)
     if event.input_name == "usage" and state.usage_since is None:
         state = dataclasses.replace(state, usage_since=now)
     # A new version re-opens the date until its build is queued.

@@ -81,7 +81,9 @@ def evaluate_freshness(
     params = {"date_from": dates[0], "date_to": dates[-1]}
     with (
         log_context(run_id=run_id, step=STEP),
-        telemetry.span("freshness.evaluate", **{"freshness.date_from": dates[0], "freshness.date_to": dates[-1]}),
+        telemetry.span(
+            "freshness.evaluate", attributes={"freshness.date_from": dates[0], "freshness.date_to": dates[-1]}
+        ),
         record_run(warehouse, step=STEP, run_id=run_id) as run,
     ):
         arrivals = {

@@ -473,16 +473,16 @@ def rollback_date(
     with log_context(run_id=run_id, step="rollback", date=day.isoformat()):
         with record_run(warehouse, step="rollback", run_id=run_id, run_date=day, trigger_name="cli") as run:
             with warehouse.transaction():
-                preview = warehouse.run("ops/date_rollback__preview", {"activity_date": day})[0]
+                counts = warehouse.run("ops/date_rollback__preview", {"activity_date": day})[0]
                 warehouse.run("ops/date_rollback__apply", {"activity_date": day})
-            run.rows_in = int(preview["analytics_rows"])
+            run.rows_in = int(counts["analytics_rows"])
             run.rows_out = 0
         reset = reset_readiness(day) if reset_readiness else None
-        log.info("rolled back %s: %s analytics rows removed", day, preview["analytics_rows"])
+        log.info("rolled back %s: %s analytics rows removed", day, counts["analytics_rows"])
     return RollbackResult(
         date=day,
-        analytics_rows_removed=int(preview["analytics_rows"]),
-        build_record_removed=bool(preview["build_records"]),
+        analytics_rows_removed=int(counts["analytics_rows"]),
+        build_record_removed=bool(counts["build_records"]),
         readiness_reset=reset,
         run_id=run_id,
     )

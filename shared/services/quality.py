@@ -422,7 +422,7 @@ def _worst_status(results: Sequence[CheckResult]) -> Status:
     statuses = {r.status for r in results}
     for status in ("error", "fail", "warn"):
         if status in statuses:
-            return status  # type: ignore[return-value]
+            return status
     return "pass"
 
 

@@ -450,7 +450,7 @@ def load_watermarks(state: Any) -> dict[dt.date, dict[str, Any]]:
 def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: str, rows: int, run_id: str) -> bool:
     """Record the day's last successful pull; a pull older than the stored one never overwrites it
     (an overlapping slower run). Returns whether this pull became the watermark."""
-    entity = {
+    entity: dict[str, Any] = {
         "PartitionKey": WATERMARK_PARTITION,
         "RowKey": day.isoformat(),
         "status": SUCCEEDED,

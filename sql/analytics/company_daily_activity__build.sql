@@ -37,7 +37,7 @@ WITH
 
 digits AS (
     SELECT digit
-    FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS v (digit)
+    FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS v(digit)
 ),
 
 day_offsets AS (
@@ -161,7 +161,7 @@ snapshot_in_force AS (
         MAX(snapshots.snapshot_date) AS crm_snapshot_date
     FROM build_days
     LEFT JOIN stg.crm_snapshots AS snapshots
-        ON snapshots.snapshot_date <= build_days.activity_date
+        ON build_days.activity_date >= snapshots.snapshot_date
     GROUP BY build_days.activity_date
 ),
 
@@ -170,9 +170,16 @@ known_since AS (
         company_id,
         MIN(known_from) AS known_since
     FROM (
-        SELECT company_id, MIN(valid_from) AS known_from FROM dim.companies GROUP BY company_id
+        SELECT
+            company_id,
+            MIN(valid_from) AS known_from
+        FROM dim.companies
+        GROUP BY company_id
         UNION ALL
-        SELECT company_id, first_usage_date AS known_from FROM stg.company_first_usage
+        SELECT
+            company_id,
+            first_usage_date AS known_from
+        FROM stg.company_first_usage
     ) AS first_sightings
     GROUP BY company_id
 ),
@@ -189,8 +196,8 @@ crm_spine AS (
     FROM build_days
     INNER JOIN company_versions
         ON
-            company_versions.valid_from <= build_days.activity_date
-            AND company_versions.valid_until > build_days.activity_date
+            build_days.activity_date >= company_versions.valid_from
+            AND build_days.activity_date < company_versions.valid_until
 ),
 
 usage_spine AS (
@@ -257,7 +264,8 @@ activity AS (
     LEFT JOIN month_checkpoints
         ON
             spine.company_id = month_checkpoints.company_id
-            AND DATEFROMPARTS(YEAR(spine.activity_date), MONTH(spine.activity_date), 1) = month_checkpoints.checkpoint_date
+            AND DATEFROMPARTS(YEAR(spine.activity_date), MONTH(spine.activity_date), 1)
+            = month_checkpoints.checkpoint_date
     LEFT JOIN known_since
         ON spine.company_id = known_since.company_id
 )

@@ -38,9 +38,16 @@ first_known AS (
         company_id,
         MIN(known_from) AS known_from
     FROM (
-        SELECT company_id, MIN(valid_from) AS known_from FROM dim.companies GROUP BY company_id
+        SELECT
+            company_id,
+            MIN(valid_from) AS known_from
+        FROM dim.companies
+        GROUP BY company_id
         UNION ALL
-        SELECT company_id, first_usage_date AS known_from FROM stg.company_first_usage
+        SELECT
+            company_id,
+            first_usage_date AS known_from
+        FROM stg.company_first_usage
     ) AS known
     GROUP BY company_id
 ),
@@ -49,26 +56,30 @@ lost_last_activity AS (
     SELECT lr.activity_date
     FROM later_rows AS lr
     LEFT JOIN stg.product_usage AS still
-        ON still.company_id = lr.company_id
-        AND still.activity_date = lr.stored_last_active
-        AND (still.active_users > 0 OR still.events > 0)
-    WHERE lr.stored_last_active BETWEEN @changed_from AND @changed_to
+        ON
+            lr.company_id = still.company_id
+            AND lr.stored_last_active = still.activity_date
+            AND (still.active_users > 0 OR still.events > 0)
+    WHERE
+        lr.stored_last_active BETWEEN @changed_from AND @changed_to
         AND still.company_id IS NULL
 ),
 
 gained_later_activity AS (
     SELECT lr.activity_date
     FROM later_rows AS lr
-    INNER JOIN usage_in_range AS ur ON ur.company_id = lr.company_id
-    WHERE ur.last_active_in_range IS NOT NULL
+    INNER JOIN usage_in_range AS ur ON lr.company_id = ur.company_id
+    WHERE
+        ur.last_active_in_range IS NOT NULL
         AND (lr.stored_last_active IS NULL OR lr.stored_last_active < ur.last_active_in_range)
 ),
 
 known_since_moved AS (
     SELECT cda.activity_date
     FROM analytics.company_daily_activity AS cda
-    LEFT JOIN first_known AS fk ON fk.company_id = cda.company_id
-    WHERE cda.activity_date > DATEADD(DAY, @window_days - 1, CAST(@changed_to AS DATE))
+    LEFT JOIN first_known AS fk ON cda.company_id = fk.company_id
+    WHERE
+        cda.activity_date > DATEADD(DAY, @window_days - 1, CAST(@changed_to AS DATE))
         AND cda.active_users_7d = 0
         AND cda.events_7d = 0
         AND cda.is_churn_risk <> CASE

@@ -29,7 +29,11 @@ usage_of_day AS (
 unknown_usage AS (
     SELECT u.company_id
     FROM usage_of_day AS u
-    WHERE NOT EXISTS (SELECT 1 FROM crm_companies AS c WHERE c.company_id = u.company_id)
+    WHERE NOT EXISTS (
+        SELECT 1
+        FROM crm_companies AS c
+        WHERE c.company_id = u.company_id
+    )
 ),
 
 counted AS (

@@ -43,9 +43,11 @@ company_snapshots AS (
 with_previous AS (
     SELECT
         company_snapshots.*,
-        LAG(attributes_hash) OVER (PARTITION BY company_id ORDER BY snapshot_date) AS previous_hash,
-        LAG(next_snapshot_date) OVER (
-            PARTITION BY company_id ORDER BY snapshot_date
+        LAG(company_snapshots.attributes_hash) OVER (
+            PARTITION BY company_snapshots.company_id ORDER BY company_snapshots.snapshot_date
+        ) AS previous_hash,
+        LAG(company_snapshots.next_snapshot_date) OVER (
+            PARTITION BY company_snapshots.company_id ORDER BY company_snapshots.snapshot_date
         ) AS previous_next_snapshot_date
     FROM company_snapshots
 ),
@@ -54,9 +56,10 @@ island_starts AS (
     SELECT
         with_previous.*,
         CASE
-            WHEN previous_hash IS NULL THEN 1  -- first appearance from the anchor on
-            WHEN previous_hash <> attributes_hash THEN 1  -- an attribute changed
-            WHEN previous_next_snapshot_date <> snapshot_date THEN 1  -- absent in between: came back
+            WHEN with_previous.previous_hash IS NULL THEN 1  -- first appearance from the anchor on
+            WHEN with_previous.previous_hash <> with_previous.attributes_hash THEN 1  -- an attribute changed
+            -- absent in between: came back
+            WHEN with_previous.previous_next_snapshot_date <> with_previous.snapshot_date THEN 1
             ELSE 0
         END AS starts_island
     FROM with_previous
@@ -65,8 +68,8 @@ island_starts AS (
 islands AS (
     SELECT
         island_starts.*,
-        SUM(starts_island) OVER (
-            PARTITION BY company_id ORDER BY snapshot_date ROWS UNBOUNDED PRECEDING
+        SUM(island_starts.starts_island) OVER (
+            PARTITION BY island_starts.company_id ORDER BY island_starts.snapshot_date ROWS UNBOUNDED PRECEDING
         ) AS island_number
     FROM island_starts
 ),
@@ -108,8 +111,8 @@ versions_with_history AS (
             v.company_id = open_at_anchor.company_id
             AND v.first_snapshot_date = a.anchor_date
             AND v.attributes_hash = open_at_anchor.attributes_hash
-            AND open_at_anchor.valid_from <= a.anchor_date
-            AND (open_at_anchor.valid_to IS NULL OR open_at_anchor.valid_to > a.anchor_date)
+            AND a.anchor_date >= open_at_anchor.valid_from
+            AND (open_at_anchor.valid_to IS NULL OR a.anchor_date < open_at_anchor.valid_to)
 )
 
 INSERT INTO dim.companies_rebuild (

@@ -30,8 +30,8 @@ in_force AS (
     FROM ops.date_builds AS builds
     LEFT JOIN snapshot_spans AS spans
         ON
-            spans.snapshot_date <= builds.activity_date
-            AND (spans.next_snapshot_date IS NULL OR spans.next_snapshot_date > builds.activity_date)
+            builds.activity_date >= spans.snapshot_date
+            AND (spans.next_snapshot_date IS NULL OR builds.activity_date < spans.next_snapshot_date)
 )
 
 SELECT

@@ -31,7 +31,7 @@ snapshot_in_force AS (
         MAX(snapshots.snapshot_date) AS crm_snapshot_date
     FROM built_dates
     LEFT JOIN stg.crm_snapshots AS snapshots
-        ON snapshots.snapshot_date <= built_dates.activity_date
+        ON built_dates.activity_date >= snapshots.snapshot_date
     GROUP BY built_dates.activity_date
 ),
 
@@ -42,7 +42,7 @@ snapshot_versions AS (
         snapshots.content_hash AS crm_snapshot_version
     FROM snapshot_in_force
     LEFT JOIN stg.crm_snapshots AS snapshots
-        ON snapshots.snapshot_date = snapshot_in_force.crm_snapshot_date
+        ON snapshot_in_force.crm_snapshot_date = snapshots.snapshot_date
 ),
 
 builds AS (

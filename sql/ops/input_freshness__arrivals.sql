@@ -22,6 +22,14 @@ usage AS (
     WHERE activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
 )
 
-SELECT activity_date, input_name, arrived_at FROM crm
+SELECT
+    activity_date,
+    input_name,
+    arrived_at
+FROM crm
 UNION ALL
-SELECT activity_date, input_name, arrived_at FROM usage;
+SELECT
+    activity_date,
+    input_name,
+    arrived_at
+FROM usage;

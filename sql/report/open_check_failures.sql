@@ -37,4 +37,4 @@ SELECT
     run_id
 FROM latest_results
 WHERE recency = 1 AND status IN ('fail', 'error')
-ORDER BY check_date DESC, check_name;
+ORDER BY check_date DESC, check_name ASC;

@@ -50,7 +50,7 @@ bounds AS (
 
 digits AS (
     SELECT digit
-    FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS v (digit)
+    FROM (VALUES (0), (1), (2), (3), (4), (5), (6), (7), (8), (9)) AS v(digit)
 ),
 
 month_offsets AS (
@@ -104,9 +104,17 @@ company_months AS (
         activity_month,
         MAX(last_active_date) AS last_active_date
     FROM (
-        SELECT company_id, activity_month, last_active_date FROM carried_forward
+        SELECT
+            company_id,
+            activity_month,
+            last_active_date
+        FROM carried_forward
         UNION ALL
-        SELECT company_id, activity_month, last_active_date FROM monthly_last_active
+        SELECT
+            company_id,
+            activity_month,
+            last_active_date
+        FROM monthly_last_active
     ) AS candidates
     GROUP BY company_id, activity_month
 ),
@@ -130,10 +138,10 @@ SELECT
 FROM valid_until_next_active_month
 INNER JOIN checkpoint_months
     ON
-        checkpoint_months.checkpoint_date > valid_until_next_active_month.activity_month
+        valid_until_next_active_month.activity_month < checkpoint_months.checkpoint_date
         AND (
             valid_until_next_active_month.next_activity_month IS NULL
-            OR checkpoint_months.checkpoint_date <= valid_until_next_active_month.next_activity_month
+            OR valid_until_next_active_month.next_activity_month >= checkpoint_months.checkpoint_date
         )
 -- Stored month by month, so a build's read of one month touches only that month's pages.
 ORDER BY checkpoint_months.checkpoint_date, valid_until_next_active_month.company_id;

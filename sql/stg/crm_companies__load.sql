@@ -29,7 +29,7 @@ landed AS (
 ranked AS (
     SELECT
         landed.*,
-        ROW_NUMBER() OVER (PARTITION BY company_id ORDER BY source_row DESC) AS occurrence_from_last
+        ROW_NUMBER() OVER (PARTITION BY landed.company_id ORDER BY landed.source_row DESC) AS occurrence_from_last
     FROM landed
 )
 

@@ -35,12 +35,8 @@ def package_files(root: Path = ROOT) -> list[Path]:
     kept: list[Path] = []
     for directory, dirnames, filenames in os.walk(root):
         rel_dir = Path(directory).relative_to(root)
-        dirnames[:] = [
-            d for d in dirnames if d != ".git" and not spec.match_file(f"{(rel_dir / d).as_posix()}/")
-        ]
-        kept.extend(
-            rel_dir / f for f in filenames if not spec.match_file((rel_dir / f).as_posix())
-        )
+        dirnames[:] = [d for d in dirnames if d != ".git" and not spec.match_file(f"{(rel_dir / d).as_posix()}/")]
+        kept.extend(rel_dir / f for f in filenames if not spec.match_file((rel_dir / f).as_posix()))
     return sorted(kept)
 
 
@@ -58,12 +54,9 @@ def test_the_package_installs_from_the_runtime_lock_alone_and_lists_its_three_fu
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
     # The outer pip installs into the fresh interpreter: only the hash-locked runtime requirements.
-    subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--disable-pip-version-check",
-         "--require-hashes", "-r", str(package / "requirements.txt")],
-        check=True,
-        timeout=900,
-    )
+    pip = [sys.executable, "-m", "pip", "--python", str(python), "--disable-pip-version-check"]
+    lock = package / "requirements.txt"
+    subprocess.run([*pip, "install", "--quiet", "--require-hashes", "-r", str(lock)], check=True, timeout=900)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     completed = subprocess.run(
         [str(python), "-c", PROBE], cwd=package, env=env, capture_output=True, text=True, timeout=120, check=False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import shutil
 from pathlib import Path
 
@@ -165,3 +166,27 @@ def test_migration_0007_keeps_built_rows_and_leaves_the_new_columns_null_until_a
     assert engine.run_sql("SELECT events, days_present FROM analytics.company_weekly_activity") == [
         {"events": 2, "days_present": 1}
     ]
+
+
+# SHA-256 of each migration as applied to warehouses: a changed one makes the app refuse to start
+# (require_current_schema). Guards against a reformat (`sqlfluff fix sql`, an editor) rewriting
+# them; a new migration is added as a new file, and pinned here once it has been applied.
+APPLIED_MIGRATIONS = {
+    "schema/0001_schemas": "8d8efe4e4b72cbc1ccd1271ecfae211141ad7a8ee5a2610ea0e9dfff68163954",
+    "schema/0002_staging": "5a1232fe318a428f725c915923f2677c77cd62a0064fc736b20d12d3a5e3c5c0",
+    "schema/0003_dim": "fa0dc4401711cb0081523aecf6f9bb87da52cd577cae20786d3cf7cae25d9ec3",
+    "schema/0004_analytics": "f89970c0d474f4b44e1634749149e1551c6a8362241cd20aa253db801fadf49f",
+    "schema/0005_ops": "33514e2f4c66b6c6cf0b6f8d0ec679be10572945039402d5689766e49d442a55",
+    "schema/0006_agg": "ab8a912d874e185122ac5654a12076cfd97e7bc25c6b37cf403b2c930e112d65",
+    "schema/0007_analytics_28d_trends": "876d3c1690a58c0d9f8214e6de8921ccee8752c1979969044f0461d39dd4a1cc",
+    "schema/0008_recovery": "be6b8ec8ad23c1d3c37ea9159a0b345729f29c5c46b09c3b6345d1ef585e33a4",
+    "schema/0009_input_freshness": "efbcbae705f48c441d40dc07bad913154ba8e5e0690c54ca967b0ee1bf4793f9",
+    "schema/0010_alert_deliveries": "07a668c5f3391d14a3194dff4e297d21a8eb9805306ceabde35221e2f39c15b7",
+    "schema/0011_date_builds_crm_snapshot_version": "27780d3aaf537994548ea7e10ca40ec3ba397dfe0da1ec92e49252d476277eeb",
+}
+
+
+@pytest.mark.parametrize("name", sorted(APPLIED_MIGRATIONS))
+def test_an_applied_migration_is_never_rewritten(name: str) -> None:
+    text = (SQL_ROOT / f"{name}.sql").read_bytes()
+    assert hashlib.sha256(text).hexdigest() == APPLIED_MIGRATIONS[name], f"{name}.sql changed: add a migration instead"

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import logging
 import re
 import struct
@@ -291,7 +292,7 @@ class AzureSqlWarehouse(Warehouse):
         sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({markers})"
         total = 0
         for batch in _batches(rows, self.batch_size):
-            self._unit_of_work(lambda batch=batch: self._insert_batch(table, sql, batch))
+            self._unit_of_work(functools.partial(self._insert_batch, table, sql, batch))
             total += len(batch)
         return total
 

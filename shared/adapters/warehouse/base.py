@@ -38,7 +38,7 @@ def traced_bulk_load(method: _BulkLoad) -> _BulkLoad:
 
     @functools.wraps(method)
     def wrapper(self: Any, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
-        with telemetry.span(f"sql.bulk_load {table}", **{"db.table": table}) as span:
+        with telemetry.span(f"sql.bulk_load {table}", attributes={"db.table": table}) as span:
             loaded = method(self, table, columns, rows)
             span.set_attribute("db.rows", loaded)
             return loaded
@@ -78,7 +78,9 @@ class Warehouse(abc.ABC):
         """Run every statement of ``sql/<name>.sql``; returns the rows of the last one that has rows.
 
         One span per file (``sql <name>``): each SQL step of staging, builds and checks."""
-        with telemetry.span(f"sql {name}", **{"db.sql_file": name, "db.system": getattr(self, "DIALECT", "")}) as span:
+        with telemetry.span(
+            f"sql {name}", attributes={"db.sql_file": name, "db.system": getattr(self, "DIALECT", "")}
+        ) as span:
             rows = self._run_statements(self._statements(name), params or {})
             span.set_attribute("db.rows_returned", len(rows))
             return rows

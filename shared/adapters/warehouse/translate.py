@@ -52,9 +52,11 @@ def to_duckdb(statement: Statement) -> str | None:
     _refuse_unsupported(tree, statement)
     if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "INDEX":
         return None
-    tree = tree.transform(_rewrite)
+    rewritten = tree.transform(_rewrite)
+    if rewritten is None:  # _rewrite drops only column constraints, never a whole statement
+        raise TranslationError(statement.sql_file, statement.index, "the statement rewrote to nothing")
     try:
-        return tree.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+        return rewritten.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
     except UnsupportedError as exc:
         raise TranslationError(statement.sql_file, statement.index, f"unsupported in DuckDB: {exc}") from exc
 
@@ -89,7 +91,7 @@ def _as_int_day_count(count: exp.Expression) -> exp.Expression:
     return exp.cast(count, exp.DataType.Type.INT)
 
 
-def _refuse_unsupported(tree: exp.Expression, statement: Statement) -> None:
+def _refuse_unsupported(tree: exp.Expr, statement: Statement) -> None:
     def refuse(reason: str) -> None:
         raise TranslationError(statement.sql_file, statement.index, reason)
 
