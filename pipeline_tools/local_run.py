@@ -59,8 +59,6 @@ DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
 EXAMPLE_SETTINGS = REPO_ROOT / "local.settings.example.json"
 MAX_LOOKBACK_DAYS = 60  # the Settings bound of USAGE_LOOKBACK_DAYS
 TIMER_FUNCTION = "usage_timer"
-# Work the pipeline has not got yet ends a stage at once instead of being retried like a failure.
-NOT_THERE_YET: tuple[type[BaseException], ...] = (NotImplementedError,)
 
 Echo = Callable[[str], None]
 
@@ -306,11 +304,9 @@ def _stage(title: str, runner: Runner, echo: Echo, kickoff: Callable[[], None] |
     before = len(runner.history)
     if kickoff is not None:
         kickoff()
-    drained = runner.drain(timeout_s=900, stop_on=NOT_THERE_YET)
+    drained = runner.drain(timeout_s=900)
     result = DrainResult(runner.history[before:], drained.idle, drained.elapsed_s)  # the timer's call included
     echo(f"    {_describe_invocations(result.invocations)} in {result.elapsed_s:.1f}s")
-    for missing in _not_implemented(result.invocations):
-        echo(f"    not implemented yet: {missing}")
     return Stage(title, result)
 
 
@@ -323,14 +319,6 @@ def _describe_invocations(invocations: Sequence[Invocation]) -> str:
         ok_failed[0 if invocation.succeeded else 1] += 1
     parts = [f"{name} {ok} ok" + (f", {failed} failed" if failed else "") for name, (ok, failed) in by_function.items()]
     return "; ".join(parts)
-
-
-def _not_implemented(invocations: Sequence[Invocation]) -> list[str]:
-    seen = {}
-    for invocation in invocations:
-        if isinstance(invocation.error, NOT_THERE_YET):
-            seen.setdefault(invocation.function, str(invocation.error) or type(invocation.error).__name__)
-    return [f"{name} ({why})" for name, why in seen.items()]
 
 
 def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
@@ -354,11 +342,11 @@ def _serve(runner: Runner, plan: RunPlan, echo: Echo) -> None:
 
 
 def _exit_code(stages: Sequence[Stage], echo: Echo) -> int:
-    """0 when everything that exists worked (code still to come is reported, not failed)."""
-    real_failures = [i for s in stages for i in s.result.failures if not isinstance(i.error, NOT_THERE_YET)]
-    unfinished = [s.title for s in stages if not s.result.idle and not _not_implemented(s.result.invocations)]
-    if real_failures or unfinished:
-        echo(f"{len(real_failures)} invocation(s) failed; unfinished: {', '.join(unfinished) or 'none'}. See the log.")
+    """0 when every invocation worked and every stage finished its work."""
+    failures = [i for s in stages for i in s.result.failures]
+    unfinished = [s.title for s in stages if not s.result.idle]
+    if failures or unfinished:
+        echo(f"{len(failures)} invocation(s) failed; unfinished: {', '.join(unfinished) or 'none'}. See the log.")
         return 1
     return 0
 
@@ -389,8 +377,6 @@ def summarize(warehouse: Any, plan: RunPlan, stages: Sequence[Stage]) -> list[st
 def _section(title: str, body: Callable[[], list[str]]) -> list[str]:
     try:
         content = body()
-    except NotImplementedError as exc:
-        content = [f"not implemented yet ({exc})"]
     except Exception as exc:  # a summary must not hide the run's outcome behind a query error
         content = [f"not available ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"]
     return [f"{title}:", *(f"  {line}" for line in content)]

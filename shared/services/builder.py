@@ -41,6 +41,7 @@ from typing import Any, Protocol
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import utc_now
 from shared.errors import FutureDateRefused, MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
@@ -57,6 +58,7 @@ from shared.rules.build_plan import (
     plan_build,
 )
 from shared.rules.dates import refuse_future_dates
+from shared.services import quality
 from shared.services.alerts import Alert, AlertSink
 from shared.services.run_history import record_run, utcnow
 
@@ -284,22 +286,9 @@ def alert_if_poisoned(
 
 
 def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
-    """Data-quality checks after a committed build; they never undo or fail the build.
-
-    The seam: a ``post_build(dates, run_id, now)`` callable on the services container wins;
-    otherwise shared.services.quality.run_checks when that module is present.
-    """
-    now = utcnow()
+    """Data-quality checks after a committed build; they never undo or fail the build."""
     try:
-        hook: Callable[..., Any] | None = getattr(services, "post_build", None)
-        if hook is not None:
-            hook(dates, run_id, now)
-            return
-        try:
-            from shared.services import quality
-        except ImportError:
-            return
-        quality.run_checks(services.warehouse, dates, run_id, now, services.settings, services.alerts)
+        quality.run_checks(services.warehouse, dates, run_id, utc_now(), services.settings, services.alerts)
     except Exception as exc:
         log.error("data-quality checks after the build failed (%s)", type(exc).__name__)
         _send(

@@ -173,7 +173,7 @@ def _explain_duplicates(o: Observation) -> str:
         return "one row per company"
     return (
         f"{_count(o.observed_value)} company key(s) appear more than once across {_count(o.offending_rows)} rows "
-        "(compared case-insensitively, trailing spaces ignored, as Azure SQL does)"
+        "(compared exactly except for trailing spaces, as Azure SQL compares the binary-collated ids)"
     )
 
 

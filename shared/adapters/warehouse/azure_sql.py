@@ -220,7 +220,6 @@ class AzureSqlWarehouse(Warehouse):
     """Azure SQL (or SQL Server) through pyodbc; see the module docstring for the mapping."""
 
     DIALECT: ClassVar[str] = "tsql"
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = True
 
     def __init__(

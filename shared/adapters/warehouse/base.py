@@ -57,7 +57,6 @@ class Warehouse(abc.ABC):
     """A SQL warehouse that runs the T-SQL files under ``sql/``."""
 
     DIALECT: ClassVar[str]
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     # Contained database users for Entra identities (sql/admin/); the embedded engine has none.
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = False
 

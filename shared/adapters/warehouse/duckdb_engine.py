@@ -34,7 +34,6 @@ _COPY_OPTIONS = (
 
 class DuckDBWarehouse(Warehouse):
     DIALECT: ClassVar[str] = "duckdb"
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     BULK_BATCH_ROWS: ClassVar[int] = 100_000
 
     def __init__(
