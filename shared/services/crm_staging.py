@@ -81,7 +81,7 @@ _OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
 # Causes named in a file-level reason or an alert; the report lists every row.
 CAUSES_NAMED = 3
 
-Status = Literal["staged", "unchanged", "rejected", "superseded"]
+StagingOutcome = Literal["staged", "unchanged", "rejected", "superseded"]
 # Content-Encoding values that mean "the bytes are the file".
 _PLAIN_ENCODINGS = frozenset({"", "identity"})
 
@@ -145,7 +145,7 @@ class StagingResult:
     """What one invocation did (also what the local runner and tests look at)."""
 
     blob_name: str
-    status: Status
+    status: StagingOutcome
     snapshot_date: dt.date | None
     version: str | None  # sha256 of the file's bytes
     data_rows: int = 0

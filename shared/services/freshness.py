@@ -25,12 +25,12 @@ from shared.rules.dates import last_buildable_date
 from shared.rules.freshness import (
     INPUTS,
     Freshness,
-    InputName,
     evaluate_all,
     lag_hours,
     mark_alerted,
     newly_resolved,
 )
+from shared.rules.readiness import InputName
 from shared.services.alerts import Alert, AlertSink, failure_alert, send_safely
 from shared.services.run_history import record_run
 from shared.settings import Settings

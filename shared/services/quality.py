@@ -34,7 +34,7 @@ from shared.settings import Settings
 log = logging.getLogger(__name__)
 
 Severity = Literal["fail", "warn"]
-Status = Literal["pass", "warn", "fail", "error"]
+CheckStatus = Literal["pass", "warn", "fail", "error"]
 FLAG_PREFIX = "dq_"
 FLAG_SEPARATOR = ","
 QUALITY_STEP = "quality"
@@ -101,7 +101,7 @@ class CheckResult:
     check_name: str
     check_date: dt.date
     severity: Severity
-    status: Status
+    status: CheckStatus
     message: str
     observed_value: float | None = None
     threshold: float | None = None
@@ -418,7 +418,7 @@ def quality_alerts(results: Sequence[CheckResult], pipeline: str, run_id: str) -
     return alerts
 
 
-def _worst_status(results: Sequence[CheckResult]) -> Status:
+def _worst_status(results: Sequence[CheckResult]) -> CheckStatus:
     statuses = {r.status for r in results}
     for status in ("error", "fail", "warn"):
         if status in statuses:

@@ -20,7 +20,7 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from shared import telemetry
 from shared.errors import ConcurrencyConflict
@@ -33,6 +33,7 @@ from shared.rules.readiness import (
     Event,
     GraceCheck,
     InputMarked,
+    InputName,
     InputState,
     SendConfirmed,
     buildable,
@@ -42,7 +43,6 @@ from shared.rules.readiness import (
 
 log = logging.getLogger(__name__)
 
-InputName = Literal["crm", "usage"]
 PARTITION = "date"
 MAX_ATTEMPTS = 25  # conditional-update retries per event; contention is a handful of writers
 

@@ -102,7 +102,7 @@ class UsageDeps:
         )
 
 
-DateStatus = Literal["staged", "unchanged", "failed", "not_attempted"]
+PullStatus = Literal["staged", "unchanged", "failed", "not_attempted"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class StagedDate:
 @dataclass
 class DateOutcome:
     activity_date: dt.date
-    status: DateStatus
+    status: PullStatus
     rows: int = 0
     version: str | None = None
     error: str | None = None
@@ -130,7 +130,7 @@ class TickResult:
     outcomes: list[DateOutcome]
     grace_dates: list[dt.date] = field(default_factory=list)
 
-    def by_status(self, status: DateStatus) -> list[dt.date]:
+    def by_status(self, status: PullStatus) -> list[dt.date]:
         return [o.activity_date for o in self.outcomes if o.status == status]
 
 
@@ -218,7 +218,7 @@ def _ingest_planned(
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
-        status: DateStatus = "staged" if staged.changed else "unchanged"
+        status: PullStatus = "staged" if staged.changed else "unchanged"
         outcomes.append(DateOutcome(day, status, staged.rows, staged.version))
     if failures:
         _alert_failures(deps, run_id, failures, stopping=fatal is not None)
