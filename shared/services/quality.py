@@ -80,16 +80,18 @@ class Observation:
 
 @dataclass(frozen=True)
 class Check:
-    """A named check: its SQL file is ``sql/checks/<name>.sql``."""
+    """A named check: its SQL file is ``sql/checks/<query>.sql``, ``<name>.sql`` when it has
+    one of its own. ``name`` is what ops.data_quality_results and the ``dq_`` flags record."""
 
     name: str
     severity: Severity
     explain: Callable[[Observation], str]
     parameters: Callable[[Settings, dt.datetime], dict[str, Any]] = field(default=lambda settings, now: {})
+    query: str | None = None
 
     @property
     def sql_file(self) -> str:
-        return f"checks/{self.name}"
+        return f"checks/{self.query or self.name}"
 
     @property
     def flag(self) -> str:
@@ -196,6 +198,18 @@ def _explain_events_reconciliation(o: Observation) -> str:
     )
 
 
+def _duplicate_keys(key_set: Literal["stg_usage", "stg_crm", "analytics"]) -> Check:
+    """One check definition (checks/duplicate_keys.sql) for the three tables keyed by company and
+    date; each keeps its own name, ``<key_set>_duplicate_keys``."""
+    return Check(
+        f"{key_set}_duplicate_keys",
+        "fail",
+        _explain_duplicates,
+        lambda settings, now: {"key_set": key_set},
+        query="duplicate_keys",
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("analytics_row_count", "fail", _explain_row_count),
     Check(
@@ -210,9 +224,9 @@ CHECKS: tuple[Check, ...] = (
         _explain_api_total,
         lambda settings, now: {"tolerance": settings.quality_api_total_tolerance},
     ),
-    Check("stg_usage_duplicate_keys", "fail", _explain_duplicates),
-    Check("stg_crm_duplicate_keys", "fail", _explain_duplicates),
-    Check("analytics_duplicate_keys", "fail", _explain_duplicates),
+    _duplicate_keys("stg_usage"),
+    _duplicate_keys("stg_crm"),
+    _duplicate_keys("analytics"),
     Check(
         "unknown_company_usage",
         "warn",
