@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from shared import telemetry
-from shared.errors import ConcurrencyConflict
+from shared.adapters.table_state import retry_on_conflict
 from shared.logs import log_context
 from shared.rules.build_plan import InputVersions
 from shared.rules.readiness import (
@@ -136,27 +135,29 @@ class ReadinessGate:
     def _apply(
         self, activity_date: dt.date, event: Event, now: dt.datetime, run_id: str, *, create: bool = True
     ) -> Decision:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            got = self._state.get(PARTITION, activity_date.isoformat())
-            if got is None and not create:
-                return Decision(DateState(activity_date))
-            state = state_from_entity(got[0]) if got else DateState(activity_date)
-            decision = decide(state, event, now, self._grace)
-            try:
-                if got is None:
-                    self._state.insert(state_to_entity(decision.state, run_id))
-                elif decision.state != state:
-                    self._state.update_if_match(state_to_entity(decision.state, run_id), got[1])
-            except ConcurrencyConflict:
-                self._sleep(random.uniform(0, 0.02 * attempt))  # noqa: S311 - jitter, not crypto
-                continue
-            if decision.send is not None and decision.affected_only:
-                self._send_affected_only(activity_date, decision, run_id)
-            elif decision.send is not None:
-                self._send(activity_date, decision, run_id)
-                self._apply(activity_date, SendConfirmed(decision.send), now, run_id)
-            return decision
-        raise ConcurrencyConflict(f"readiness state of {activity_date}: still contended after {MAX_ATTEMPTS} attempts")
+        retrying = retry_on_conflict(MAX_ATTEMPTS, f"readiness state of {activity_date}", sleep=self._sleep)
+        decision = retrying(self._decide_and_write, activity_date, event, now, run_id, create)
+        if decision.send is not None and decision.affected_only:
+            self._send_affected_only(activity_date, decision, run_id)
+        elif decision.send is not None:
+            self._send(activity_date, decision, run_id)
+            self._apply(activity_date, SendConfirmed(decision.send), now, run_id)
+        return decision
+
+    def _decide_and_write(
+        self, activity_date: dt.date, event: Event, now: dt.datetime, run_id: str, create: bool
+    ) -> Decision:
+        """One read-decide-write; ConcurrencyConflict when another writer got there first."""
+        got = self._state.get(PARTITION, activity_date.isoformat())
+        if got is None and not create:
+            return Decision(DateState(activity_date))
+        state = state_from_entity(got[0]) if got else DateState(activity_date)
+        decision = decide(state, event, now, self._grace)
+        if got is None:
+            self._state.insert(state_to_entity(decision.state, run_id))
+        elif decision.state != state:
+            self._state.update_if_match(state_to_entity(decision.state, run_id), got[1])
+        return decision
 
     def _send_affected_only(self, activity_date: dt.date, decision: Decision, run_id: str) -> None:
         """Best effort: the mark is recorded and a retried trigger would not send again (same

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared import telemetry
+from shared.adapters.table_state import retry_on_conflict
 from shared.adapters.usage_api import DayPull, UsageSource
 from shared.errors import (
     AuthenticationFailed,
@@ -459,20 +460,19 @@ def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: s
         "record_count": rows,
         "run_id": run_id,
     }
-    for _ in range(_WATERMARK_WRITE_ATTEMPTS):
+
+    def write_once() -> bool:
         existing = state.get(WATERMARK_PARTITION, day.isoformat())
-        try:
-            if existing is None:
-                state.insert(entity)
-                return True
-            stored, etag = existing
-            if stored.get("status") != FAILED and str(stored.get("fetched_at", "")) > entity["fetched_at"]:
-                return False
-            state.update_if_match(entity, etag)
+        if existing is None:
+            state.insert(entity)
             return True
-        except ConcurrencyConflict:
-            continue  # someone wrote in between: re-read and decide again
-    raise ConcurrencyConflict(f"usage watermark for {day.isoformat()} kept changing under us")
+        stored, etag = existing
+        if stored.get("status") != FAILED and str(stored.get("fetched_at", "")) > entity["fetched_at"]:
+            return False
+        state.update_if_match(entity, etag)
+        return True
+
+    return retry_on_conflict(_WATERMARK_WRITE_ATTEMPTS, f"usage watermark for {day.isoformat()}")(write_once)
 
 
 def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datetime, run_id: str) -> None:
