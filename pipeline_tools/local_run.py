@@ -44,15 +44,15 @@ from pipeline_tools.runner import (
     Invocation,
     Runner,
     load_app,
-    read_local_settings,
     sigterm_as_interrupt,
 )
 from pipeline_tools.sample_data import CrmSample
 from pipeline_tools.schema_bootstrap import apply_migrations
 from shared.adapters.storage_common import storage_errors
+from shared.clock import utc_now, utc_today
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
-from shared.settings import Settings
+from shared.settings import Settings, read_local_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
@@ -328,7 +328,7 @@ def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
         plan.start,
         plan.end,
         plan.report_dir,
-        now=dt.datetime.now(dt.UTC),
+        now=utc_now(),
         freshness_deadline_hours=services.settings.freshness_deadline_hours,
     )
     echo("")
@@ -498,7 +498,7 @@ def main(
     serve: bool,
 ) -> None:
     plan = plan_run(
-        today=dt.datetime.now(dt.UTC).date(),
+        today=utc_today(),
         companies=companies,
         days=days,
         start=start.date() if start else None,
