@@ -40,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 import pipeline_tools.report as run_report
+from shared.clock import utc_now
 from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
 from shared.services import events_rollup, operations, poison, quality, replay
@@ -595,7 +596,7 @@ def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) ->
     lookback = settings.events_lookback_days if lookback_days is None else lookback_days
     run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.services.warehouse, run_id or "dry-run", dt.datetime.now(dt.UTC), lookback, dry_run=dry_run
+        obj.services.warehouse, run_id or "dry-run", utc_now(), lookback, dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
     if obj.as_json:
@@ -813,7 +814,7 @@ def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_stat
 def report(
     obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None, out_dir: Path | None
 ) -> None:
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     # Without dates: the last 28 days that can be built (ending yesterday, UTC).
     dates = resolve_range(day, start, end) if (day or start or end) else DateRange(*run_report.default_range(now))
     written = run_report.write_report(

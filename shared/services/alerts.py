@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from shared.adapters.webhook import AlertDedup, DeliveryResult, InMemoryAlertDedup, utcnow
+from shared.adapters.webhook import AlertDedup, DeliveryResult, InMemoryAlertDedup
+from shared.clock import Clock, utc_now
 from shared.errors import PermanentError, RejectedInput, TransientError
 from shared.logs import redact
 
@@ -95,7 +95,7 @@ class DedupingAlertSink:
         inner: AlertSink,
         dedup: AlertDedup | None = None,
         window: dt.timedelta = dt.timedelta(hours=1),
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self.inner = inner
         self.dedup = dedup if dedup is not None else InMemoryAlertDedup()

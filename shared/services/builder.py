@@ -35,13 +35,13 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
-from shared.clock import utc_now
+from shared.clock import Clock, utc_now
 from shared.errors import FutureDateRefused, MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
@@ -60,7 +60,7 @@ from shared.rules.build_plan import (
 from shared.rules.dates import refuse_future_dates
 from shared.services import quality
 from shared.services.alerts import Alert, AlertSink
-from shared.services.run_history import record_run, utcnow
+from shared.services.run_history import record_run
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +109,7 @@ def handle_build_message(
             telemetry.set_attributes(
                 activity_date=_describe_dates(request.dates), step=STEP, affected_only=request.affected_only
             )
-            now = dt.datetime.now(dt.UTC)
+            now = utc_now()
             try:
                 refuse_future_dates(request.dates, now)
             except FutureDateRefused as exc:
@@ -257,7 +257,7 @@ def alert_if_poisoned(
                     "dates": dates[:400],
                     "date_from": request.dates[0],
                     "date_to": request.dates[-1],
-                    "detected_at": utcnow(),
+                    "detected_at": utc_now(),
                     "run_id": run_id,
                     "note": f"message {message_id or '?'}: {cause}"[:2000],
                 },
@@ -311,7 +311,7 @@ def build(
     warehouse: Warehouse,
     versions: VersionSource,
     run_id: str,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Clock = utc_now,
 ) -> BuildOutcome:
     """Plan, then build every target range in one transaction, recording the run in ops."""
     started = time.monotonic()

@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 from shared import telemetry
 from shared.adapters.storage_common import StorageNotFound
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import Clock, utc_now
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import (
@@ -47,7 +48,7 @@ from shared.rules.crm_rows import (
     exceeds_threshold,
 )
 from shared.services.alerts import Alert, AlertSink
-from shared.services.run_history import record_run, utcnow
+from shared.services.run_history import record_run
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -183,7 +184,7 @@ def stage_crm_snapshot(
     readiness: Readiness,
     alerts: AlertSink,
     run_id: str | None = None,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Clock = utc_now,
     force: bool = False,
 ) -> StagingResult:
     run_id = run_id or new_run_id()

@@ -20,6 +20,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import naive_utc
 from shared.logs import log_context, new_run_id
 from shared.rules.dates import last_buildable_date
 from shared.rules.freshness import (
@@ -73,7 +74,7 @@ def evaluate_freshness(
 ) -> list[Freshness]:
     """Evaluate, alert and store the freshness of the recent dates (see module doc)."""
     run_id = run_id or new_run_id()
-    now = _naive_utc(now)
+    now = naive_utc(now)
     dates = dates_to_evaluate(warehouse, now, settings.freshness_lookback_days)
     if not dates:
         log.info("input freshness: no input has ever arrived, nothing to evaluate yet")
@@ -207,7 +208,3 @@ def _as_date(value: Any) -> dt.date:
     if isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value))
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -31,6 +31,7 @@ from typing import Any, Literal
 
 from shared.adapters.queue_store import ReceivedMessage
 from shared.adapters.storage_common import StorageNotFound
+from shared.clock import naive_utc, utc_now
 from shared.errors import MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
@@ -165,7 +166,7 @@ def requeue(
     """Retry poisoned inputs now, whatever their state: build messages go back to the build
     queue, blob versions are staged inline (their trigger never fires again for that ETag).
     Only ``message_ids`` when given; unreadable messages are left for inspection."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     run_id = run_id or new_run_id()
     wanted = set(message_ids)
     outcomes: list[Outcome] = []
@@ -385,7 +386,7 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
             "dates": _describe_dates(item.dates)[:400] if item.dates else None,
             "date_from": item.dates[0] if item.dates else None,
             "date_to": item.dates[-1] if item.dates else None,
-            "detected_at": _naive(now),
+            "detected_at": naive_utc(now),
             "run_id": run_id,
             "note": note[:2000],
         },
@@ -395,7 +396,7 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
 def _resolve(services: Any, subject: str, status: str, now: dt.datetime, run_id: str, note: str) -> None:
     services.warehouse.run(
         "ops/poison_events__resolve",
-        {"subject": subject, "status": status, "resolved_at": _naive(now), "resolved_run_id": run_id, "note": note},
+        {"subject": subject, "status": status, "resolved_at": naive_utc(now), "resolved_run_id": run_id, "note": note},
     )
 
 
@@ -425,7 +426,3 @@ def _aware(moment: Any) -> dt.datetime:
     if isinstance(moment, dt.datetime):
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
     return dt.datetime.combine(moment, dt.time(), tzinfo=dt.UTC)
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment

@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import naive_utc
 from shared.errors import BuildError, TranslationError
 from shared.logs import log_context
 from shared.services.alerts import Alert, AlertSink, send_safely
@@ -270,7 +271,7 @@ def run_checks(
     checks: Sequence[Check] = CHECKS,
 ) -> list[CheckResult]:
     """Evaluate ``checks`` for ``dates``; store, flag and alert. Returns every result."""
-    now = _naive_utc(now)
+    now = naive_utc(now)
     with log_context(run_id=run_id, step=QUALITY_STEP):
         results = [
             evaluate(warehouse, check, check_date, now, settings)
@@ -446,7 +447,3 @@ def _fact_number(value: float | None) -> str:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -23,6 +23,7 @@ from typing import Any
 
 from shared import telemetry
 from shared.adapters.table_state import retry_on_conflict
+from shared.clock import naive_utc
 from shared.logs import log_context
 from shared.rules.build_plan import InputVersions
 from shared.rules.readiness import (
@@ -76,7 +77,7 @@ class ReadinessGate:
         if input_name not in ("crm", "usage"):
             raise ValueError(f"unknown input {input_name!r}")
         with log_context(date=activity_date.isoformat()):
-            decision = self._apply(activity_date, InputMarked(input_name, version, rows), _utc(now), run_id)
+            decision = self._apply(activity_date, InputMarked(input_name, version, rows), naive_utc(now), run_id)
             log.info(
                 "%s input marked present (%s, %d rows)%s",
                 input_name,
@@ -89,7 +90,7 @@ class ReadinessGate:
     def check_grace_periods(self, now: dt.datetime, run_id: str) -> list[dt.date]:
         """Queue builds for dates whose usage is present and whose CRM grace period passed
         (and re-send messages whose sender died before confirming). Returns the dates queued."""
-        now = _utc(now)
+        now = naive_utc(now)
         queued: list[dt.date] = []
         for entity in self._state.query(PARTITION):
             state = state_from_entity(entity)
@@ -119,13 +120,13 @@ class ReadinessGate:
             return []
         entities = self._state.query(PARTITION, min(dates).isoformat(), max(dates).isoformat())
         states = {s.activity_date: s for s in (state_from_entity(e) for e in entities)}
-        now = _utc(now)
+        now = naive_utc(now)
         return sorted(d for d in set(dates) if d not in states or buildable(states[d], now, self._grace)[0] is None)
 
     def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
         """Note each date's build (versions, run) in its state, for status views."""
         for activity_date, versions in sorted(built.items()):
-            self._apply(activity_date, BuildRecorded(versions, run_id), _utc(now), run_id, create=False)
+            self._apply(activity_date, BuildRecorded(versions, run_id), naive_utc(now), run_id, create=False)
 
     def state(self, activity_date: dt.date) -> DateState | None:
         got = self._state.get(PARTITION, activity_date.isoformat())
@@ -249,18 +250,11 @@ def state_from_entity(entity: Mapping[str, Any]) -> DateState:
     )
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    """Naive UTC throughout (a naive input is taken as UTC, the pipeline's convention)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
-
-
 def _iso(value: dt.datetime) -> str:
-    return _utc(value).isoformat(timespec="microseconds")
+    return naive_utc(value).isoformat(timespec="microseconds")
 
 
 def _parse(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
-        return _utc(value)
-    return _utc(dt.datetime.fromisoformat(str(value)))
+        return naive_utc(value)
+    return naive_utc(dt.datetime.fromisoformat(str(value)))

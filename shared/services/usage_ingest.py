@@ -37,6 +37,7 @@ from typing import Any, Literal
 from shared import telemetry
 from shared.adapters.table_state import retry_on_conflict
 from shared.adapters.usage_api import DayPull, UsageSource
+from shared.clock import naive_utc
 from shared.errors import (
     AuthenticationFailed,
     ConcurrencyConflict,
@@ -427,7 +428,7 @@ def _swap_into_staging(
                     "duplicate_record_count": result.duplicates,
                     "conflicting_record_count": result.conflicts,
                     "fetched_at": dt.datetime.fromisoformat(manifest["fetched_at"]),
-                    "ingested_at": _naive_utc(now),
+                    "ingested_at": naive_utc(now),
                     "run_id": run_id,
                 },
             )
@@ -483,7 +484,7 @@ def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datet
         "PartitionKey": WATERMARK_PARTITION,
         "RowKey": day.isoformat(),
         "status": FAILED,
-        "failed_at": _naive_utc(now).isoformat(),
+        "failed_at": naive_utc(now).isoformat(),
         "error_type": type(exc).__name__,
         "run_id": run_id,
     }
@@ -577,9 +578,3 @@ def _safe(exc: BaseException) -> str:
 
 def _json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
-
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment
