@@ -145,7 +145,7 @@ def retry_on_schedule(services: Any, now: dt.datetime) -> RetryOutcome | None:
 
 
 def alert_of(row: Row) -> Alert:
-    """The recorded alert, as it was sent."""
+    """The recorded alert, as it was sent (rebuilt field by field: it was made by new_alert)."""
     try:
         facts = json.loads(row["facts_json"]) if row.get("facts_json") else {}
     except json.JSONDecodeError:

@@ -59,7 +59,7 @@ from shared.rules.build_plan import (
 )
 from shared.rules.dates import refuse_future_dates
 from shared.services import quality
-from shared.services.alerts import Alert, AlertSink
+from shared.services.alerts import Alert, AlertSink, new_alert
 from shared.services.run_history import record_run
 
 log = logging.getLogger(__name__)
@@ -162,12 +162,12 @@ def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, 
         run.error_message = f"FutureDateRefused: {exc}"
     _send(
         services.alerts,
-        Alert(
-            pipeline=services.settings.pipeline_name,
-            step=STEP,
-            severity="warning",
-            title="Build of a future date refused",
-            message=f"{exc}. The message ({_describe_dates(request.dates)}) was dropped; nothing was built.",
+        new_alert(
+            services.settings.pipeline_name,
+            STEP,
+            "warning",
+            "Build of a future date refused",
+            f"{exc}. The message ({_describe_dates(request.dates)}) was dropped; nothing was built.",
             run_id=run_id,
             subject=f"build {_describe_dates(request.dates)}",
         ),
@@ -207,12 +207,12 @@ def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, ru
     log.error("build message rejected, not retried: %s", exc)
     _send(
         alerts,
-        Alert(
-            pipeline=pipeline,
-            step=STEP,
-            severity="error",
-            title="Malformed build message rejected",
-            message=f"{exc}. The message was dropped (not retried); send a corrected one to rebuild.",
+        new_alert(
+            pipeline,
+            STEP,
+            "error",
+            "Malformed build message rejected",
+            f"{exc}. The message was dropped (not retried); send a corrected one to rebuild.",
             run_id=run_id,
         ),
     )
@@ -266,20 +266,18 @@ def alert_if_poisoned(
             log.error("could not record the poisoned build in ops (%s)", type(record_error).__name__)
     _send(
         alerts,
-        Alert(
-            pipeline=pipeline,
-            step=STEP,
-            severity="error",
-            title="Build message moved to poison",
-            message=(
-                f"Building {dates} failed {dequeue_count} times ({cause}); the message goes to the poison queue. "
-                "The timer's sweep re-queues it once the cause is gone, if its dates are still unbuilt or stale "
-                "(or: poison requeue)."
-            ),
+        new_alert(
+            pipeline,
+            STEP,
+            "error",
+            "Build message moved to poison",
+            f"Building {dates} failed {dequeue_count} times ({cause}); the message goes to the poison queue. "
+            "The timer's sweep re-queues it once the cause is gone, if its dates are still unbuilt or stale "
+            "(or: poison requeue).",
             run_id=run_id,
-            date=request.dates[0] if len(request.dates) == 1 else None,
-            facts={"dates": dates, "dequeue_count": str(dequeue_count), "message id": message_id or "?"},
+            dates=request.dates,
             subject=f"build {dates}",
+            facts={"dates": dates, "dequeue_count": str(dequeue_count), "message id": message_id or "?"},
         ),
     )
     return True
@@ -293,12 +291,12 @@ def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None
         log.error("data-quality checks after the build failed (%s)", type(exc).__name__)
         _send(
             services.alerts,
-            Alert(
-                pipeline=services.settings.pipeline_name,
-                step="quality",
-                severity="error",
-                title="Data-quality checks could not run after a build",
-                message=f"{type(exc).__name__}: {redact(str(exc))[:300]}",
+            new_alert(
+                services.settings.pipeline_name,
+                "quality",
+                "error",
+                "Data-quality checks could not run after a build",
+                f"{type(exc).__name__}: {redact(str(exc))[:300]}",
                 run_id=run_id,
             ),
         )

@@ -47,7 +47,7 @@ from shared.rules.crm_rows import (
     RowRejection,
     exceeds_threshold,
 )
-from shared.services.alerts import Alert, AlertSink
+from shared.services.alerts import AlertSink, new_alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -671,22 +671,20 @@ class _Job:
 
     def _alert(self, severity: str, title: str, message: str, stats: ParseStats) -> None:
         self.alerts.send(
-            Alert(
-                pipeline=self.settings.pipeline_name,
-                step=STEP,
-                severity=severity,
-                title=title,
-                message=message,
+            new_alert(
+                self.settings.pipeline_name,
+                STEP,
+                severity,
+                title,
+                message,
                 run_id=self.run_id,
-                date=self.snapshot_date,
+                dates=[self.snapshot_date],
+                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
                 facts={
                     "blob": safe_blob_name(self.blob_name, limit=200),
                     "data_rows": str(stats.data_rows),
                     "rejected_rows": str(stats.rejected_rows),
                 },
-                # The incident is this version of this file: another bad file for the same date
-                # is another alert; the same version delivered again is not.
-                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
             )
         )
 

@@ -32,7 +32,7 @@ from shared.rules.freshness import (
     newly_resolved,
 )
 from shared.rules.readiness import InputName
-from shared.services.alerts import Alert, AlertSink, failure_alert, send_safely
+from shared.services.alerts import Alert, AlertSink, failure_alert, new_alert, send_safely
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -136,17 +136,15 @@ def _alert_missing(
             continue
         dates = [s.activity_date for s in of_input]
         listed = ", ".join(d.isoformat() for d in dates)
-        alert = Alert(
-            pipeline=settings.pipeline_name,
-            step=STEP,
-            severity="error",
-            title=f"{name} input missing past its deadline",
-            message=(
-                f"No {_DESCRIBE[name]} for {listed}, {settings.freshness_deadline_hours:g} h after the day ended "
-                f"(FRESHNESS_DEADLINE_HOURS); {TABLE} tracks it until it arrives."
-            ),
+        alert = new_alert(
+            settings.pipeline_name,
+            STEP,
+            "error",
+            f"{name} input missing past its deadline",
+            f"No {_DESCRIBE[name]} for {listed}, {settings.freshness_deadline_hours:g} h after the day ended "
+            f"(FRESHNESS_DEADLINE_HOURS); {TABLE} tracks it until it arrives.",
             run_id=run_id,
-            date=dates[0] if len(dates) == 1 else None,
+            dates=dates,
             subject=name,
             facts={"Input": name, "Dates": listed, "State": f"{TABLE}"},
         )
@@ -161,15 +159,15 @@ def _alert_missing(
 
 def _resolved_notice(state: Freshness, settings: Settings, run_id: str) -> Alert:
     arrived = state.arrived_at.isoformat(timespec="minutes") if state.arrived_at else "?"
-    return Alert(
-        pipeline=settings.pipeline_name,
-        step=STEP,
-        severity="info",
-        title=f"{state.input_name} input arrived (resolved)",
-        message=f"The {_DESCRIBE[state.input_name]} of {state.activity_date.isoformat()} arrived at {arrived} UTC, "
+    return new_alert(
+        settings.pipeline_name,
+        STEP,
+        "info",
+        f"{state.input_name} input arrived (resolved)",
+        f"The {_DESCRIBE[state.input_name]} of {state.activity_date.isoformat()} arrived at {arrived} UTC, "
         f"after its deadline ({state.due_at.isoformat(timespec='minutes')} UTC).",
         run_id=run_id,
-        date=state.activity_date,
+        dates=[state.activity_date],
         subject=state.input_name,
     )
 

@@ -37,7 +37,7 @@ from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.build_plan import BuildRequest, parse_build_request, plan_build
 from shared.services import crm_staging
-from shared.services.alerts import Alert, send_safely
+from shared.services.alerts import new_alert, send_safely
 from shared.services.builder import recorded_versions
 from shared.services.run_history import DebrisReport, record_run, recover_abandoned_runs
 
@@ -259,18 +259,16 @@ def _absorb_blob_poison(services: Any, now: dt.datetime, run_id: str, poisoned: 
         _record(services, item, now, run_id, item.detail)
         send_safely(
             services.alerts,
-            Alert(
-                pipeline=services.settings.pipeline_name,
-                step=crm_staging.STEP,
-                severity="error",
-                title="CRM file gave up by the blob trigger (poison)",
-                message=(
-                    f"The {item.detail} failed {queue_config().max_dequeue_count} times and was moved to "
-                    f"{BLOB_POISON_QUEUE}. The timer's recovery sweep stages it once the cause is gone "
-                    "(see ops.pipeline_runs for the failures, ops.poison_events for this record)."
-                ),
+            new_alert(
+                services.settings.pipeline_name,
+                crm_staging.STEP,
+                "error",
+                "CRM file gave up by the blob trigger (poison)",
+                f"The {item.detail} failed {queue_config().max_dequeue_count} times and was moved to "
+                f"{BLOB_POISON_QUEUE}. The timer's recovery sweep stages it once the cause is gone "
+                "(see ops.pipeline_runs for the failures, ops.poison_events for this record).",
                 run_id=run_id,
-                date=item.dates[0] if item.dates else None,
+                dates=item.dates[:1],  # the first date of a build message names the incident
                 subject=item.subject,
             ),
         )

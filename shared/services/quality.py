@@ -29,7 +29,7 @@ from shared.adapters.warehouse.base import Warehouse
 from shared.clock import naive_utc
 from shared.errors import BuildError, TranslationError
 from shared.logs import log_context
-from shared.services.alerts import Alert, AlertSink, send_safely
+from shared.services.alerts import Alert, AlertSink, new_alert, send_safely
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -410,14 +410,14 @@ def quality_alerts(results: Sequence[CheckResult], pipeline: str, run_id: str) -
         shown = "; ".join(f"{r.check_date}: {r.message}" for r in failing[:_DATES_IN_ALERT])
         more = len(failing) - _DATES_IN_ALERT
         alerts.append(
-            Alert(
-                pipeline=pipeline,
-                step=QUALITY_STEP,
-                severity="warning" if status == "warn" else "error",
-                title=f"data-quality check {check_name}: {status}",
-                message=shown + (f"; and {more} more date(s)" if more > 0 else ""),
+            new_alert(
+                pipeline,
+                QUALITY_STEP,
+                "warning" if status == "warn" else "error",
+                f"data-quality check {check_name}: {status}",
+                shown + (f"; and {more} more date(s)" if more > 0 else ""),
                 run_id=run_id,
-                date=dates[0] if len(dates) == 1 else None,
+                dates=dates,
                 facts={
                     "Check": check_name,
                     "Status": status,

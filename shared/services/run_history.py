@@ -23,7 +23,7 @@ from typing import Any
 from shared.adapters.warehouse.base import Warehouse
 from shared.clock import Clock, naive_utc, utc_now
 from shared.logs import redact
-from shared.services.alerts import Alert, AlertSink, send_safely
+from shared.services.alerts import AlertSink, new_alert, send_safely
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +192,14 @@ def recover_abandoned_runs(
         log.warning("marked abandoned: %s", message)
         send_safely(
             alerts,
-            Alert(
-                pipeline=pipeline,
-                step=run.step,
-                severity="error",
-                title="Run abandoned",
-                message=message,
+            new_alert(
+                pipeline,
+                run.step,
+                "error",
+                "Run abandoned",
+                message,
                 run_id=run.run_id,
-                date=run.run_date,
+                dates=[run.run_date] if run.run_date else [],
                 subject=f"run {run.run_id}/{run.step}",
                 facts={"detected by": run_id},
             ),

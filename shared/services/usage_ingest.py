@@ -49,7 +49,7 @@ from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services import alert_deliveries, events_rollup, poison
-from shared.services.alerts import Alert
+from shared.services.alerts import new_alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -505,45 +505,42 @@ def _alert_failures(
     """One alert for the failed dates of one tick, naming each date and its cause."""
     types = sorted({type(exc).__name__ for _, exc in failures})
     if len(failures) == 1:
-        day, exc = failures[0]
-        title, message, date = f"usage ingestion failed: {type(exc).__name__}", _safe(exc), day
+        exc = failures[0][1]
+        title, message = f"usage ingestion failed: {type(exc).__name__}", _safe(exc)
     else:
         title = f"usage ingestion failed for {len(failures)} dates: {', '.join(types)}"
         message = "; ".join(f"{day.isoformat()}: {_safe(exc)[:200]}" for day, exc in failures)
-        date = None
     if stopping:
         message += " The run stopped; the remaining dates will be pulled by the next tick."
     else:
         message += " The failed dates are pulled again by the next tick."
     dates = [day for day, _ in failures]
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="error",
-            title=title,
-            message=message,
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "error",
+            title,
+            message,
             run_id=run_id,
-            date=date,
-            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
+            dates=dates,
             subject=f"usage {dates[0].isoformat()}..{dates[-1].isoformat()}",
+            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
         )
     )
 
 
 def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="warning",
-            title="usage records rejected or conflicting",
-            message=(
-                f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
-                f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
-                f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}"
-            ),
-            date=day,
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "warning",
+            "usage records rejected or conflicting",
+            f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
+            f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
+            f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}",
+            dates=[day],
             subject=f"{raw_ndjson_path(day)}@{result.version()[:16]}",
             facts={k: str(v) for k, v in sorted(result.rejects_by_reason.items())},
         )
@@ -553,15 +550,13 @@ def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
 def _alert_gap_beyond_bound(plan: PullPlan, deps: UsageDeps, run_id: str) -> None:
     gap = plan.missed_beyond_bound
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="warning",
-            title="usage days missed beyond the catch-up bound",
-            message=(
-                f"{len(gap)} days from {gap[0].isoformat()} to {gap[-1].isoformat()} have no usage pull and are "
-                f"older than USAGE_MAX_CATCHUP_DAYS={deps.settings.usage_max_catchup_days}; backfill them with the CLI."
-            ),
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "warning",
+            "usage days missed beyond the catch-up bound",
+            f"{len(gap)} days from {gap[0].isoformat()} to {gap[-1].isoformat()} have no usage pull and are "
+            f"older than USAGE_MAX_CATCHUP_DAYS={deps.settings.usage_max_catchup_days}; backfill them with the CLI.",
             run_id=run_id,
         )
     )

@@ -27,12 +27,20 @@ from shared.services.alerts import (
     DedupingAlertSink,
     RecordingAlertSink,
     failure_alert,
+    new_alert,
     send_safely,
 )
 from tests.fakes import InMemoryStateTable
 
 T0 = dt.datetime(2025, 3, 11, 1, 0)
 HOUR = dt.timedelta(hours=1)
+
+
+def test_an_alert_has_a_date_only_when_it_is_about_exactly_one() -> None:
+    one = new_alert("p", "build", "error", "t", "m", run_id="r", dates=[dt.date(2025, 3, 1)], subject="s")
+    many = new_alert("p", "build", "error", "t", "m", run_id="r", dates=[dt.date(2025, 3, 1), dt.date(2025, 3, 2)])
+    assert (one.pipeline, one.step, one.run_id, one.date, one.subject) == ("p", "build", "r", dt.date(2025, 3, 1), "s")
+    assert many.date is None and new_alert("p", "build", "error", "t", "m").date is None
 
 
 def an_alert(title: str = "usage failed: AuthenticationFailed", date: dt.date | None = dt.date(2025, 3, 10)) -> Alert:
