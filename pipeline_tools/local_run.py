@@ -52,6 +52,7 @@ from shared.adapters.storage_common import storage_errors
 from shared.clock import utc_now, utc_today
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
+from shared.rules.dates import as_date
 from shared.settings import Settings, read_local_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -387,7 +388,7 @@ def _dates_built(warehouse: Any, plan: RunPlan) -> list[str]:
         "SELECT activity_date, COUNT(*) AS row_count FROM analytics.company_daily_activity "
         "GROUP BY activity_date ORDER BY activity_date"
     )
-    built = {_as_date(r["activity_date"]): int(r["row_count"]) for r in rows}
+    built = {as_date(r["activity_date"]): int(r["row_count"]) for r in rows}
     expected = [plan.start + dt.timedelta(days=i) for i in range(plan.days)]
     missing = [d for d in expected if d not in built]
     if not built:
@@ -439,10 +440,6 @@ def _quarantined(warehouse: Any) -> list[str]:
         "SELECT source_blob, status, reason FROM ops.quarantined_files ORDER BY source_blob, quarantined_at"
     )
     return [f"{r['source_blob']} ({r['status']}): {r['reason']}" for r in rows] or ["none"]
-
-
-def _as_date(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 # ======================================================================================

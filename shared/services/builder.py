@@ -57,6 +57,8 @@ from shared.rules.build_plan import (
     parse_build_request,
     plan_build,
 )
+from shared.rules.dates import as_date as _as_date
+from shared.rules.dates import describe_dates as _describe_dates
 from shared.rules.dates import refuse_future_dates
 from shared.services import quality
 from shared.services.alerts import Alert, AlertSink, new_alert
@@ -505,22 +507,6 @@ def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date
 # ---- small helpers ---------------------------------------------------------------------------
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))
-
-
-def _describe_dates(dates: Sequence[dt.date]) -> str:
-    if not dates:
-        return "-"
-    if len(dates) == 1:
-        return dates[0].isoformat()
-    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
 
 
 def _send(alerts: AlertSink, alert: Alert) -> None:

@@ -22,7 +22,7 @@ from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
 from shared.clock import naive_utc
 from shared.logs import log_context, new_run_id
-from shared.rules.dates import last_buildable_date
+from shared.rules.dates import as_date, last_buildable_date
 from shared.rules.freshness import (
     INPUTS,
     Freshness,
@@ -86,7 +86,7 @@ def evaluate_freshness(
         record_run(warehouse, step=STEP, run_id=run_id) as run,
     ):
         arrivals = {
-            (_as_date(r["activity_date"]), r["input_name"]): r["arrived_at"]
+            (as_date(r["activity_date"]), r["input_name"]): r["arrived_at"]
             for r in warehouse.run("ops/input_freshness__arrivals", params)
         }
         previous = {s.key: s for s in (_from_row(r) for r in warehouse.run("ops/input_freshness__for_range", params))}
@@ -120,7 +120,7 @@ def dates_to_evaluate(warehouse: Warehouse, now: dt.datetime, lookback_days: int
     first_input = warehouse.run("ops/input_freshness__first_input_date")[0]["first_input_date"]
     if first_input is None:
         return []
-    first = max(_as_date(first_input), last - dt.timedelta(days=lookback_days - 1))
+    first = max(as_date(first_input), last - dt.timedelta(days=lookback_days - 1))
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
@@ -189,7 +189,7 @@ def _to_row(state: Freshness, checked_at: dt.datetime, run_id: str) -> tuple[Any
 
 def _from_row(row: dict[str, Any]) -> Freshness:
     return Freshness(
-        activity_date=_as_date(row["activity_date"]),
+        activity_date=as_date(row["activity_date"]),
         input_name=row["input_name"],
         status=row["status"],
         due_at=row["due_at"],
@@ -198,11 +198,3 @@ def _from_row(row: dict[str, Any]) -> Freshness:
         alerted_at=row["alerted_at"],
         resolved_at=row["resolved_at"],
     )
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))

@@ -36,6 +36,7 @@ from shared.errors import MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.build_plan import BuildRequest, parse_build_request, plan_build
+from shared.rules.dates import describe_dates
 from shared.services import crm_staging
 from shared.services.alerts import new_alert, send_safely
 from shared.services.builder import recorded_versions
@@ -133,7 +134,7 @@ def describe(queue: Any, message: ReceivedMessage) -> PoisonItem:
         request = parse_build_request(payload)
     except MalformedMessage as exc:
         return _unreadable(queue, message, str(exc))
-    described = _describe_dates(request.dates)
+    described = describe_dates(request.dates)
     return PoisonItem(
         queue.name,
         message.id,
@@ -345,7 +346,7 @@ def _recover_builds(services: Any, now: dt.datetime, run_id: str, poisoned: set[
         if stale:
             services.queue(services.settings.build_queue).send_text(message.text)
             queue.delete(message)
-            note = f"re-queued: {_describe_dates(stale)} still unbuilt or stale"
+            note = f"re-queued: {describe_dates(stale)} still unbuilt or stale"
             _resolve(services, item.subject, "requeued", now, run_id, note)
             outcomes.append(Outcome(item.subject, "requeued", note))
         else:
@@ -381,7 +382,7 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
             "subject": item.subject,
             "kind": item.kind,
             "source_queue": item.queue,
-            "dates": _describe_dates(item.dates)[:400] if item.dates else None,
+            "dates": describe_dates(item.dates)[:400] if item.dates else None,
             "date_from": item.dates[0] if item.dates else None,
             "date_to": item.dates[-1] if item.dates else None,
             "detected_at": naive_utc(now),
@@ -410,14 +411,6 @@ def _receive_all(queue: Any) -> list[ReceivedMessage]:
             break
         received += batch
     return received
-
-
-def _describe_dates(dates: Sequence[dt.date]) -> str:
-    if not dates:
-        return "-"
-    if len(dates) == 1:
-        return dates[0].isoformat()
-    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
 
 
 def _aware(moment: Any) -> dt.datetime:
