@@ -8,11 +8,10 @@ handling apply. The local trigger runner (pipeline_tools/runner.py) drives these
 
 from __future__ import annotations
 
-import datetime as dt
-
 import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
+from shared.clock import utc_now
 from shared.wiring import services
 
 app = func.FunctionApp()
@@ -34,7 +33,7 @@ def crm_snapshot_arrived(client: blob.BlobClient) -> None:
 def usage_timer(timer: func.TimerRequest) -> None:
     """Daily: pull usage (yesterday, look-back, missed days), stage it, check CRM grace periods,
     refresh the fact-events rollup, evaluate input freshness."""
-    services().run_timer_tick(now=dt.datetime.now(dt.UTC), past_due=timer.past_due)
+    services().run_timer_tick(now=utc_now(), past_due=timer.past_due)
 
 
 @app.function_name("build_requested")

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import click
-from click.core import ParameterSource
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -41,6 +40,7 @@ from rich.progress import (
 from rich.table import Table
 
 import pipeline_tools.report as run_report
+from shared.clock import utc_now
 from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
 from shared.services import events_rollup, operations, poison, quality, replay
@@ -64,7 +64,7 @@ class CliContext:
     """What every command gets: the services container (built lazily), the verbosity, whether
     output is JSON, and the arguments that resume the command if it is interrupted."""
 
-    settings_path: str = "local.settings.json"
+    settings_path: str | None = None  # --settings; None: ./local.settings.json if present
     verbose: bool = False
     as_json: bool = False
     resume_args: list[str] = field(default_factory=list)
@@ -86,7 +86,7 @@ class CliContext:
         return self._services
 
     def resume_command(self) -> str:
-        settings = [] if self.settings_path == "local.settings.json" else ["--settings", self.settings_path]
+        settings = [] if self.settings_path is None else ["--settings", self.settings_path]
         return shlex.join([PROG, *settings, *self.resume_args])
 
 
@@ -247,18 +247,17 @@ def range_args(dates: DateRange) -> list[str]:
 @click.option(
     "--settings",
     "settings_path",
-    default="local.settings.json",
-    show_default=True,
+    default=None,
     type=click.Path(dir_okay=False),
     help="local.settings.json whose Values configure the run; environment variables override them. "
-    "A path given explicitly must exist; without the default file only the environment is read.",
+    "A path given explicitly must exist; without the option ./local.settings.json is read if it "
+    "exists, else only the environment.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="Log progress (INFO) and show tracebacks of errors.")
 @click.pass_context
-def cli(ctx: click.Context, settings_path: str, verbose: bool) -> None:
+def cli(ctx: click.Context, settings_path: str | None, verbose: bool) -> None:
     obj = ctx.ensure_object(CliContext)
-    explicit = ctx.get_parameter_source("settings_path") != ParameterSource.DEFAULT
-    if explicit and not Path(settings_path).is_file():
+    if settings_path is not None and not Path(settings_path).is_file():
         # Falling back to defaults would point the command at another warehouse (or create one).
         raise click.BadParameter(f"{settings_path} does not exist", param_hint="--settings")
     obj.settings_path = settings_path
@@ -597,7 +596,7 @@ def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) ->
     lookback = settings.events_lookback_days if lookback_days is None else lookback_days
     run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.services.warehouse, run_id or "dry-run", dt.datetime.now(dt.UTC), lookback, dry_run=dry_run
+        obj.services.warehouse, run_id or "dry-run", utc_now(), lookback, dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
     if obj.as_json:
@@ -815,7 +814,7 @@ def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_stat
 def report(
     obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None, out_dir: Path | None
 ) -> None:
-    now = dt.datetime.now(dt.UTC)
+    now = utc_now()
     # Without dates: the last 28 days that can be built (ending yesterday, UTC).
     dates = resolve_range(day, start, end) if (day or start or end) else DateRange(*run_report.default_range(now))
     written = run_report.write_report(

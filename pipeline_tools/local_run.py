@@ -44,23 +44,22 @@ from pipeline_tools.runner import (
     Invocation,
     Runner,
     load_app,
-    read_local_settings,
     sigterm_as_interrupt,
 )
 from pipeline_tools.sample_data import CrmSample
 from pipeline_tools.schema_bootstrap import apply_migrations
 from shared.adapters.storage_common import storage_errors
+from shared.clock import utc_now, utc_today
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
-from shared.settings import Settings
+from shared.rules.dates import as_date
+from shared.settings import Settings, read_local_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
 EXAMPLE_SETTINGS = REPO_ROOT / "local.settings.example.json"
 MAX_LOOKBACK_DAYS = 60  # the Settings bound of USAGE_LOOKBACK_DAYS
 TIMER_FUNCTION = "usage_timer"
-# Work the pipeline has not got yet ends a stage at once instead of being retried like a failure.
-NOT_THERE_YET: tuple[type[BaseException], ...] = (NotImplementedError,)
 
 Echo = Callable[[str], None]
 
@@ -306,11 +305,9 @@ def _stage(title: str, runner: Runner, echo: Echo, kickoff: Callable[[], None] |
     before = len(runner.history)
     if kickoff is not None:
         kickoff()
-    drained = runner.drain(timeout_s=900, stop_on=NOT_THERE_YET)
+    drained = runner.drain(timeout_s=900)
     result = DrainResult(runner.history[before:], drained.idle, drained.elapsed_s)  # the timer's call included
     echo(f"    {_describe_invocations(result.invocations)} in {result.elapsed_s:.1f}s")
-    for missing in _not_implemented(result.invocations):
-        echo(f"    not implemented yet: {missing}")
     return Stage(title, result)
 
 
@@ -325,14 +322,6 @@ def _describe_invocations(invocations: Sequence[Invocation]) -> str:
     return "; ".join(parts)
 
 
-def _not_implemented(invocations: Sequence[Invocation]) -> list[str]:
-    seen = {}
-    for invocation in invocations:
-        if isinstance(invocation.error, NOT_THERE_YET):
-            seen.setdefault(invocation.function, str(invocation.error) or type(invocation.error).__name__)
-    return [f"{name} ({why})" for name, why in seen.items()]
-
-
 def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
     """The analysts' run report of the sample's dates, from the warehouse just built."""
     written = write_report(
@@ -340,7 +329,7 @@ def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
         plan.start,
         plan.end,
         plan.report_dir,
-        now=dt.datetime.now(dt.UTC),
+        now=utc_now(),
         freshness_deadline_hours=services.settings.freshness_deadline_hours,
     )
     echo("")
@@ -354,11 +343,11 @@ def _serve(runner: Runner, plan: RunPlan, echo: Echo) -> None:
 
 
 def _exit_code(stages: Sequence[Stage], echo: Echo) -> int:
-    """0 when everything that exists worked (code still to come is reported, not failed)."""
-    real_failures = [i for s in stages for i in s.result.failures if not isinstance(i.error, NOT_THERE_YET)]
-    unfinished = [s.title for s in stages if not s.result.idle and not _not_implemented(s.result.invocations)]
-    if real_failures or unfinished:
-        echo(f"{len(real_failures)} invocation(s) failed; unfinished: {', '.join(unfinished) or 'none'}. See the log.")
+    """0 when every invocation worked and every stage finished its work."""
+    failures = [i for s in stages for i in s.result.failures]
+    unfinished = [s.title for s in stages if not s.result.idle]
+    if failures or unfinished:
+        echo(f"{len(failures)} invocation(s) failed; unfinished: {', '.join(unfinished) or 'none'}. See the log.")
         return 1
     return 0
 
@@ -389,8 +378,6 @@ def summarize(warehouse: Any, plan: RunPlan, stages: Sequence[Stage]) -> list[st
 def _section(title: str, body: Callable[[], list[str]]) -> list[str]:
     try:
         content = body()
-    except NotImplementedError as exc:
-        content = [f"not implemented yet ({exc})"]
     except Exception as exc:  # a summary must not hide the run's outcome behind a query error
         content = [f"not available ({type(exc).__name__}: {str(exc).splitlines()[0][:160]})"]
     return [f"{title}:", *(f"  {line}" for line in content)]
@@ -401,7 +388,7 @@ def _dates_built(warehouse: Any, plan: RunPlan) -> list[str]:
         "SELECT activity_date, COUNT(*) AS row_count FROM analytics.company_daily_activity "
         "GROUP BY activity_date ORDER BY activity_date"
     )
-    built = {_as_date(r["activity_date"]): int(r["row_count"]) for r in rows}
+    built = {as_date(r["activity_date"]): int(r["row_count"]) for r in rows}
     expected = [plan.start + dt.timedelta(days=i) for i in range(plan.days)]
     missing = [d for d in expected if d not in built]
     if not built:
@@ -453,10 +440,6 @@ def _quarantined(warehouse: Any) -> list[str]:
         "SELECT source_blob, status, reason FROM ops.quarantined_files ORDER BY source_blob, quarantined_at"
     )
     return [f"{r['source_blob']} ({r['status']}): {r['reason']}" for r in rows] or ["none"]
-
-
-def _as_date(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 # ======================================================================================
@@ -512,7 +495,7 @@ def main(
     serve: bool,
 ) -> None:
     plan = plan_run(
-        today=dt.datetime.now(dt.UTC).date(),
+        today=utc_today(),
         companies=companies,
         days=days,
         start=start.date() if start else None,

@@ -48,7 +48,6 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -63,11 +62,12 @@ from croniter import croniter
 
 from shared.adapters.queue_store import decode_body, encode_text
 from shared.adapters.storage_common import BLOB_QUEUE_RETRY, default_credential, storage_errors
+from shared.clock import Clock, utc_now
 from shared.errors import ConfigurationError, MalformedMessage, PipelineError
 from shared.host_config import HOST_JSON, QueueHostConfig, queue_config
 from shared.logs import configure_logging, log_context, redact
 from shared.services.poison import BLOB_POISON_QUEUE
-from shared.settings import Settings
+from shared.settings import Settings, read_local_settings
 
 log = logging.getLogger(__name__)
 
@@ -79,30 +79,10 @@ DEFAULT_HOST_ID = "local-runner"
 # similar lease; a crashed runner's message reappears after it).
 QUEUE_LEASE = dt.timedelta(minutes=10)
 
-Clock = Callable[[], dt.datetime]
-
-
-def utc_now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
 
 # ======================================================================================
-# Settings, as Core Tools hands them to the worker
+# Settings, as Core Tools hands them to the worker (read by shared.settings.read_local_settings)
 # ======================================================================================
-def read_local_settings(path: str | Path) -> dict[str, str]:
-    """The ``Values`` of a local.settings.json, as strings."""
-    file = Path(path)
-    try:
-        document = json.loads(file.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigurationError(f"{file}: not found (copy local.settings.example.json)") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if document.get("IsEncrypted"):
-        raise ConfigurationError(f"{file}: IsEncrypted is true; the local runner reads plain values only")
-    return {str(k): "" if v is None else str(v) for k, v in document.get("Values", {}).items()}
-
-
 def export_values(values: Mapping[str, str], environ: MutableMapping[str, str]) -> None:
     """Put the Values into the environment, never overriding a variable already set (Core Tools'
     rule: the shell wins, so one value can be changed for one run without editing the file)."""
@@ -878,7 +858,14 @@ def sigterm_as_interrupt() -> Iterator[None]:
         "replacement for the Functions host in Azure."
     )
 )
-@click.option("--settings", "settings_path", default="local.settings.json", show_default=True, type=click.Path())
+@click.option(
+    "--settings",
+    "settings_path",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="local.settings.json to export; a path given must exist. Default: ./local.settings.json if it "
+    "exists, else only the environment.",
+)
 @click.option("--app", "app_spec", default="function_app:app", show_default=True, help="module:attribute")
 @click.option("--once", "mode", flag_value="once", help="Process until no trigger has work, then exit.")
 @click.option("--forever", "mode", flag_value="forever", default=True, help="Keep polling until Ctrl-C (default).")
@@ -899,7 +886,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
     help="Apply pending warehouse migrations first, as the deploy step does in Azure.",
 )
 def main(
-    settings_path: str, app_spec: str, mode: str, fire_timer: str | None, timeout: float, apply_schema: bool
+    settings_path: str | None, app_spec: str, mode: str, fire_timer: str | None, timeout: float, apply_schema: bool
 ) -> None:
     """Errors reach the operator as one line naming the setting and the cause (exit 1); with
     ``--once`` any failed invocation, a fired timer included, also exits 1."""

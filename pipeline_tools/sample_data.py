@@ -28,6 +28,8 @@ from pathlib import Path
 
 import click
 
+from shared.clock import utc_today
+
 # The CRM file contract (SPEC section 2), in the order the sample writes the columns.
 COLUMNS = ("company_id", "name", "country", "industry_tag", "last_contact_at")
 VARIANT_HEADER = ("Company_ID", " Company_Name", " Country", " Industry_Tag", " Last_Contact_At")
@@ -121,7 +123,7 @@ class CrmSample:
     ) -> None:
         if companies < 1:
             raise ValueError("companies must be at least 1")
-        self.end = end or (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1))
+        self.end = end or (utc_today() - dt.timedelta(days=1))
         self.start = start or (self.end - dt.timedelta(days=29))
         if self.start > self.end:
             raise ValueError(f"start {self.start} is after end {self.end}")

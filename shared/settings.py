@@ -3,8 +3,8 @@
 In Azure the Functions host exposes app settings (and Key Vault references, resolved by the
 platform) as environment variables; locally ``func start`` does the same from
 ``local.settings.json``'s ``Values``. ``Settings.from_environment()`` reads exactly that, and
-``Settings.from_local_settings()`` reads ``local.settings.json`` for tools that run without
-the host. Tests build ``Settings(...)`` directly.
+``Settings.from_local_settings()`` reads ``local.settings.json`` (``read_local_settings``, the
+one reader of that file) for tools that run without the host. Tests build ``Settings(...)`` directly.
 
 Every field is documented in ``local.settings.example.json`` and the README; a test keeps the
 three in agreement.
@@ -289,19 +289,12 @@ class Settings(BaseModel):
         return cls.from_values({k: v for k, v in env.items() if k.lower() in known})
 
     @classmethod
-    def from_local_settings(
-        cls, path: str | Path = "local.settings.json", environ: Mapping[str, str] | None = None
-    ) -> Settings:
-        """local.settings.json Values, overridden by the environment (as Core Tools does)."""
-        values: dict[str, Any] = {}
-        file = Path(path)
-        if file.exists():
-            try:
-                values.update(json.loads(file.read_text(encoding="utf-8")).get("Values", {}))
-            except json.JSONDecodeError as exc:
-                raise ConfigurationError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    def from_local_settings(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+        """local.settings.json Values, overridden by the environment (as Core Tools does); see
+        ``read_local_settings`` for which file is read."""
         env = os.environ if environ is None else environ
         known = _known_names()
+        values: dict[str, Any] = read_local_settings(path)
         values.update({k: v for k, v in env.items() if k.lower() in known})
         return cls.from_values(values)
 
@@ -314,6 +307,35 @@ class Settings(BaseModel):
             raise ConfigurationError(
                 "PIPELINE_STORAGE (connection string) or PIPELINE_STORAGE__accountName (managed identity) must be set"
             )
+
+
+DEFAULT_LOCAL_SETTINGS = Path("local.settings.json")
+
+
+def read_local_settings(path: str | Path | None = None) -> dict[str, str]:
+    """The ``Values`` of a local.settings.json, as strings (``null`` as empty): the one reader.
+
+    ``path`` given (a ``--settings`` on a command line): the file must exist, or the tool would
+    quietly run against defaults (a fresh warehouse). ``None``: ./local.settings.json when it
+    exists, else no values, so the environment alone configures the run, as in Azure.
+    An unreadable, non-JSON or encrypted file is a ConfigurationError either way.
+    """
+    file = DEFAULT_LOCAL_SETTINGS if path is None else Path(path)
+    if path is None and not file.is_file():
+        return {}
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigurationError(f"{file}: not found (copy local.settings.example.json)") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigurationError(f"{file}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except OSError as exc:
+        raise ConfigurationError(f"{file}: cannot be read ({exc.strerror or type(exc).__name__})") from None
+    if not isinstance(document, dict):
+        raise ConfigurationError(f"{file}: not a local.settings.json (no top-level object)")
+    if document.get("IsEncrypted"):
+        raise ConfigurationError(f"{file}: IsEncrypted is true; only plain values can be read")
+    return {str(k): "" if v is None else str(v) for k, v in document.get("Values", {}).items()}
 
 
 _CREDENTIAL_KEYS = {"password", "pwd", "accountkey", "sharedaccesssignature"}

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry.trace import SpanKind
 
 from shared import telemetry
+from shared.clock import utc_now
 from shared.logs import configure_logging, log_context
 from shared.settings import Settings, WarehouseEngine
 
@@ -78,7 +79,7 @@ class Services:
                 self.alerts,
                 pipeline=self.settings.pipeline_name,
                 lease=dt.timedelta(minutes=self.settings.run_lease_minutes),
-                now=dt.datetime.now(dt.UTC),
+                now=utc_now(),
                 run_id=new_run_id(),
             )
         except Exception as exc:

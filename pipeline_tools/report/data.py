@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.warehouse.base import Row, Warehouse
+from shared.rules.dates import as_date
 
 DEFAULT_TOP_DROPS = 10
 FINDING_STATUSES = ("fail", "error", "warn")  # what counts as a finding, worst first
@@ -106,11 +107,11 @@ def load_report_data(
 ) -> ReportData:
     """Every number of the report for the inclusive range ``start..end``."""
     bounds = {"date_from": start, "date_to": end}
-    activity = {_as_date(r["activity_date"]): _activity(r) for r in warehouse.query("report/daily_activity", bounds)}
-    inputs = {_as_date(r["input_date"]): _inputs(r) for r in warehouse.query("report/input_arrivals", bounds)}
+    activity = {as_date(r["activity_date"]): _activity(r) for r in warehouse.query("report/daily_activity", bounds)}
+    inputs = {as_date(r["input_date"]): _inputs(r) for r in warehouse.query("report/input_arrivals", bounds)}
     checks: dict[dt.date, dict[str, int]] = {}
     for row in warehouse.query("report/check_results_per_day", bounds):
-        checks.setdefault(_as_date(row["check_date"]), {})[str(row["status"])] = int(row["checks"])
+        checks.setdefault(as_date(row["check_date"]), {})[str(row["status"])] = int(row["checks"])
 
     calendar = [start + dt.timedelta(days=i) for i in range((end - start).days + 1)]
     days = [Day(d, activity.get(d), inputs.get(d, DayInputs(d)), checks.get(d, {})) for d in calendar]
@@ -133,7 +134,7 @@ def load_report_data(
 
 def _activity(row: Row) -> DayActivity:
     return DayActivity(
-        day=_as_date(row["activity_date"]),
+        day=as_date(row["activity_date"]),
         row_count=int(row["row_count"]),
         active_users=int(row["active_users"]),
         events=int(row["events"]),
@@ -145,13 +146,13 @@ def _activity(row: Row) -> DayActivity:
         churn_risk_companies=int(row["churn_risk_companies"]),
         flagged_rows=int(row["flagged_rows"]),
         crm_stale_rows=int(row["crm_stale_rows"]),
-        crm_snapshot_date=_as_date(row["crm_snapshot_date"]) if row["crm_snapshot_date"] else None,
+        crm_snapshot_date=as_date(row["crm_snapshot_date"]) if row["crm_snapshot_date"] else None,
     )
 
 
 def _inputs(row: Row) -> DayInputs:
     return DayInputs(
-        day=_as_date(row["input_date"]),
+        day=as_date(row["input_date"]),
         crm_staged_at=row["crm_staged_at"],
         crm_rows=_int_or_none(row["crm_rows"]),
         crm_hours_after_day_end=_float_or_none(row["crm_hours_after_day_end"]),
@@ -160,12 +161,6 @@ def _inputs(row: Row) -> DayInputs:
         usage_hours_after_day_end=_float_or_none(row["usage_hours_after_day_end"]),
         quarantined_files=int(row["quarantined_files"]),
     )
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -4,22 +4,50 @@ Entities go in and come out as plain dicts (``PartitionKey``, ``RowKey`` and the
 the service's metadata is reduced to the ETag, which is what optimistic concurrency needs:
 read ``(entity, etag)``, decide, then ``update_if_match(entity, etag)``; a concurrent writer
 makes that raise ConcurrencyConflict (a TransientError: re-read and decide again).
+``retry_on_conflict`` is the one policy for those read-decide-write loops.
 """
 
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+import random
+import time
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import EdmType, EntityProperty, TableClient, UpdateMode
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from shared.adapters.storage_common import TABLE_RETRY, connection_string, identity_endpoint, storage_errors
 from shared.errors import ConcurrencyConflict
 from shared.settings import Settings
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
+def retry_on_conflict(attempts: int, what: str, sleep: Callable[[float], None] = time.sleep) -> Retrying:
+    """The retry policy of a read-decide-write loop over ETag-conditional writes: a lost race
+    (ConcurrencyConflict) runs the whole loop body again (re-read, decide, write) after a short
+    jitter that grows with the attempt, so contending writers spread out; after ``attempts``
+    lost races it raises ConcurrencyConflict naming ``what``. Call it with the loop body:
+    ``retry_on_conflict(5, "state of 2025-03-01")(write_once, ...)``."""
+
+    def jitter(state: RetryCallState) -> float:
+        return random.uniform(0, 0.02 * state.attempt_number)  # noqa: S311 - jitter, not crypto
+
+    def give_up(state: RetryCallState) -> NoReturn:
+        lost = state.outcome.exception() if state.outcome is not None else None
+        raise ConcurrencyConflict(f"{what}: still contended after {attempts} attempts") from lost
+
+    return Retrying(
+        retry=retry_if_exception_type(ConcurrencyConflict),
+        stop=stop_after_attempt(attempts),
+        wait=jitter,
+        sleep=sleep,
+        retry_error_callback=give_up,
+    )
 
 
 class StateTable:

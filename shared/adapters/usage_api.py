@@ -31,6 +31,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_at
 from tenacity.wait import wait_base
 
 from shared import telemetry
+from shared.clock import Clock, naive_utc, utc_now
 from shared.errors import (
     AuthenticationFailed,
     PermanentError,
@@ -297,7 +298,7 @@ class UsageApiClient:
         limiter: TokenBucketLimiter | None = None,
         budget: RetryBudget | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        wall_clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        wall_clock: Clock = utc_now,
     ) -> None:
         self.settings = settings
         self.base_url = settings.usage_api_base_url.rstrip("/")
@@ -419,7 +420,7 @@ class UsageApiClient:
         log.info("pulled %d records in %d pages for %s", records, pages, day.isoformat())
         return DayPull(
             activity_date=day,
-            fetched_at=self._wall_clock().astimezone(dt.UTC).replace(tzinfo=None),
+            fetched_at=naive_utc(self._wall_clock()),
             pages=pages,
             records=records,
             request_ids=request_ids,

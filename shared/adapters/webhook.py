@@ -40,6 +40,7 @@ from opentelemetry.trace import SpanKind
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from shared import telemetry
+from shared.clock import Clock, naive_utc, utc_now
 from shared.errors import ConcurrencyConflict, PermanentError, TransientError, UpstreamUnavailable
 from shared.logs import redact, register_secret
 from shared.settings import Settings
@@ -105,10 +106,6 @@ class DeliveryResult:
     error_type: str | None = None  # the last failure's type, never its text
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 # ---- de-duplication -----------------------------------------------------------------------
 class InMemoryAlertDedup:
     """Per-process claims: the fallback when no state table is reachable, and for tests."""
@@ -170,6 +167,7 @@ class TableAlertDedup:
         return self._table
 
     def _claim_in_table(self, key: str, now: dt.datetime, window: dt.timedelta) -> bool:
+        now = naive_utc(now)  # the stored claim times are naive UTC
         table = self._state_table()
         entity = {
             "PartitionKey": DEDUP_PARTITION,
@@ -203,7 +201,7 @@ def _parse_timestamp(value: Any) -> dt.datetime | None:
             return None
     else:
         return None
-    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return naive_utc(parsed)
 
 
 # ---- payloads -----------------------------------------------------------------------------
@@ -316,7 +314,7 @@ class WebhookAlertSink:
         run_link_template: str = "",
         payload_format: PayloadFormat = "auto",
         backoff_s: float = 0.5,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
         session: requests.Session | None = None,
     ) -> None:
         self._url = url

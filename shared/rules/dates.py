@@ -16,9 +16,9 @@ history before the pipeline existed is loaded on purpose, with the backfill comm
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from shared.errors import FutureDateRefused
 
@@ -32,6 +32,25 @@ class PullPlan:
     dates: tuple[dt.date, ...]
     reasons: dict[dt.date, PullReason]
     missed_beyond_bound: tuple[dt.date, ...]  # gaps older than the catch-up bound: backfill them
+
+
+def as_date(value: Any) -> dt.date:
+    """A DATE read back from the warehouse: DuckDB gives a date, a driver may give a datetime or
+    ISO text (a datetime is a date too, so it is checked first)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def describe_dates(dates: Sequence[dt.date]) -> str:
+    """Dates for a log line, run note or alert: one date, or ``first..last (n dates)``."""
+    if not dates:
+        return "-"
+    if len(dates) == 1:
+        return dates[0].isoformat()
+    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
 
 
 def utc_today(now: dt.datetime) -> dt.date:

@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-InputName = Literal["crm", "usage"]
-Status = Literal["waiting", "on_time", "late", "missing"]
+from shared.rules.readiness import InputName
+
+FreshnessStatus = Literal["waiting", "on_time", "late", "missing"]
 INPUTS: tuple[InputName, ...] = ("crm", "usage")
 
 
@@ -30,7 +31,7 @@ class Freshness:
 
     activity_date: dt.date
     input_name: InputName
-    status: Status
+    status: FreshnessStatus
     due_at: dt.datetime  # the deadline
     arrived_at: dt.datetime | None = None
     first_missed_at: dt.datetime | None = None
@@ -69,7 +70,7 @@ def evaluate(
     alerted = previous.alerted_at if previous else None
     resolved = previous.resolved_at if previous else None
     if arrived_at is not None:
-        status: Status = "on_time" if arrived_at <= due and first_missed is None else "late"
+        status: FreshnessStatus = "on_time" if arrived_at <= due and first_missed is None else "late"
         if first_missed is not None and resolved is None:
             resolved = now
         return Freshness(day, input_name, status, due, arrived_at, first_missed, alerted, resolved)

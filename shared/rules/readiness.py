@@ -35,6 +35,7 @@ from typing import Literal
 
 from shared.rules.build_plan import InputVersions
 
+# The two inputs of a date; every module that names one uses this type.
 InputName = Literal["crm", "usage"]
 BuildStatus = Literal["waiting", "queued", "built"]
 PENDING_LEASE = dt.timedelta(minutes=5)  # longer than one send; after it, a sweep re-sends

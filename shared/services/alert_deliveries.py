@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.adapters.warehouse.base import Row, Warehouse
-from shared.adapters.webhook import DeliveryResult, utcnow
+from shared.adapters.webhook import DeliveryResult
+from shared.clock import Clock, naive_utc, utc_now
 from shared.services.alerts import Alert, AlertSink
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class RecordedAlertSink:
         self,
         inner: AlertSink,
         warehouse: Callable[[], Warehouse],
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.inner = inner
@@ -58,7 +59,7 @@ class RecordedAlertSink:
             log.warning("alert delivery (%s) not recorded in ops: the warehouse was unavailable", result.status)
             return result
         try:
-            record_delivery(self._warehouse(), alert.redacted(), result, self._clock())
+            record_delivery(self._warehouse(), alert.redacted(), result, naive_utc(self._clock()))
         except Exception as exc:  # the alert went out; only its record is lost
             self._skip_until = self._monotonic() + _RECORD_COOL_DOWN_S
             log.warning("alert delivery (%s) not recorded in ops (%s)", result.status, type(exc).__name__)
@@ -135,9 +136,8 @@ def retry_failed_deliveries(
 def retry_on_schedule(services: Any, now: dt.datetime) -> RetryOutcome | None:
     """The timer tick's call: never fails the tick (a down warehouse or webhook waits a tick)."""
     try:
-        naive_now = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
         return retry_failed_deliveries(
-            services.warehouse, services.alerts, services.settings.alert_retry_max_attempts, naive_now
+            services.warehouse, services.alerts, services.settings.alert_retry_max_attempts, naive_utc(now)
         )
     except Exception as exc:
         log.warning("failed alert deliveries not retried this tick (%s)", type(exc).__name__)
@@ -145,7 +145,7 @@ def retry_on_schedule(services: Any, now: dt.datetime) -> RetryOutcome | None:
 
 
 def alert_of(row: Row) -> Alert:
-    """The recorded alert, as it was sent."""
+    """The recorded alert, as it was sent (rebuilt field by field: it was made by new_alert)."""
     try:
         facts = json.loads(row["facts_json"]) if row.get("facts_json") else {}
     except json.JSONDecodeError:

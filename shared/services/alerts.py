@@ -11,24 +11,28 @@ carries secrets (messages are redacted on the way out).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Callable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from shared.adapters.webhook import AlertDedup, DeliveryResult, InMemoryAlertDedup, utcnow
+from shared.adapters.webhook import AlertDedup, DeliveryResult, InMemoryAlertDedup
+from shared.clock import Clock, utc_now
 from shared.errors import PermanentError, RejectedInput, TransientError
 from shared.logs import redact
 
 log = logging.getLogger(__name__)
+
+Severity = Literal["error", "warning", "info"]  # info: a resolved notice
 
 
 @dataclass(frozen=True)
 class Alert:
     pipeline: str
     step: str
-    severity: str  # "error" | "warning"
+    severity: Severity
     title: str
     message: str
     run_id: str | None = None
@@ -43,17 +47,44 @@ class Alert:
         return f"{self.pipeline}|{self.step}|{self.date}|{self.subject or ''}|{self.title}"
 
     def redacted(self) -> Alert:
-        return Alert(
-            pipeline=self.pipeline,
-            step=self.step,
-            severity=self.severity,
+        return dataclasses.replace(
+            self,
             title=redact(self.title),
             message=redact(self.message),
-            run_id=self.run_id,
-            date=self.date,
             facts={k: redact(v) for k, v in self.facts.items()},
             subject=redact(self.subject) if self.subject is not None else None,
         )
+
+
+def new_alert(
+    pipeline: str,
+    step: str,
+    severity: Severity,
+    title: str,
+    message: str,
+    *,
+    run_id: str | None = None,
+    dates: Sequence[dt.date] = (),
+    subject: str | None = None,
+    facts: Mapping[str, str] | None = None,
+) -> Alert:
+    """How services build an alert, so its context is filled one way: ``pipeline`` is
+    PIPELINE_NAME, ``step`` the step that raises it, ``run_id`` the run (None when there is no
+    run yet). ``dates`` are the dates it is about: the alert's date is set only when there is
+    exactly one, since the date is part of the de-duplication key and an alert about a range
+    is one incident (the range belongs in the message or facts). ``subject`` names what the
+    incident is about beyond its date (a blob version, a check, a message)."""
+    return Alert(
+        pipeline=pipeline,
+        step=step,
+        severity=severity,
+        title=title,
+        message=message,
+        run_id=run_id,
+        date=dates[0] if len(dates) == 1 else None,
+        facts=dict(facts or {}),
+        subject=subject,
+    )
 
 
 class AlertSink(Protocol):
@@ -95,7 +126,7 @@ class DedupingAlertSink:
         inner: AlertSink,
         dedup: AlertDedup | None = None,
         window: dt.timedelta = dt.timedelta(hours=1),
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Clock = utc_now,
     ) -> None:
         self.inner = inner
         self.dedup = dedup if dedup is not None else InMemoryAlertDedup()
@@ -138,13 +169,13 @@ def failure_alert(
 ) -> Alert:
     """The alert a failed step raises. The title names the step and the error type only, so
     the same failure on every retry (whatever its message) de-duplicates to one alert."""
-    return Alert(
-        pipeline=pipeline,
-        step=step,
-        severity="error",
-        title=f"{step} failed: {type(exc).__name__}",
-        message=redact(str(exc))[:1000] or type(exc).__name__,
+    return new_alert(
+        pipeline,
+        step,
+        "error",
+        f"{step} failed: {type(exc).__name__}",
+        redact(str(exc))[:1000] or type(exc).__name__,
         run_id=run_id,
-        date=date,
+        dates=[date] if date else [],
         facts={"Error type": type(exc).__name__, "Error kind": error_kind(exc)},
     )

@@ -35,12 +35,13 @@ import datetime as dt
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import Clock, utc_now
 from shared.errors import FutureDateRefused, MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
@@ -56,9 +57,12 @@ from shared.rules.build_plan import (
     parse_build_request,
     plan_build,
 )
+from shared.rules.dates import as_date as _as_date
+from shared.rules.dates import describe_dates as _describe_dates
 from shared.rules.dates import refuse_future_dates
-from shared.services.alerts import Alert, AlertSink
-from shared.services.run_history import record_run, utcnow
+from shared.services import quality
+from shared.services.alerts import Alert, AlertSink, new_alert
+from shared.services.run_history import record_run
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ def handle_build_message(
             telemetry.set_attributes(
                 activity_date=_describe_dates(request.dates), step=STEP, affected_only=request.affected_only
             )
-            now = dt.datetime.now(dt.UTC)
+            now = utc_now()
             try:
                 refuse_future_dates(request.dates, now)
             except FutureDateRefused as exc:
@@ -160,12 +164,12 @@ def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, 
         run.error_message = f"FutureDateRefused: {exc}"
     _send(
         services.alerts,
-        Alert(
-            pipeline=services.settings.pipeline_name,
-            step=STEP,
-            severity="warning",
-            title="Build of a future date refused",
-            message=f"{exc}. The message ({_describe_dates(request.dates)}) was dropped; nothing was built.",
+        new_alert(
+            services.settings.pipeline_name,
+            STEP,
+            "warning",
+            "Build of a future date refused",
+            f"{exc}. The message ({_describe_dates(request.dates)}) was dropped; nothing was built.",
             run_id=run_id,
             subject=f"build {_describe_dates(request.dates)}",
         ),
@@ -205,12 +209,12 @@ def reject_malformed(exc: MalformedMessage, alerts: AlertSink, pipeline: str, ru
     log.error("build message rejected, not retried: %s", exc)
     _send(
         alerts,
-        Alert(
-            pipeline=pipeline,
-            step=STEP,
-            severity="error",
-            title="Malformed build message rejected",
-            message=f"{exc}. The message was dropped (not retried); send a corrected one to rebuild.",
+        new_alert(
+            pipeline,
+            STEP,
+            "error",
+            "Malformed build message rejected",
+            f"{exc}. The message was dropped (not retried); send a corrected one to rebuild.",
             run_id=run_id,
         ),
     )
@@ -255,7 +259,7 @@ def alert_if_poisoned(
                     "dates": dates[:400],
                     "date_from": request.dates[0],
                     "date_to": request.dates[-1],
-                    "detected_at": utcnow(),
+                    "detected_at": utc_now(),
                     "run_id": run_id,
                     "note": f"message {message_id or '?'}: {cause}"[:2000],
                 },
@@ -264,52 +268,37 @@ def alert_if_poisoned(
             log.error("could not record the poisoned build in ops (%s)", type(record_error).__name__)
     _send(
         alerts,
-        Alert(
-            pipeline=pipeline,
-            step=STEP,
-            severity="error",
-            title="Build message moved to poison",
-            message=(
-                f"Building {dates} failed {dequeue_count} times ({cause}); the message goes to the poison queue. "
-                "The timer's sweep re-queues it once the cause is gone, if its dates are still unbuilt or stale "
-                "(or: poison requeue)."
-            ),
+        new_alert(
+            pipeline,
+            STEP,
+            "error",
+            "Build message moved to poison",
+            f"Building {dates} failed {dequeue_count} times ({cause}); the message goes to the poison queue. "
+            "The timer's sweep re-queues it once the cause is gone, if its dates are still unbuilt or stale "
+            "(or: poison requeue).",
             run_id=run_id,
-            date=request.dates[0] if len(request.dates) == 1 else None,
-            facts={"dates": dates, "dequeue_count": str(dequeue_count), "message id": message_id or "?"},
+            dates=request.dates,
             subject=f"build {dates}",
+            facts={"dates": dates, "dequeue_count": str(dequeue_count), "message id": message_id or "?"},
         ),
     )
     return True
 
 
 def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
-    """Data-quality checks after a committed build; they never undo or fail the build.
-
-    The seam: a ``post_build(dates, run_id, now)`` callable on the services container wins;
-    otherwise shared.services.quality.run_checks when that module is present.
-    """
-    now = utcnow()
+    """Data-quality checks after a committed build; they never undo or fail the build."""
     try:
-        hook: Callable[..., Any] | None = getattr(services, "post_build", None)
-        if hook is not None:
-            hook(dates, run_id, now)
-            return
-        try:
-            from shared.services import quality
-        except ImportError:
-            return
-        quality.run_checks(services.warehouse, dates, run_id, now, services.settings, services.alerts)
+        quality.run_checks(services.warehouse, dates, run_id, utc_now(), services.settings, services.alerts)
     except Exception as exc:
         log.error("data-quality checks after the build failed (%s)", type(exc).__name__)
         _send(
             services.alerts,
-            Alert(
-                pipeline=services.settings.pipeline_name,
-                step="quality",
-                severity="error",
-                title="Data-quality checks could not run after a build",
-                message=f"{type(exc).__name__}: {redact(str(exc))[:300]}",
+            new_alert(
+                services.settings.pipeline_name,
+                "quality",
+                "error",
+                "Data-quality checks could not run after a build",
+                f"{type(exc).__name__}: {redact(str(exc))[:300]}",
                 run_id=run_id,
             ),
         )
@@ -322,7 +311,7 @@ def build(
     warehouse: Warehouse,
     versions: VersionSource,
     run_id: str,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Clock = utc_now,
 ) -> BuildOutcome:
     """Plan, then build every target range in one transaction, recording the run in ops."""
     started = time.monotonic()
@@ -518,22 +507,6 @@ def recorded_versions(warehouse: Warehouse, date_from: dt.date, date_to: dt.date
 # ---- small helpers ---------------------------------------------------------------------------
 def _days(first: dt.date, last: dt.date) -> list[dt.date]:
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))
-
-
-def _describe_dates(dates: Sequence[dt.date]) -> str:
-    if not dates:
-        return "-"
-    if len(dates) == 1:
-        return dates[0].isoformat()
-    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
 
 
 def _send(alerts: AlertSink, alert: Alert) -> None:

@@ -34,6 +34,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
 from shared import telemetry
 from shared.adapters.storage_common import StorageNotFound
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import Clock, utc_now
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import (
@@ -46,8 +47,8 @@ from shared.rules.crm_rows import (
     RowRejection,
     exceeds_threshold,
 )
-from shared.services.alerts import Alert, AlertSink
-from shared.services.run_history import record_run, utcnow
+from shared.services.alerts import AlertSink, Severity, new_alert
+from shared.services.run_history import record_run
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ _OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
 # Causes named in a file-level reason or an alert; the report lists every row.
 CAUSES_NAMED = 3
 
-Status = Literal["staged", "unchanged", "rejected", "superseded"]
+StagingOutcome = Literal["staged", "unchanged", "rejected", "superseded"]
 # Content-Encoding values that mean "the bytes are the file".
 _PLAIN_ENCODINGS = frozenset({"", "identity"})
 
@@ -145,7 +146,7 @@ class StagingResult:
     """What one invocation did (also what the local runner and tests look at)."""
 
     blob_name: str
-    status: Status
+    status: StagingOutcome
     snapshot_date: dt.date | None
     version: str | None  # sha256 of the file's bytes
     data_rows: int = 0
@@ -183,7 +184,7 @@ def stage_crm_snapshot(
     readiness: Readiness,
     alerts: AlertSink,
     run_id: str | None = None,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Clock = utc_now,
     force: bool = False,
 ) -> StagingResult:
     run_id = run_id or new_run_id()
@@ -668,24 +669,22 @@ class _Job:
     def _mark_present(self, snapshot_date: dt.date, version: str, rows: int) -> None:
         self.readiness.mark_input_present(snapshot_date, "crm", version, rows, self.clock(), self.run_id)
 
-    def _alert(self, severity: str, title: str, message: str, stats: ParseStats) -> None:
+    def _alert(self, severity: Severity, title: str, message: str, stats: ParseStats) -> None:
         self.alerts.send(
-            Alert(
-                pipeline=self.settings.pipeline_name,
-                step=STEP,
-                severity=severity,
-                title=title,
-                message=message,
+            new_alert(
+                self.settings.pipeline_name,
+                STEP,
+                severity,
+                title,
+                message,
                 run_id=self.run_id,
-                date=self.snapshot_date,
+                dates=[self.snapshot_date] if self.snapshot_date is not None else [],
+                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
                 facts={
                     "blob": safe_blob_name(self.blob_name, limit=200),
                     "data_rows": str(stats.data_rows),
                     "rejected_rows": str(stats.rejected_rows),
                 },
-                # The incident is this version of this file: another bad file for the same date
-                # is another alert; the same version delivered again is not.
-                subject=f"{safe_blob_name(self.blob_name, limit=200)}@{(self.etag or '').strip(chr(34))}",
             )
         )
 

@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import naive_utc
 from shared.errors import RejectedInput
 from shared.logs import log_context
 from shared.services.alerts import AlertSink, failure_alert, send_safely
@@ -48,7 +49,7 @@ def utc_event_time(value: str | dt.datetime) -> dt.datetime:
             raise RejectedInput("event timestamp is not ISO-8601") from None
     else:
         parsed = value
-    return parsed.astimezone(dt.UTC).replace(tzinfo=None) if parsed.tzinfo else parsed
+    return naive_utc(parsed)
 
 
 def load_fact_events(
@@ -82,7 +83,7 @@ def refresh_company_daily_events(
 ) -> RefreshResult:
     """Recompute the touched days and the look-back window; move the watermark forward.
     ``dry_run`` returns the days it would recompute and writes nothing."""
-    now = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
+    now = naive_utc(now)
     with log_context(run_id=run_id, step="events_rollup"):
         (bounds,) = warehouse.run("agg/fact_events__loaded_through", {"rollup_name": rollup_name})
         loaded_through, previous = bounds["loaded_through"], bounds["previous_loaded_through"]

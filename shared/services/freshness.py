@@ -20,18 +20,19 @@ from typing import Any
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import naive_utc
 from shared.logs import log_context, new_run_id
-from shared.rules.dates import last_buildable_date
+from shared.rules.dates import as_date, last_buildable_date
 from shared.rules.freshness import (
     INPUTS,
     Freshness,
-    InputName,
     evaluate_all,
     lag_hours,
     mark_alerted,
     newly_resolved,
 )
-from shared.services.alerts import Alert, AlertSink, failure_alert, send_safely
+from shared.rules.readiness import InputName
+from shared.services.alerts import Alert, AlertSink, failure_alert, new_alert, send_safely
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -73,7 +74,7 @@ def evaluate_freshness(
 ) -> list[Freshness]:
     """Evaluate, alert and store the freshness of the recent dates (see module doc)."""
     run_id = run_id or new_run_id()
-    now = _naive_utc(now)
+    now = naive_utc(now)
     dates = dates_to_evaluate(warehouse, now, settings.freshness_lookback_days)
     if not dates:
         log.info("input freshness: no input has ever arrived, nothing to evaluate yet")
@@ -87,7 +88,7 @@ def evaluate_freshness(
         record_run(warehouse, step=STEP, run_id=run_id) as run,
     ):
         arrivals = {
-            (_as_date(r["activity_date"]), r["input_name"]): r["arrived_at"]
+            (as_date(r["activity_date"]), r["input_name"]): r["arrived_at"]
             for r in warehouse.run("ops/input_freshness__arrivals", params)
         }
         previous = {s.key: s for s in (_from_row(r) for r in warehouse.run("ops/input_freshness__for_range", params))}
@@ -121,7 +122,7 @@ def dates_to_evaluate(warehouse: Warehouse, now: dt.datetime, lookback_days: int
     first_input = warehouse.run("ops/input_freshness__first_input_date")[0]["first_input_date"]
     if first_input is None:
         return []
-    first = max(_as_date(first_input), last - dt.timedelta(days=lookback_days - 1))
+    first = max(as_date(first_input), last - dt.timedelta(days=lookback_days - 1))
     return [first + dt.timedelta(days=i) for i in range((last - first).days + 1)]
 
 
@@ -137,17 +138,15 @@ def _alert_missing(
             continue
         dates = [s.activity_date for s in of_input]
         listed = ", ".join(d.isoformat() for d in dates)
-        alert = Alert(
-            pipeline=settings.pipeline_name,
-            step=STEP,
-            severity="error",
-            title=f"{name} input missing past its deadline",
-            message=(
-                f"No {_DESCRIBE[name]} for {listed}, {settings.freshness_deadline_hours:g} h after the day ended "
-                f"(FRESHNESS_DEADLINE_HOURS); {TABLE} tracks it until it arrives."
-            ),
+        alert = new_alert(
+            settings.pipeline_name,
+            STEP,
+            "error",
+            f"{name} input missing past its deadline",
+            f"No {_DESCRIBE[name]} for {listed}, {settings.freshness_deadline_hours:g} h after the day ended "
+            f"(FRESHNESS_DEADLINE_HOURS); {TABLE} tracks it until it arrives.",
             run_id=run_id,
-            date=dates[0] if len(dates) == 1 else None,
+            dates=dates,
             subject=name,
             facts={"Input": name, "Dates": listed, "State": f"{TABLE}"},
         )
@@ -162,15 +161,15 @@ def _alert_missing(
 
 def _resolved_notice(state: Freshness, settings: Settings, run_id: str) -> Alert:
     arrived = state.arrived_at.isoformat(timespec="minutes") if state.arrived_at else "?"
-    return Alert(
-        pipeline=settings.pipeline_name,
-        step=STEP,
-        severity="info",
-        title=f"{state.input_name} input arrived (resolved)",
-        message=f"The {_DESCRIBE[state.input_name]} of {state.activity_date.isoformat()} arrived at {arrived} UTC, "
+    return new_alert(
+        settings.pipeline_name,
+        STEP,
+        "info",
+        f"{state.input_name} input arrived (resolved)",
+        f"The {_DESCRIBE[state.input_name]} of {state.activity_date.isoformat()} arrived at {arrived} UTC, "
         f"after its deadline ({state.due_at.isoformat(timespec='minutes')} UTC).",
         run_id=run_id,
-        date=state.activity_date,
+        dates=[state.activity_date],
         subject=state.input_name,
     )
 
@@ -192,7 +191,7 @@ def _to_row(state: Freshness, checked_at: dt.datetime, run_id: str) -> tuple[Any
 
 def _from_row(row: dict[str, Any]) -> Freshness:
     return Freshness(
-        activity_date=_as_date(row["activity_date"]),
+        activity_date=as_date(row["activity_date"]),
         input_name=row["input_name"],
         status=row["status"],
         due_at=row["due_at"],
@@ -201,15 +200,3 @@ def _from_row(row: dict[str, Any]) -> Freshness:
         alerted_at=row["alerted_at"],
         resolved_at=row["resolved_at"],
     )
-
-
-def _as_date(value: Any) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -31,12 +31,14 @@ from typing import Any, Literal
 
 from shared.adapters.queue_store import ReceivedMessage
 from shared.adapters.storage_common import StorageNotFound
+from shared.clock import naive_utc, utc_now
 from shared.errors import MalformedMessage
 from shared.host_config import queue_config
 from shared.logs import log_context, new_run_id, redact
 from shared.rules.build_plan import BuildRequest, parse_build_request, plan_build
+from shared.rules.dates import describe_dates
 from shared.services import crm_staging
-from shared.services.alerts import Alert, send_safely
+from shared.services.alerts import new_alert, send_safely
 from shared.services.builder import recorded_versions
 from shared.services.run_history import DebrisReport, record_run, recover_abandoned_runs
 
@@ -132,7 +134,7 @@ def describe(queue: Any, message: ReceivedMessage) -> PoisonItem:
         request = parse_build_request(payload)
     except MalformedMessage as exc:
         return _unreadable(queue, message, str(exc))
-    described = _describe_dates(request.dates)
+    described = describe_dates(request.dates)
     return PoisonItem(
         queue.name,
         message.id,
@@ -165,7 +167,7 @@ def requeue(
     """Retry poisoned inputs now, whatever their state: build messages go back to the build
     queue, blob versions are staged inline (their trigger never fires again for that ETag).
     Only ``message_ids`` when given; unreadable messages are left for inspection."""
-    now = now or dt.datetime.now(dt.UTC)
+    now = now or utc_now()
     run_id = run_id or new_run_id()
     wanted = set(message_ids)
     outcomes: list[Outcome] = []
@@ -258,18 +260,16 @@ def _absorb_blob_poison(services: Any, now: dt.datetime, run_id: str, poisoned: 
         _record(services, item, now, run_id, item.detail)
         send_safely(
             services.alerts,
-            Alert(
-                pipeline=services.settings.pipeline_name,
-                step=crm_staging.STEP,
-                severity="error",
-                title="CRM file gave up by the blob trigger (poison)",
-                message=(
-                    f"The {item.detail} failed {queue_config().max_dequeue_count} times and was moved to "
-                    f"{BLOB_POISON_QUEUE}. The timer's recovery sweep stages it once the cause is gone "
-                    "(see ops.pipeline_runs for the failures, ops.poison_events for this record)."
-                ),
+            new_alert(
+                services.settings.pipeline_name,
+                crm_staging.STEP,
+                "error",
+                "CRM file gave up by the blob trigger (poison)",
+                f"The {item.detail} failed {queue_config().max_dequeue_count} times and was moved to "
+                f"{BLOB_POISON_QUEUE}. The timer's recovery sweep stages it once the cause is gone "
+                "(see ops.pipeline_runs for the failures, ops.poison_events for this record).",
                 run_id=run_id,
-                date=item.dates[0] if item.dates else None,
+                dates=item.dates[:1],  # the first date of a build message names the incident
                 subject=item.subject,
             ),
         )
@@ -346,7 +346,7 @@ def _recover_builds(services: Any, now: dt.datetime, run_id: str, poisoned: set[
         if stale:
             services.queue(services.settings.build_queue).send_text(message.text)
             queue.delete(message)
-            note = f"re-queued: {_describe_dates(stale)} still unbuilt or stale"
+            note = f"re-queued: {describe_dates(stale)} still unbuilt or stale"
             _resolve(services, item.subject, "requeued", now, run_id, note)
             outcomes.append(Outcome(item.subject, "requeued", note))
         else:
@@ -382,10 +382,10 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
             "subject": item.subject,
             "kind": item.kind,
             "source_queue": item.queue,
-            "dates": _describe_dates(item.dates)[:400] if item.dates else None,
+            "dates": describe_dates(item.dates)[:400] if item.dates else None,
             "date_from": item.dates[0] if item.dates else None,
             "date_to": item.dates[-1] if item.dates else None,
-            "detected_at": _naive(now),
+            "detected_at": naive_utc(now),
             "run_id": run_id,
             "note": note[:2000],
         },
@@ -395,7 +395,7 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
 def _resolve(services: Any, subject: str, status: str, now: dt.datetime, run_id: str, note: str) -> None:
     services.warehouse.run(
         "ops/poison_events__resolve",
-        {"subject": subject, "status": status, "resolved_at": _naive(now), "resolved_run_id": run_id, "note": note},
+        {"subject": subject, "status": status, "resolved_at": naive_utc(now), "resolved_run_id": run_id, "note": note},
     )
 
 
@@ -413,19 +413,7 @@ def _receive_all(queue: Any) -> list[ReceivedMessage]:
     return received
 
 
-def _describe_dates(dates: Sequence[dt.date]) -> str:
-    if not dates:
-        return "-"
-    if len(dates) == 1:
-        return dates[0].isoformat()
-    return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
-
-
 def _aware(moment: Any) -> dt.datetime:
     if isinstance(moment, dt.datetime):
         return moment if moment.tzinfo is not None else moment.replace(tzinfo=dt.UTC)
     return dt.datetime.combine(moment, dt.time(), tzinfo=dt.UTC)
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment

@@ -26,15 +26,16 @@ from typing import Any, Literal
 
 from shared import telemetry
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import naive_utc
 from shared.errors import BuildError, TranslationError
 from shared.logs import log_context
-from shared.services.alerts import Alert, AlertSink, send_safely
+from shared.services.alerts import Alert, AlertSink, new_alert, send_safely
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 Severity = Literal["fail", "warn"]
-Status = Literal["pass", "warn", "fail", "error"]
+CheckStatus = Literal["pass", "warn", "fail", "error"]
 FLAG_PREFIX = "dq_"
 FLAG_SEPARATOR = ","
 QUALITY_STEP = "quality"
@@ -80,16 +81,18 @@ class Observation:
 
 @dataclass(frozen=True)
 class Check:
-    """A named check: its SQL file is ``sql/checks/<name>.sql``."""
+    """A named check: its SQL file is ``sql/checks/<query>.sql``, ``<name>.sql`` when it has
+    one of its own. ``name`` is what ops.data_quality_results and the ``dq_`` flags record."""
 
     name: str
     severity: Severity
     explain: Callable[[Observation], str]
     parameters: Callable[[Settings, dt.datetime], dict[str, Any]] = field(default=lambda settings, now: {})
+    query: str | None = None
 
     @property
     def sql_file(self) -> str:
-        return f"checks/{self.name}"
+        return f"checks/{self.query or self.name}"
 
     @property
     def flag(self) -> str:
@@ -101,7 +104,7 @@ class CheckResult:
     check_name: str
     check_date: dt.date
     severity: Severity
-    status: Status
+    status: CheckStatus
     message: str
     observed_value: float | None = None
     threshold: float | None = None
@@ -173,7 +176,7 @@ def _explain_duplicates(o: Observation) -> str:
         return "one row per company"
     return (
         f"{_count(o.observed_value)} company key(s) appear more than once across {_count(o.offending_rows)} rows "
-        "(compared case-insensitively, trailing spaces ignored, as Azure SQL does)"
+        "(compared exactly except for trailing spaces, as Azure SQL compares the binary-collated ids)"
     )
 
 
@@ -196,6 +199,18 @@ def _explain_events_reconciliation(o: Observation) -> str:
     )
 
 
+def _duplicate_keys(key_set: Literal["stg_usage", "stg_crm", "analytics"]) -> Check:
+    """One check definition (checks/duplicate_keys.sql) for the three tables keyed by company and
+    date; each keeps its own name, ``<key_set>_duplicate_keys``."""
+    return Check(
+        f"{key_set}_duplicate_keys",
+        "fail",
+        _explain_duplicates,
+        lambda settings, now: {"key_set": key_set},
+        query="duplicate_keys",
+    )
+
+
 CHECKS: tuple[Check, ...] = (
     Check("analytics_row_count", "fail", _explain_row_count),
     Check(
@@ -210,9 +225,9 @@ CHECKS: tuple[Check, ...] = (
         _explain_api_total,
         lambda settings, now: {"tolerance": settings.quality_api_total_tolerance},
     ),
-    Check("stg_usage_duplicate_keys", "fail", _explain_duplicates),
-    Check("stg_crm_duplicate_keys", "fail", _explain_duplicates),
-    Check("analytics_duplicate_keys", "fail", _explain_duplicates),
+    _duplicate_keys("stg_usage"),
+    _duplicate_keys("stg_crm"),
+    _duplicate_keys("analytics"),
     Check(
         "unknown_company_usage",
         "warn",
@@ -256,7 +271,7 @@ def run_checks(
     checks: Sequence[Check] = CHECKS,
 ) -> list[CheckResult]:
     """Evaluate ``checks`` for ``dates``; store, flag and alert. Returns every result."""
-    now = _naive_utc(now)
+    now = naive_utc(now)
     with log_context(run_id=run_id, step=QUALITY_STEP):
         results = [
             evaluate(warehouse, check, check_date, now, settings)
@@ -395,14 +410,14 @@ def quality_alerts(results: Sequence[CheckResult], pipeline: str, run_id: str) -
         shown = "; ".join(f"{r.check_date}: {r.message}" for r in failing[:_DATES_IN_ALERT])
         more = len(failing) - _DATES_IN_ALERT
         alerts.append(
-            Alert(
-                pipeline=pipeline,
-                step=QUALITY_STEP,
-                severity="warning" if status == "warn" else "error",
-                title=f"data-quality check {check_name}: {status}",
-                message=shown + (f"; and {more} more date(s)" if more > 0 else ""),
+            new_alert(
+                pipeline,
+                QUALITY_STEP,
+                "warning" if status == "warn" else "error",
+                f"data-quality check {check_name}: {status}",
+                shown + (f"; and {more} more date(s)" if more > 0 else ""),
                 run_id=run_id,
-                date=dates[0] if len(dates) == 1 else None,
+                dates=dates,
                 facts={
                     "Check": check_name,
                     "Status": status,
@@ -418,7 +433,7 @@ def quality_alerts(results: Sequence[CheckResult], pipeline: str, run_id: str) -
     return alerts
 
 
-def _worst_status(results: Sequence[CheckResult]) -> Status:
+def _worst_status(results: Sequence[CheckResult]) -> CheckStatus:
     statuses = {r.status for r in results}
     for status in ("error", "fail", "warn"):
         if status in statuses:
@@ -432,7 +447,3 @@ def _fact_number(value: float | None) -> str:
 
 def _float(value: Any) -> float | None:
     return None if value is None else float(value)
-
-
-def _naive_utc(value: dt.datetime) -> dt.datetime:
-    return value.astimezone(dt.UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from shared import telemetry
-from shared.errors import ConcurrencyConflict
+from shared.adapters.table_state import retry_on_conflict
+from shared.clock import naive_utc
 from shared.logs import log_context
 from shared.rules.build_plan import InputVersions
 from shared.rules.readiness import (
@@ -33,6 +33,7 @@ from shared.rules.readiness import (
     Event,
     GraceCheck,
     InputMarked,
+    InputName,
     InputState,
     SendConfirmed,
     buildable,
@@ -42,7 +43,6 @@ from shared.rules.readiness import (
 
 log = logging.getLogger(__name__)
 
-InputName = Literal["crm", "usage"]
 PARTITION = "date"
 MAX_ATTEMPTS = 25  # conditional-update retries per event; contention is a handful of writers
 
@@ -77,7 +77,7 @@ class ReadinessGate:
         if input_name not in ("crm", "usage"):
             raise ValueError(f"unknown input {input_name!r}")
         with log_context(date=activity_date.isoformat()):
-            decision = self._apply(activity_date, InputMarked(input_name, version, rows), _utc(now), run_id)
+            decision = self._apply(activity_date, InputMarked(input_name, version, rows), naive_utc(now), run_id)
             log.info(
                 "%s input marked present (%s, %d rows)%s",
                 input_name,
@@ -90,7 +90,7 @@ class ReadinessGate:
     def check_grace_periods(self, now: dt.datetime, run_id: str) -> list[dt.date]:
         """Queue builds for dates whose usage is present and whose CRM grace period passed
         (and re-send messages whose sender died before confirming). Returns the dates queued."""
-        now = _utc(now)
+        now = naive_utc(now)
         queued: list[dt.date] = []
         for entity in self._state.query(PARTITION):
             state = state_from_entity(entity)
@@ -120,13 +120,13 @@ class ReadinessGate:
             return []
         entities = self._state.query(PARTITION, min(dates).isoformat(), max(dates).isoformat())
         states = {s.activity_date: s for s in (state_from_entity(e) for e in entities)}
-        now = _utc(now)
+        now = naive_utc(now)
         return sorted(d for d in set(dates) if d not in states or buildable(states[d], now, self._grace)[0] is None)
 
     def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None:
         """Note each date's build (versions, run) in its state, for status views."""
         for activity_date, versions in sorted(built.items()):
-            self._apply(activity_date, BuildRecorded(versions, run_id), _utc(now), run_id, create=False)
+            self._apply(activity_date, BuildRecorded(versions, run_id), naive_utc(now), run_id, create=False)
 
     def state(self, activity_date: dt.date) -> DateState | None:
         got = self._state.get(PARTITION, activity_date.isoformat())
@@ -136,27 +136,29 @@ class ReadinessGate:
     def _apply(
         self, activity_date: dt.date, event: Event, now: dt.datetime, run_id: str, *, create: bool = True
     ) -> Decision:
-        for attempt in range(1, MAX_ATTEMPTS + 1):
-            got = self._state.get(PARTITION, activity_date.isoformat())
-            if got is None and not create:
-                return Decision(DateState(activity_date))
-            state = state_from_entity(got[0]) if got else DateState(activity_date)
-            decision = decide(state, event, now, self._grace)
-            try:
-                if got is None:
-                    self._state.insert(state_to_entity(decision.state, run_id))
-                elif decision.state != state:
-                    self._state.update_if_match(state_to_entity(decision.state, run_id), got[1])
-            except ConcurrencyConflict:
-                self._sleep(random.uniform(0, 0.02 * attempt))  # noqa: S311 - jitter, not crypto
-                continue
-            if decision.send is not None and decision.affected_only:
-                self._send_affected_only(activity_date, decision, run_id)
-            elif decision.send is not None:
-                self._send(activity_date, decision, run_id)
-                self._apply(activity_date, SendConfirmed(decision.send), now, run_id)
-            return decision
-        raise ConcurrencyConflict(f"readiness state of {activity_date}: still contended after {MAX_ATTEMPTS} attempts")
+        retrying = retry_on_conflict(MAX_ATTEMPTS, f"readiness state of {activity_date}", sleep=self._sleep)
+        decision = retrying(self._decide_and_write, activity_date, event, now, run_id, create)
+        if decision.send is not None and decision.affected_only:
+            self._send_affected_only(activity_date, decision, run_id)
+        elif decision.send is not None:
+            self._send(activity_date, decision, run_id)
+            self._apply(activity_date, SendConfirmed(decision.send), now, run_id)
+        return decision
+
+    def _decide_and_write(
+        self, activity_date: dt.date, event: Event, now: dt.datetime, run_id: str, create: bool
+    ) -> Decision:
+        """One read-decide-write; ConcurrencyConflict when another writer got there first."""
+        got = self._state.get(PARTITION, activity_date.isoformat())
+        if got is None and not create:
+            return Decision(DateState(activity_date))
+        state = state_from_entity(got[0]) if got else DateState(activity_date)
+        decision = decide(state, event, now, self._grace)
+        if got is None:
+            self._state.insert(state_to_entity(decision.state, run_id))
+        elif decision.state != state:
+            self._state.update_if_match(state_to_entity(decision.state, run_id), got[1])
+        return decision
 
     def _send_affected_only(self, activity_date: dt.date, decision: Decision, run_id: str) -> None:
         """Best effort: the mark is recorded and a retried trigger would not send again (same
@@ -248,18 +250,11 @@ def state_from_entity(entity: Mapping[str, Any]) -> DateState:
     )
 
 
-def _utc(value: dt.datetime) -> dt.datetime:
-    """Naive UTC throughout (a naive input is taken as UTC, the pipeline's convention)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
-
-
 def _iso(value: dt.datetime) -> str:
-    return _utc(value).isoformat(timespec="microseconds")
+    return naive_utc(value).isoformat(timespec="microseconds")
 
 
 def _parse(value: Any) -> dt.datetime:
     if isinstance(value, dt.datetime):
-        return _utc(value)
-    return _utc(dt.datetime.fromisoformat(str(value)))
+        return naive_utc(value)
+    return naive_utc(dt.datetime.fromisoformat(str(value)))

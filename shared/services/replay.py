@@ -15,18 +15,18 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from shared.clock import Clock, utc_now
 from shared.errors import CrmFileRejected
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import CrmCsvParser, CrmRow
+from shared.rules.readiness import InputName
 from shared.services import crm_staging, usage_ingest
-from shared.services.operations import Clock, DateRange, OperationStopped, refuse_future
+from shared.services.operations import DateRange, OperationStopped, refuse_future
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-InputName = Literal["usage", "crm"]
 
 
 @dataclass(frozen=True)
@@ -114,10 +114,6 @@ class ReplayResult:
         )
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
-
-
 def replay_with(
     services: Any,
     dates: DateRange,
@@ -125,7 +121,7 @@ def replay_with(
     usage: bool = True,
     crm: bool = True,
     dry_run: bool = False,
-    clock: Clock = _utcnow,
+    clock: Clock = utc_now,
 ) -> ReplayResult:
     """Compare and restore each date in turn (oldest first: CRM snapshots feed later dates)."""
     refuse_future(dates, clock)

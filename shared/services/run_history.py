@@ -16,13 +16,14 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.adapters.warehouse.base import Warehouse
+from shared.clock import Clock, naive_utc, utc_now
 from shared.logs import redact
-from shared.services.alerts import Alert, AlertSink, send_safely
+from shared.services.alerts import AlertSink, new_alert, send_safely
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class RunRecord:
     # Why a step ended without raising (rejected, refused, skipped): shown by `runs`.
     error_message: str | None = None
     warehouse: Warehouse | None = field(default=None, repr=False)
-    clock: Callable[[], dt.datetime] = field(default=lambda: utcnow(), repr=False)
+    clock: Clock = field(default=utc_now, repr=False)
     last_beat: dt.datetime | None = None
 
     def beat(self) -> None:
@@ -58,10 +59,6 @@ class RunRecord:
         )
 
 
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
 @contextlib.contextmanager
 def record_run(
     warehouse: Warehouse,
@@ -70,7 +67,7 @@ def record_run(
     run_id: str,
     run_date: dt.date | None = None,
     trigger_name: str | None = None,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Clock = utc_now,
 ) -> Iterator[RunRecord]:
     record = RunRecord(run_id, step, run_date, trigger_name, clock(), warehouse=warehouse, clock=clock)
     record.last_beat = record.started_at
@@ -106,7 +103,7 @@ def _finish(
     warehouse: Warehouse,
     record: RunRecord,
     started: float,
-    clock: Callable[[], dt.datetime],
+    clock: Clock,
     error: BaseException | None = None,
 ) -> None:
     warehouse.run(
@@ -176,7 +173,7 @@ def recover_abandoned_runs(
     """Mark running steps without a heartbeat for ``lease`` as abandoned (one alert each), then
     remove the landing rows of loads that are no longer running. Safe beside live runs and
     against a second sweeper: each update is conditional on the row still running."""
-    now = _naive(now)
+    now = naive_utc(now)
     abandoned = [
         AbandonedRun(row["run_id"], row["step"], row["run_date"], row["last_heartbeat_at"])
         for row in warehouse.run("ops/pipeline_runs__stale", {"stale_before": now - lease})
@@ -195,14 +192,14 @@ def recover_abandoned_runs(
         log.warning("marked abandoned: %s", message)
         send_safely(
             alerts,
-            Alert(
-                pipeline=pipeline,
-                step=run.step,
-                severity="error",
-                title="Run abandoned",
-                message=message,
+            new_alert(
+                pipeline,
+                run.step,
+                "error",
+                "Run abandoned",
+                message,
                 run_id=run.run_id,
-                date=run.run_date,
+                dates=[run.run_date] if run.run_date else [],
                 subject=f"run {run.run_id}/{run.step}",
                 facts={"detected by": run_id},
             ),
@@ -212,7 +209,3 @@ def recover_abandoned_runs(
         warehouse.run("stg/landing__discard_dead_loads")
         log.info("removed landing rows of dead loads: %s", ", ".join(f"{t}={n}" for t, n in removed.items() if n))
     return DebrisReport(abandoned, {t: n for t, n in removed.items() if n})
-
-
-def _naive(moment: dt.datetime) -> dt.datetime:
-    return moment.astimezone(dt.UTC).replace(tzinfo=None) if moment.tzinfo is not None else moment

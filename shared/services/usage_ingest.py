@@ -35,7 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared import telemetry
+from shared.adapters.table_state import retry_on_conflict
 from shared.adapters.usage_api import DayPull, UsageSource
+from shared.clock import naive_utc
 from shared.errors import (
     AuthenticationFailed,
     ConcurrencyConflict,
@@ -47,7 +49,7 @@ from shared.logs import log_context, new_run_id, redact
 from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services import alert_deliveries, events_rollup, poison
-from shared.services.alerts import Alert
+from shared.services.alerts import new_alert
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -102,7 +104,7 @@ class UsageDeps:
         )
 
 
-DateStatus = Literal["staged", "unchanged", "failed", "not_attempted"]
+PullStatus = Literal["staged", "unchanged", "failed", "not_attempted"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +119,7 @@ class StagedDate:
 @dataclass
 class DateOutcome:
     activity_date: dt.date
-    status: DateStatus
+    status: PullStatus
     rows: int = 0
     version: str | None = None
     error: str | None = None
@@ -130,7 +132,7 @@ class TickResult:
     outcomes: list[DateOutcome]
     grace_dates: list[dt.date] = field(default_factory=list)
 
-    def by_status(self, status: DateStatus) -> list[dt.date]:
+    def by_status(self, status: PullStatus) -> list[dt.date]:
         return [o.activity_date for o in self.outcomes if o.status == status]
 
 
@@ -218,7 +220,7 @@ def _ingest_planned(
                 note_failed_pull(deps.state, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
-        status: DateStatus = "staged" if staged.changed else "unchanged"
+        status: PullStatus = "staged" if staged.changed else "unchanged"
         outcomes.append(DateOutcome(day, status, staged.rows, staged.version))
     if failures:
         _alert_failures(deps, run_id, failures, stopping=fatal is not None)
@@ -426,7 +428,7 @@ def _swap_into_staging(
                     "duplicate_record_count": result.duplicates,
                     "conflicting_record_count": result.conflicts,
                     "fetched_at": dt.datetime.fromisoformat(manifest["fetched_at"]),
-                    "ingested_at": _naive_utc(now),
+                    "ingested_at": naive_utc(now),
                     "run_id": run_id,
                 },
             )
@@ -459,20 +461,19 @@ def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: s
         "record_count": rows,
         "run_id": run_id,
     }
-    for _ in range(_WATERMARK_WRITE_ATTEMPTS):
+
+    def write_once() -> bool:
         existing = state.get(WATERMARK_PARTITION, day.isoformat())
-        try:
-            if existing is None:
-                state.insert(entity)
-                return True
-            stored, etag = existing
-            if stored.get("status") != FAILED and str(stored.get("fetched_at", "")) > entity["fetched_at"]:
-                return False
-            state.update_if_match(entity, etag)
+        if existing is None:
+            state.insert(entity)
             return True
-        except ConcurrencyConflict:
-            continue  # someone wrote in between: re-read and decide again
-    raise ConcurrencyConflict(f"usage watermark for {day.isoformat()} kept changing under us")
+        stored, etag = existing
+        if stored.get("status") != FAILED and str(stored.get("fetched_at", "")) > entity["fetched_at"]:
+            return False
+        state.update_if_match(entity, etag)
+        return True
+
+    return retry_on_conflict(_WATERMARK_WRITE_ATTEMPTS, f"usage watermark for {day.isoformat()}")(write_once)
 
 
 def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datetime, run_id: str) -> None:
@@ -483,7 +484,7 @@ def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datet
         "PartitionKey": WATERMARK_PARTITION,
         "RowKey": day.isoformat(),
         "status": FAILED,
-        "failed_at": _naive_utc(now).isoformat(),
+        "failed_at": naive_utc(now).isoformat(),
         "error_type": type(exc).__name__,
         "run_id": run_id,
     }
@@ -504,45 +505,42 @@ def _alert_failures(
     """One alert for the failed dates of one tick, naming each date and its cause."""
     types = sorted({type(exc).__name__ for _, exc in failures})
     if len(failures) == 1:
-        day, exc = failures[0]
-        title, message, date = f"usage ingestion failed: {type(exc).__name__}", _safe(exc), day
+        exc = failures[0][1]
+        title, message = f"usage ingestion failed: {type(exc).__name__}", _safe(exc)
     else:
         title = f"usage ingestion failed for {len(failures)} dates: {', '.join(types)}"
         message = "; ".join(f"{day.isoformat()}: {_safe(exc)[:200]}" for day, exc in failures)
-        date = None
     if stopping:
         message += " The run stopped; the remaining dates will be pulled by the next tick."
     else:
         message += " The failed dates are pulled again by the next tick."
     dates = [day for day, _ in failures]
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="error",
-            title=title,
-            message=message,
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "error",
+            title,
+            message,
             run_id=run_id,
-            date=date,
-            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
+            dates=dates,
             subject=f"usage {dates[0].isoformat()}..{dates[-1].isoformat()}",
+            facts={"error_type": ", ".join(types), "dates": ", ".join(d.isoformat() for d in dates)},
         )
     )
 
 
 def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="warning",
-            title="usage records rejected or conflicting",
-            message=(
-                f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
-                f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
-                f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}"
-            ),
-            date=day,
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "warning",
+            "usage records rejected or conflicting",
+            f"{result.rejected} of {result.received} records rejected, {result.conflicts} conflicting repeats; "
+            f"the other records are staged. Rejected: {result.describe_rejects() or 'none'}. "
+            f"Report: {deps.settings.raw_container}/{raw_rejects_path(day)}",
+            dates=[day],
             subject=f"{raw_ndjson_path(day)}@{result.version()[:16]}",
             facts={k: str(v) for k, v in sorted(result.rejects_by_reason.items())},
         )
@@ -552,15 +550,13 @@ def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
 def _alert_gap_beyond_bound(plan: PullPlan, deps: UsageDeps, run_id: str) -> None:
     gap = plan.missed_beyond_bound
     deps.alerts.send(
-        Alert(
-            pipeline=deps.settings.pipeline_name,
-            step=STEP_PULL,
-            severity="warning",
-            title="usage days missed beyond the catch-up bound",
-            message=(
-                f"{len(gap)} days from {gap[0].isoformat()} to {gap[-1].isoformat()} have no usage pull and are "
-                f"older than USAGE_MAX_CATCHUP_DAYS={deps.settings.usage_max_catchup_days}; backfill them with the CLI."
-            ),
+        new_alert(
+            deps.settings.pipeline_name,
+            STEP_PULL,
+            "warning",
+            "usage days missed beyond the catch-up bound",
+            f"{len(gap)} days from {gap[0].isoformat()} to {gap[-1].isoformat()} have no usage pull and are "
+            f"older than USAGE_MAX_CATCHUP_DAYS={deps.settings.usage_max_catchup_days}; backfill them with the CLI.",
             run_id=run_id,
         )
     )
@@ -577,9 +573,3 @@ def _safe(exc: BaseException) -> str:
 
 def _json_bytes(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
-
-
-def _naive_utc(moment: dt.datetime) -> dt.datetime:
-    if moment.tzinfo is not None:
-        moment = moment.astimezone(dt.UTC).replace(tzinfo=None)
-    return moment

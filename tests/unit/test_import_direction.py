@@ -1,5 +1,5 @@
 """Imports point one way: function_app, pipeline_tools -> services -> adapters -> rules, settings, errors, logs,
-telemetry.
+telemetry, clock.
 
 ``pipeline_tools`` (operator CLI, local runner, mock API, sample data, Azurite) is not deployed, so
 nothing under ``shared/`` or ``function_app.py`` may import it.
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / "shared"
 # A module may import from its own layer and the layers to its right.
 LAYERS = ["services", "adapters", "rules"]
-BASE = {"settings", "errors", "logs", "telemetry", "host_config"}
+BASE = {"settings", "errors", "logs", "telemetry", "host_config", "clock"}
 
 
 def _layer(module: str) -> str | None:

@@ -9,7 +9,7 @@ import pytest
 
 from shared.errors import ConfigurationError
 from shared.logs import redact
-from shared.settings import Settings, WarehouseEngine, setting_names
+from shared.settings import Settings, WarehouseEngine, read_local_settings, setting_names
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = json.loads((REPO / "local.settings.example.json").read_text())
@@ -75,6 +75,33 @@ def test_broken_local_settings_file_is_a_configuration_error(tmp_path: Path) -> 
     file.write_text("{ not json")
     with pytest.raises(ConfigurationError, match=r"local\.settings\.json"):
         Settings.from_local_settings(file, environ={})
+
+
+def test_local_settings_values_are_read_as_strings(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text('{"IsEncrypted": false, "Values": {"A": "x", "N": 5, "E": null}}', encoding="utf-8")
+    assert read_local_settings(path) == {"A": "x", "N": "5", "E": ""}
+
+
+def test_encrypted_or_missing_local_settings_are_configuration_errors(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    path.write_text('{"IsEncrypted": true, "Values": {}}', encoding="utf-8")
+    with pytest.raises(ConfigurationError, match="IsEncrypted"):
+        read_local_settings(path)
+    with pytest.raises(ConfigurationError, match="not found"):
+        read_local_settings(tmp_path / "absent.json")
+
+
+def test_a_named_settings_file_must_exist_but_the_default_may_be_absent(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert read_local_settings() == {}
+    assert Settings.from_local_settings(environ={"BUILD_QUEUE": "q-env"}).build_queue == "q-env"
+    with pytest.raises(ConfigurationError, match="not found"):
+        Settings.from_local_settings(tmp_path / "typo.json", environ={})
+    (tmp_path / "local.settings.json").write_text(json.dumps({"Values": {"BUILD_QUEUE": "q-file"}}))
+    assert Settings.from_local_settings(environ={}).build_queue == "q-file"
 
 
 def test_secrets_are_masked_and_redacted_from_text() -> None:

@@ -49,6 +49,7 @@ from tenacity.wait import wait_base
 
 from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, to_positional
+from shared.clock import naive_utc
 from shared.errors import AuthenticationFailed, BuildError, ConfigurationError, WarehouseTransientError
 from shared.logs import redact
 from shared.settings import AzureSqlAuth, Settings
@@ -141,9 +142,7 @@ def access_token_attribute(token: str) -> dict[int, bytes]:
 
 def bind_value(value: Any) -> Any:
     """A Python value as pyodbc should bind it: aware datetimes become naive UTC (DATETIME2)."""
-    if isinstance(value, dt.datetime) and value.tzinfo is not None:
-        return value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value
+    return naive_utc(value) if isinstance(value, dt.datetime) else value
 
 
 def bulk_value(value: Any) -> Any:
@@ -221,7 +220,6 @@ class AzureSqlWarehouse(Warehouse):
     """Azure SQL (or SQL Server) through pyodbc; see the module docstring for the mapping."""
 
     DIALECT: ClassVar[str] = "tsql"
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = True
 
     def __init__(

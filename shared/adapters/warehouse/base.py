@@ -22,6 +22,7 @@ from typing import Any, ClassVar, TypeVar
 
 from shared import telemetry
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement, load_statements, migrations, split_statements
+from shared.clock import naive_utc, utc_now
 from shared.errors import BuildError, SchemaOutOfDate
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,6 @@ class Warehouse(abc.ABC):
     """A SQL warehouse that runs the T-SQL files under ``sql/``."""
 
     DIALECT: ClassVar[str]
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     # Contained database users for Entra identities (sql/admin/); the embedded engine has none.
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = False
 
@@ -171,7 +171,7 @@ class Warehouse(abc.ABC):
         failure leaves the warehouse at the previous version. A changed, already-applied
         migration is an error: migrations are append-only.
         """
-        now = now or dt.datetime.now(dt.UTC).replace(tzinfo=None)
+        now = naive_utc(now or utc_now())
         applied = self._applied_migrations()
         done: list[int] = []
         for version, name in migrations(self.sql_root):

@@ -21,6 +21,7 @@ import duckdb
 from shared.adapters.warehouse.base import Row, Warehouse, checked_table_name, traced_bulk_load
 from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
 from shared.adapters.warehouse.translate import to_duckdb
+from shared.clock import naive_utc
 from shared.errors import BuildError, ConfigurationError, WarehouseTransientError
 
 _COLUMN = "abcdefghijklmnopqrstuvwxyz0123456789_"
@@ -34,7 +35,6 @@ _COPY_OPTIONS = (
 
 class DuckDBWarehouse(Warehouse):
     DIALECT: ClassVar[str] = "duckdb"
-    SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     BULK_BATCH_ROWS: ClassVar[int] = 100_000
 
     def __init__(
@@ -50,9 +50,12 @@ class DuckDBWarehouse(Warehouse):
         sql = to_duckdb(statement)
         if sql is None:
             return None
+        # Aware times are stored as naive UTC (DATETIME2), as on Azure SQL; DuckDB would
+        # otherwise cast them through the session's local time zone.
+        bound = {name: naive_utc(v) if isinstance(v, dt.datetime) else v for name, v in params.items()}
         with self._lock:
             try:
-                cursor = self._con.execute(sql, dict(params)) if params else self._con.execute(sql)
+                cursor = self._con.execute(sql, bound) if bound else self._con.execute(sql)
             except duckdb.Error as exc:
                 raise BuildError(
                     f"{statement.sql_file}: statement {statement.index} failed: {type(exc).__name__}: {exc}"
@@ -156,9 +159,7 @@ def _csv_value(value: Any) -> Any:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dt.datetime):
-        if value.tzinfo is not None:
-            value = value.astimezone(dt.UTC).replace(tzinfo=None)
-        return value.isoformat(sep=" ")
+        return naive_utc(value).isoformat(sep=" ")
     if isinstance(value, dt.date):
         return value.isoformat()
     return value

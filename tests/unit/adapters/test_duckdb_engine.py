@@ -135,3 +135,20 @@ def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: Duck
             "rows_in": 5,
         },
     ]
+
+
+def test_aware_parameters_are_stored_as_naive_utc_whatever_the_session_time_zone(engine: DuckDBWarehouse) -> None:
+    """Services pass the one clock's aware UTC; the column holds UTC wall time, as on Azure SQL."""
+    engine._con.execute("SET TimeZone = 'America/New_York'")  # a developer laptop's local zone
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    engine.run(
+        "ops/pipeline_runs__start",
+        {
+            "run_id": "r1",
+            "step": "s",
+            "run_date": None,
+            "trigger_name": None,
+            "started_at": dt.datetime(2025, 1, 1, 12, 0, tzinfo=berlin),
+        },
+    )
+    assert engine.run_sql("SELECT started_at FROM ops.pipeline_runs") == [{"started_at": dt.datetime(2025, 1, 1, 10)}]

@@ -18,6 +18,7 @@ from shared.rules.build_plan import InputVersions, parse_build_request
 from shared.services import operations
 from shared.settings import Settings
 from shared.wiring import Services
+from tests.fakes import InMemoryStateTable
 
 D1 = dt.date(2025, 3, 1)
 D2 = dt.date(2025, 3, 2)
@@ -37,14 +38,6 @@ class FakeGate:
 
     def state(self, activity_date: dt.date) -> Any:
         return None
-
-
-class FakeStateTable:
-    def __init__(self, entities: list[dict[str, Any]] | None = None) -> None:
-        self.entities = entities or []
-
-    def query(self, partition_key: str, *_: Any) -> list[dict[str, Any]]:
-        return [e for e in self.entities if e["PartitionKey"] == partition_key]
 
 
 class FakeQueue:
@@ -90,7 +83,7 @@ def services(warehouse: DuckDBWarehouse, gate: FakeGate, queue: FakeQueue) -> Se
         warehouse=warehouse,
         readiness=gate,
         build_queue=queue,
-        state_table=FakeStateTable(),
+        state_table=InMemoryStateTable(),
         usage_api=ExplodingApi(),
     )
 
@@ -509,7 +502,7 @@ def test_backfill_dry_run_lists_the_plan_and_changes_nothing(
 ) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
     insert_build(warehouse, D1, None, "usage-1", 1, "run-b1")
-    services.state_table.entities.append({"PartitionKey": "usage_pull", "RowKey": "2025-03-01"})  # type: ignore[attr-defined]
+    services.state_table.upsert({"PartitionKey": "usage_pull", "RowKey": "2025-03-01"})
     gate.versions = {D1: InputVersions(None, "usage-1")}
     tables = ["stg.usage_pulls", "ops.date_builds", "ops.pipeline_runs", "analytics.company_daily_activity"]
     before = {t: count(warehouse, t) for t in tables}

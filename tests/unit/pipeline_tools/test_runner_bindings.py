@@ -11,7 +11,6 @@ from pipeline_tools.runner import (
     TimerTrigger,
     export_values,
     read_functions,
-    read_local_settings,
     resolve_connection,
     resolve_setting_references,
 )
@@ -120,18 +119,3 @@ def test_connection_lookup_follows_the_host_order() -> None:
     assert identity.account_name == "acct"
     with pytest.raises(ConfigurationError, match="STORE"):
         resolve_connection("STORE", {})
-
-
-def test_local_settings_values_are_read_as_strings(tmp_path) -> None:
-    path = tmp_path / "local.settings.json"
-    path.write_text('{"IsEncrypted": false, "Values": {"A": "x", "N": 5, "E": null}}', encoding="utf-8")
-    assert read_local_settings(path) == {"A": "x", "N": "5", "E": ""}
-
-
-def test_encrypted_or_missing_local_settings_are_configuration_errors(tmp_path) -> None:
-    path = tmp_path / "local.settings.json"
-    path.write_text('{"IsEncrypted": true, "Values": {}}', encoding="utf-8")
-    with pytest.raises(ConfigurationError, match="IsEncrypted"):
-        read_local_settings(path)
-    with pytest.raises(ConfigurationError, match="not found"):
-        read_local_settings(tmp_path / "absent.json")

@@ -27,11 +27,20 @@ from shared.services.alerts import (
     DedupingAlertSink,
     RecordingAlertSink,
     failure_alert,
+    new_alert,
     send_safely,
 )
+from tests.fakes import InMemoryStateTable
 
 T0 = dt.datetime(2025, 3, 11, 1, 0)
 HOUR = dt.timedelta(hours=1)
+
+
+def test_an_alert_has_a_date_only_when_it_is_about_exactly_one() -> None:
+    one = new_alert("p", "build", "error", "t", "m", run_id="r", dates=[dt.date(2025, 3, 1)], subject="s")
+    many = new_alert("p", "build", "error", "t", "m", run_id="r", dates=[dt.date(2025, 3, 1), dt.date(2025, 3, 2)])
+    assert (one.pipeline, one.step, one.run_id, one.date, one.subject) == ("p", "build", "r", dt.date(2025, 3, 1), "s")
+    assert many.date is None and new_alert("p", "build", "error", "t", "m").date is None
 
 
 def an_alert(title: str = "usage failed: AuthenticationFailed", date: dt.date | None = dt.date(2025, 3, 10)) -> Alert:
@@ -137,49 +146,18 @@ def test_deduping_sink_releases_its_claim_when_the_inner_sink_fails() -> None:
     assert inner.calls == 2
 
 
-class FakeStateTable:
-    """The StateTable contract: insert/update_if_match raise ConcurrencyConflict on a lost race."""
-
-    def __init__(self) -> None:
-        self.entities: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
-        self.version = 0
-
-    def get(self, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
-        return self.entities.get((pk, rk))
-
-    def insert(self, entity: dict[str, Any]) -> str:
-        key = (entity["PartitionKey"], entity["RowKey"])
-        if key in self.entities:
-            raise ConcurrencyConflict("exists")
-        return self._store(key, entity)
-
-    def update_if_match(self, entity: dict[str, Any], etag: str) -> str:
-        key = (entity["PartitionKey"], entity["RowKey"])
-        if key not in self.entities or self.entities[key][1] != etag:
-            raise ConcurrencyConflict("etag")
-        return self._store(key, entity)
-
-    def delete(self, pk: str, rk: str) -> None:
-        self.entities.pop((pk, rk), None)
-
-    def _store(self, key: tuple[str, str], entity: dict[str, Any]) -> str:
-        self.version += 1
-        self.entities[key] = (dict(entity), f"v{self.version}")
-        return f"v{self.version}"
-
-
 def test_table_dedup_is_shared_by_every_process_using_the_table() -> None:
-    table = FakeStateTable()
+    table = InMemoryStateTable()
     first_process, second_process = TableAlertDedup(lambda: table), TableAlertDedup(lambda: table)
     assert first_process.claim("k", T0, HOUR)
     assert not second_process.claim("k", T0 + dt.timedelta(minutes=5), HOUR)
     assert second_process.claim("k", T0 + HOUR, HOUR)
-    ((pk, _),) = table.entities
+    ((pk, _),) = table.rows
     assert pk == DEDUP_PARTITION
 
 
 def test_table_dedup_loses_a_race_gracefully() -> None:
-    class RacingTable(FakeStateTable):
+    class RacingTable(InMemoryStateTable):
         def insert(self, entity: dict[str, Any]) -> str:
             raise ConcurrencyConflict("another process inserted first")
 

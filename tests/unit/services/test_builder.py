@@ -14,12 +14,13 @@ from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import BuildError
 from shared.host_config import queue_config
 from shared.rules.build_plan import InputVersions
-from shared.services import builder
+from shared.services import builder, quality
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
 from shared.wiring import Services
 
 DAY = dt.date(2025, 3, 1)
+REAL_CHECKS = quality.run_checks  # before the autouse fixture below replaces it
 
 
 class FakeVersions:
@@ -60,6 +61,14 @@ def _stage(wh: DuckDBWarehouse) -> None:
     wh.run_sql("INSERT INTO stg.product_usage VALUES (@d, 'acme', 3, 7, 'raw', @t, 'stage')", {"d": DAY, "t": t})
 
 
+@pytest.fixture(autouse=True)
+def checks_run(monkeypatch: pytest.MonkeyPatch) -> list[list[dt.date]]:
+    """The dates each build hands to the data-quality checks (which are tested on their own)."""
+    calls: list[list[dt.date]] = []
+    monkeypatch.setattr(quality, "run_checks", lambda warehouse, dates, *args, **kwargs: calls.append(list(dates)))
+    return calls
+
+
 @pytest.fixture
 def wh(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
     _stage(warehouse)
@@ -72,7 +81,6 @@ def make_services(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:
         warehouse=wh,
         readiness=extra.pop("readiness", FakeVersions({DAY: InputVersions("c1", "u1")})),
         alerts=RecordingAlertSink(),
-        post_build=extra.pop("post_build", lambda dates, run_id, now: None),
         **extra,
     )
 
@@ -118,20 +126,19 @@ def test_new_usage_version_rebuilds(wh: DuckDBWarehouse) -> None:
     assert again is not None and again.plan.changed == (DAY,)
 
 
-def test_post_build_hook_gets_the_rebuilt_dates(wh: DuckDBWarehouse) -> None:
-    calls: list[tuple[list[dt.date], str]] = []
-    services = make_services(wh, post_build=lambda dates, run_id, now: calls.append((list(dates), run_id)))
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+def test_the_quality_checks_get_the_rebuilt_dates(wh: DuckDBWarehouse, checks_run: list[list[dt.date]]) -> None:
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, make_services(wh))
 
     assert outcome is not None
-    assert calls == [([DAY], outcome.run_id)]
+    assert checks_run == [[DAY]]
 
 
-def test_failing_post_build_hook_alerts_but_keeps_the_build(wh: DuckDBWarehouse) -> None:
-    def broken(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
+def test_failing_quality_checks_alert_but_keep_the_build(wh: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("checks exploded")
 
-    services = make_services(wh, post_build=broken)
+    monkeypatch.setattr(quality, "run_checks", broken)
+    services = make_services(wh)
     outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
 
     assert outcome is not None and outcome.rows_written == 1
@@ -185,38 +192,35 @@ def test_failed_build_on_the_last_delivery_alerts_moved_to_poison_then_raises() 
     assert alert.date == DAY and alert.facts["dequeue_count"] == str(last)
 
 
-def test_services_entry_point_runs_the_quality_checks(wh: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch) -> None:
-    from shared.services import quality
-
-    calls: list[list[dt.date]] = []
-    monkeypatch.setattr(quality, "run_checks", lambda warehouse, dates, *args, **kwargs: calls.append(list(dates)))
+def test_services_entry_point_runs_the_quality_checks(wh: DuckDBWarehouse, checks_run: list[list[dt.date]]) -> None:
     services = Services(
         Settings(), warehouse=wh, readiness=FakeVersions({DAY: InputVersions("c1", "u1")}), alerts=RecordingAlertSink()
     )
     outcome = services.handle_build_message(message({"dates": ["2025-03-01"]}), 1)
 
     assert outcome is not None and outcome.rows_written == 1
-    assert calls == [[DAY]]
+    assert checks_run == [[DAY]]
 
 
-def test_a_redelivery_after_a_crash_between_the_build_and_its_checks_runs_the_checks(wh: DuckDBWarehouse) -> None:
-    from shared.services import quality
-
-    def crash(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
+def test_a_redelivery_after_a_crash_between_the_build_and_its_checks_runs_the_checks(
+    wh: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt  # the worker stopped after the build committed, before the checks
 
     checked: list[list[dt.date]] = []
 
-    def checks(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
+    def checks(warehouse: DuckDBWarehouse, dates: Sequence[dt.date], *args: Any, **kwargs: Any) -> None:
         checked.append(list(dates))
-        quality.run_checks(wh, dates, run_id, now, Settings(), RecordingAlertSink())
+        REAL_CHECKS(warehouse, dates, *args, **kwargs)
 
-    services = make_services(wh, post_build=crash)
+    services = make_services(wh)
+    monkeypatch.setattr(quality, "run_checks", crash)
     with pytest.raises(KeyboardInterrupt):
         builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
     assert builder.dates_built_without_checks(wh, [DAY]) == [DAY]
 
-    services.post_build = checks
+    monkeypatch.setattr(quality, "run_checks", checks)
     again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, services)
     assert again is not None and again.skipped, "the build itself is current"
     assert checked == [[DAY]]

@@ -6,7 +6,6 @@ The warehouse is a real in-memory DuckDB, so the staging SQL runs as it will loc
 from __future__ import annotations
 
 import datetime as dt
-import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from shared.services.usage_ingest import (
 )
 from shared.settings import Settings
 from shared.wiring import Services
+from tests.fakes import InMemoryStateTable
 
 NOW = dt.datetime(2025, 3, 10, 1, 0, tzinfo=dt.UTC)
 D9, D8, D7 = dt.date(2025, 3, 9), dt.date(2025, 3, 8), dt.date(2025, 3, 7)
@@ -77,39 +77,6 @@ class FakeBlobStore:
 
     def delete(self, container: str, name: str) -> None:
         self.blobs.pop((container, name), None)
-
-
-class FakeStateTable:
-    def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], tuple[dict[str, Any], str]] = {}
-        self._etags = itertools.count(1)
-
-    def get(self, pk: str, rk: str) -> tuple[dict[str, Any], str] | None:
-        found = self.rows.get((pk, rk))
-        return (dict(found[0]), found[1]) if found else None
-
-    def insert(self, entity: dict[str, Any]) -> str:
-        key = (entity["PartitionKey"], entity["RowKey"])
-        if key in self.rows:
-            raise ConcurrencyConflict("exists")
-        return self._put(entity)
-
-    def update_if_match(self, entity: dict[str, Any], etag: str) -> str:
-        found = self.rows.get((entity["PartitionKey"], entity["RowKey"]))
-        if found is None or found[1] != etag:
-            raise ConcurrencyConflict("etag")
-        return self._put(entity)
-
-    def upsert(self, entity: dict[str, Any]) -> str:
-        return self._put(entity)
-
-    def _put(self, entity: dict[str, Any]) -> str:
-        etag = str(next(self._etags))
-        self.rows[(entity["PartitionKey"], entity["RowKey"])] = (dict(entity), etag)
-        return etag
-
-    def query(self, pk: str, row_key_from: str | None = None, row_key_to: str | None = None) -> list[dict[str, Any]]:
-        return [dict(e) for (p, _), (e, _) in sorted(self.rows.items()) if p == pk]
 
 
 class FakeReadiness:
@@ -163,7 +130,7 @@ def settings() -> Settings:
 def deps(settings: Settings) -> UsageDeps:
     warehouse = DuckDBWarehouse(":memory:")
     warehouse.apply_schema()
-    return UsageDeps(settings, warehouse, FakeBlobStore(), FakeStateTable(), FakeReadiness(), RecordingAlertSink())
+    return UsageDeps(settings, warehouse, FakeBlobStore(), InMemoryStateTable(), FakeReadiness(), RecordingAlertSink())
 
 
 def staged(deps: UsageDeps, day: dt.date | None = None) -> list[dict[str, Any]]:
@@ -369,7 +336,7 @@ def test_staging_needs_a_complete_landing(deps: UsageDeps) -> None:
 
 # ---- watermarks --------------------------------------------------------------------------------
 def test_a_watermark_never_moves_back_to_an_older_pull() -> None:
-    state = FakeStateTable()
+    state = InMemoryStateTable()
     newer, older = dt.datetime(2025, 3, 10, 2), dt.datetime(2025, 3, 10, 1)
     assert save_watermark(state, D9, newer, "v2", 10, "run-b")
     assert not save_watermark(state, D9, older, "v1", 9, "run-a")
