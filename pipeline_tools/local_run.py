@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -53,6 +53,9 @@ from shared.adapters.storage_common import storage_errors
 from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.wiring import Resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
@@ -203,12 +206,12 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
         try:
             # Storage SDK errors of the runner's own clients become one line naming the setting.
             with storage_errors("local run"):
-                runner, api, services = _start_everything(plan, echo, started)
+                runner, api, resources = _start_everything(plan, echo, started)
                 stages += _drive(plan, runner, api, echo)
             echo("")
-            for line in summarize(services.warehouse, plan, stages):
+            for line in summarize(resources.warehouse, plan, stages):
                 echo(line)
-            _write_report(plan, services, echo)
+            _write_report(plan, resources, echo)
             if serve:
                 _serve(runner, plan, echo)
         except KeyboardInterrupt:
@@ -226,7 +229,7 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
     return _exit_code(stages, echo)
 
 
-def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) -> tuple[Runner, Any, Any]:
+def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) -> tuple[Runner, Any, Resources]:
     from pipeline_tools.mock_usage_api import MockUsageApi
 
     echo("==> Starting Azurite (in memory, free loopback ports)")
@@ -256,9 +259,9 @@ def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) 
     for line in runner.describe():
         echo(f"    {line}")
 
-    from shared.wiring import services
+    from shared.wiring import resources
 
-    container = services()  # the same process-wide container the functions use
+    container = resources()  # the same process-wide container the functions use
     started.callback(container.warehouse.close)  # DuckDB writes its file completely on close
     return runner, api, container
 
@@ -333,15 +336,15 @@ def _not_implemented(invocations: Sequence[Invocation]) -> list[str]:
     return [f"{name} ({why})" for name, why in seen.items()]
 
 
-def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
+def _write_report(plan: RunPlan, resources: Resources, echo: Echo) -> None:
     """The analysts' run report of the sample's dates, from the warehouse just built."""
     written = write_report(
-        services.warehouse,
+        resources.warehouse,
         plan.start,
         plan.end,
         plan.report_dir,
         now=dt.datetime.now(dt.UTC),
-        freshness_deadline_hours=services.settings.freshness_deadline_hours,
+        freshness_deadline_hours=resources.settings.freshness_deadline_hours,
     )
     echo("")
     echo(f"Run report ({len(written.pngs)} charts, PNGs beside it): {_shown(written.html)}")

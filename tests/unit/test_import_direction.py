@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT / "shared"
 # A module may import from its own layer and the layers to its right.
 LAYERS = ["services", "adapters", "rules"]
-BASE = {"settings", "errors", "logs", "telemetry", "host_config"}
+BASE = {"settings", "errors", "logs", "telemetry", "host_config", "clock"}
 
 
 def _layer(module: str) -> str | None:

@@ -17,7 +17,7 @@ from shared.rules.build_plan import InputVersions
 from shared.services import builder
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 DAY = dt.date(2025, 3, 1)
 
@@ -66,7 +66,7 @@ def wh(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
     return warehouse
 
 
-def make_services(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:
+def make_resources(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:
     return SimpleNamespace(
         settings=Settings(),
         warehouse=wh,
@@ -86,8 +86,8 @@ def runs(wh: DuckDBWarehouse) -> list[dict[str, Any]]:
 
 
 def test_build_message_builds_the_date_and_records_the_run(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh)
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert outcome is not None and outcome.rows_written == 1
     assert wh.run_sql("SELECT company_id, active_users FROM analytics.company_daily_activity") == [
@@ -97,31 +97,31 @@ def test_build_message_builds_the_date_and_records_the_run(wh: DuckDBWarehouse) 
     assert wh.run_sql("SELECT activity_date, crm_version, usage_version, row_count FROM ops.date_builds") == [
         {"activity_date": DAY, "crm_version": "c1", "usage_version": "u1", "row_count": 1}
     ]
-    assert services.readiness.recorded == [({DAY: InputVersions("c1", "u1")}, outcome.run_id)]
+    assert resources.readiness.recorded == [({DAY: InputVersions("c1", "u1")}, outcome.run_id)]
 
 
 def test_same_versions_again_are_skipped_and_recorded_as_skipped(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
-    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
+    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert again is not None and again.skipped
     assert [r["status"] for r in runs(wh)] == ["succeeded", "skipped"]
 
 
 def test_new_usage_version_rebuilds(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
-    services.readiness.versions[DAY] = InputVersions("c1", "u2")
-    again = builder.handle_build_message(message({"start": "2025-03-01", "end": "2025-03-01"}), 1, services)
+    resources = make_resources(wh)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
+    resources.readiness.versions[DAY] = InputVersions("c1", "u2")
+    again = builder.handle_build_message(message({"start": "2025-03-01", "end": "2025-03-01"}), 1, resources)
 
     assert again is not None and again.plan.changed == (DAY,)
 
 
 def test_post_build_hook_gets_the_rebuilt_dates(wh: DuckDBWarehouse) -> None:
     calls: list[tuple[list[dt.date], str]] = []
-    services = make_services(wh, post_build=lambda dates, run_id, now: calls.append((list(dates), run_id)))
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh, post_build=lambda dates, run_id, now: calls.append((list(dates), run_id)))
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert outcome is not None
     assert calls == [([DAY], outcome.run_id)]
@@ -131,11 +131,11 @@ def test_failing_post_build_hook_alerts_but_keeps_the_build(wh: DuckDBWarehouse)
     def broken(dates: Sequence[dt.date], run_id: str, now: dt.datetime) -> None:
         raise RuntimeError("checks exploded")
 
-    services = make_services(wh, post_build=broken)
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh, post_build=broken)
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert outcome is not None and outcome.rows_written == 1
-    assert [a.title for a in services.alerts.alerts] == ["Data-quality checks could not run after a build"]
+    assert [a.title for a in resources.alerts.alerts] == ["Data-quality checks could not run after a build"]
 
 
 @pytest.mark.parametrize(
@@ -148,10 +148,10 @@ def test_failing_post_build_hook_alerts_but_keeps_the_build(wh: DuckDBWarehouse)
     ],
 )
 def test_malformed_message_is_alerted_and_dropped_without_raising(wh: DuckDBWarehouse, body: bytes) -> None:
-    services = make_services(wh)
-    assert builder.handle_build_message(body, 1, services) is None
+    resources = make_resources(wh)
+    assert builder.handle_build_message(body, 1, resources) is None
 
-    [alert] = services.alerts.alerts
+    [alert] = resources.alerts.alerts
     assert alert.title == "Malformed build message rejected" and alert.severity == "error"
     assert runs(wh) == []
     assert wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity") == [{"n": 0}]
@@ -160,11 +160,11 @@ def test_malformed_message_is_alerted_and_dropped_without_raising(wh: DuckDBWare
 def test_failed_build_is_raised_for_retry_without_poison_alert_before_the_last_delivery() -> None:
     wh = FailingWarehouse(":memory:")
     wh.apply_schema()
-    services = make_services(wh)
+    resources = make_resources(wh)
     with pytest.raises(BuildError):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
-    assert services.alerts.alerts == []
+    assert resources.alerts.alerts == []
     assert runs(wh) == [
         {"step": "build", "run_date": DAY, "status": "failed", "rows_out": None, "error_type": "BuildError"}
     ]
@@ -175,12 +175,12 @@ def test_failed_build_is_raised_for_retry_without_poison_alert_before_the_last_d
 def test_failed_build_on_the_last_delivery_alerts_moved_to_poison_then_raises() -> None:
     wh = FailingWarehouse(":memory:")
     wh.apply_schema()
-    services = make_services(wh)
+    resources = make_resources(wh)
     last = queue_config().max_dequeue_count
     with pytest.raises(BuildError):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), last, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), last, resources)
 
-    [alert] = services.alerts.alerts
+    [alert] = resources.alerts.alerts
     assert alert.title == "Build message moved to poison"
     assert alert.date == DAY and alert.facts["dequeue_count"] == str(last)
 
@@ -190,10 +190,10 @@ def test_services_entry_point_runs_the_quality_checks(wh: DuckDBWarehouse, monke
 
     calls: list[list[dt.date]] = []
     monkeypatch.setattr(quality, "run_checks", lambda warehouse, dates, *args, **kwargs: calls.append(list(dates)))
-    services = Services(
+    resources = Resources(
         Settings(), warehouse=wh, readiness=FakeVersions({DAY: InputVersions("c1", "u1")}), alerts=RecordingAlertSink()
     )
-    outcome = services.handle_build_message(message({"dates": ["2025-03-01"]}), 1)
+    outcome = resources.handle_build_message(message({"dates": ["2025-03-01"]}), 1)
 
     assert outcome is not None and outcome.rows_written == 1
     assert calls == [[DAY]]
@@ -211,16 +211,16 @@ def test_a_redelivery_after_a_crash_between_the_build_and_its_checks_runs_the_ch
         checked.append(list(dates))
         quality.run_checks(wh, dates, run_id, now, Settings(), RecordingAlertSink())
 
-    services = make_services(wh, post_build=crash)
+    resources = make_resources(wh, post_build=crash)
     with pytest.raises(KeyboardInterrupt):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
     assert builder.dates_built_without_checks(wh, [DAY]) == [DAY]
 
-    services.post_build = checks
-    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, services)
+    resources.post_build = checks
+    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, resources)
     assert again is not None and again.skipped, "the build itself is current"
     assert checked == [[DAY]]
     assert builder.dates_built_without_checks(wh, [DAY]) == []
 
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
     assert checked == [[DAY]], "checked dates are not checked again"
