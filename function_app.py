@@ -3,7 +3,7 @@
 Connections and names come from app settings (``connection="PIPELINE_STORAGE"``,
 ``%CRM_CONTAINER%``, ``%BUILD_QUEUE%``, ``%USAGE_SCHEDULE%``), never literals, so the same
 code runs against Azurite and Azure. Exceptions rise so the host's retries and poison-queue
-handling apply. The local trigger runner (pipeline_tools/runner.py) drives these same functions.
+handling apply. The local trigger runner (pipeline_tools/runner/) drives these same functions.
 """
 
 from __future__ import annotations
