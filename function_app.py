@@ -3,7 +3,7 @@
 Connections and names come from app settings (``connection="PIPELINE_STORAGE"``,
 ``%CRM_CONTAINER%``, ``%BUILD_QUEUE%``, ``%USAGE_SCHEDULE%``), never literals, so the same
 code runs against Azurite and Azure. Exceptions rise so the host's retries and poison-queue
-handling apply. The local trigger runner (pipeline_tools/runner.py) drives these same functions.
+handling apply. The local trigger runner (pipeline_tools/runner/) drives these same functions.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import azure.functions as func
 import azurefunctions.extensions.bindings.blob as blob
 
 from shared.clock import utc_now
-from shared.wiring import services
+from shared.wiring import resources
 
 app = func.FunctionApp()
 
@@ -25,7 +25,7 @@ app = func.FunctionApp()
 )
 def crm_snapshot_arrived(client: blob.BlobClient) -> None:
     """A CRM CSV landed: validate, stage, update dims, mark the date's CRM input present."""
-    services().stage_crm_blob(client.blob_name)
+    resources().stage_crm_blob(client.blob_name)
 
 
 @app.function_name("usage_timer")
@@ -33,11 +33,13 @@ def crm_snapshot_arrived(client: blob.BlobClient) -> None:
 def usage_timer(timer: func.TimerRequest) -> None:
     """Daily: pull usage (yesterday, look-back, missed days), stage it, check CRM grace periods,
     refresh the fact-events rollup, evaluate input freshness."""
-    services().run_timer_tick(now=utc_now(), past_due=timer.past_due)
+    resources().run_timer_tick(now=utc_now(), past_due=timer.past_due)
 
 
 @app.function_name("build_requested")
 @app.queue_trigger(arg_name="message", queue_name="%BUILD_QUEUE%", connection="PIPELINE_STORAGE")
 def build_requested(message: func.QueueMessage) -> None:
     """A date (or range) is ready: build its analytics rows and the window neighbours."""
-    services().handle_build_message(message.get_body(), dequeue_count=message.dequeue_count or 1, message_id=message.id)
+    resources().handle_build_message(
+        message.get_body(), dequeue_count=message.dequeue_count or 1, message_id=message.id
+    )

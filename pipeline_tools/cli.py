@@ -43,10 +43,20 @@ import pipeline_tools.report as run_report
 from shared.clock import utc_now
 from shared.errors import FutureDateRefused, PipelineError
 from shared.logs import configure_logging, new_run_id, redact
-from shared.services import events_rollup, operations, poison, quality, replay
-from shared.services.operations import DateRange, DateStatus, Interrupted
+from shared.rules.backfill_plan import BackfillPlan
+from shared.rules.date_ranges import DEFAULT_CHUNK_DAYS, DateRange, contiguous_ranges
+from shared.services import events_rollup, poison, quality
+from shared.services.backfill import BackfillResult, backfill_dates
+from shared.services.check_rerun import ChecksRun, rerun_checks
+from shared.services.progress import Interrupted
+from shared.services.rebuild import rebuild_dates
+from shared.services.recent_records import recent_records
+from shared.services.replay import replay_dates
+from shared.services.rollback import rollback_date
+from shared.services.schema import apply_schema
+from shared.services.status import BuildReport, ChecksReport, DateReport, InputReport, status_of
 from shared.settings import Settings
-from shared.wiring import Services, connect_warehouse
+from shared.wiring import Resources, connect_warehouse
 
 log = logging.getLogger(__name__)
 
@@ -61,29 +71,29 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells report for Ctrl-C
 # ======================================================================================
 @dataclass
 class CliContext:
-    """What every command gets: the services container (built lazily), the verbosity, whether
+    """What every command gets: the resources container (built lazily), the verbosity, whether
     output is JSON, and the arguments that resume the command if it is interrupted."""
 
     settings_path: str | None = None  # --settings; None: ./local.settings.json if present
     verbose: bool = False
     as_json: bool = False
     resume_args: list[str] = field(default_factory=list)
-    services_factory: Callable[[Settings], Services] | None = None
-    _services: Services | None = None
+    resources_factory: Callable[[Settings], Resources] | None = None
+    _resources: Resources | None = None
 
     @property
     def settings(self) -> Settings:
-        if self._services is not None:
-            return self._services.settings
+        if self._resources is not None:
+            return self._resources.settings
         return Settings.from_local_settings(self.settings_path)
 
     @property
-    def services(self) -> Services:
-        if self._services is None:
+    def resources(self) -> Resources:
+        if self._resources is None:
             settings = Settings.from_local_settings(self.settings_path)
-            factory = self.services_factory or Services
-            self._services = factory(settings)
-        return self._services
+            factory = self.resources_factory or Resources
+            self._resources = factory(settings)
+        return self._resources
 
     def resume_command(self) -> str:
         settings = [] if self.settings_path is None else ["--settings", self.settings_path]
@@ -186,7 +196,7 @@ def chunk_days_option(command: Callable[..., Any]) -> Callable[..., Any]:
     return click.option(
         "--chunk-days",
         type=click.IntRange(1, 366),
-        default=operations.DEFAULT_CHUNK_DAYS,
+        default=DEFAULT_CHUNK_DAYS,
         show_default=True,
         help="Consecutive days per builder call (each must finish within the builder's functionTimeout).",
     )(command)
@@ -280,10 +290,10 @@ def schema() -> None:
 @pass_cli
 def schema_apply(obj: CliContext, dry_run: bool) -> None:
     obj.resume_args = ["schema", "apply"]
-    # Connected without the container: Services.warehouse refuses a schema that is behind.
+    # Connected without the container: Resources.warehouse refuses a schema that is behind.
     warehouse = connect_warehouse(obj.settings)
     try:
-        applied = operations.apply_schema(warehouse, dry_run=dry_run)
+        applied = apply_schema(warehouse, dry_run=dry_run)
     finally:
         warehouse.close()
     if obj.as_json:
@@ -335,7 +345,7 @@ def schema_bootstrap(obj: CliContext, app_principal: str, dry_run: bool) -> None
 @pass_cli
 def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.date | None) -> None:
     dates = resolve_range(day, start, end)
-    report = operations.status_with(obj.services, dates)
+    report = status_of(obj.resources, dates)
     if obj.as_json:
         emit([entry.to_dict() for entry in report])
     else:
@@ -343,7 +353,7 @@ def status(obj: CliContext, day: dt.date | None, start: dt.date | None, end: dt.
         Console(width=None if sys.stdout.isatty() else 160).print(status_table(report))
 
 
-def status_table(report: list[DateStatus]) -> Table:
+def status_table(report: list[DateReport]) -> Table:
     table = Table(title="Pipeline status", show_lines=False)
     table.add_column("date", no_wrap=True)
     for column in ("CRM", "usage", "last build", "rows now", "checks", "quarantined", "recovery"):
@@ -363,11 +373,11 @@ def status_table(report: list[DateStatus]) -> Table:
     return table
 
 
-def _input_cell(item: operations.InputStatus) -> str:
+def _input_cell(item: InputReport) -> str:
     return f"{item.rows} rows, v {str(item.version)[:8]}\n{item.at}"
 
 
-def _build_cell(build: operations.BuildStatus) -> str:
+def _build_cell(build: BuildReport) -> str:
     if not build.built:
         return "[yellow]not built[/]"
     stale = ""
@@ -378,7 +388,7 @@ def _build_cell(build: operations.BuildStatus) -> str:
     return f"{build.rows} rows in {build.duration_ms} ms{stale}\nrun {build.run_id}"
 
 
-def _checks_cell(checks: operations.CheckStatus) -> str:
+def _checks_cell(checks: ChecksReport) -> str:
     if checks.run_id is None:
         return "-"
     parts = [f"[red]failed: {', '.join(c['check'] for c in checks.failed)}[/]"] if checks.failed else []
@@ -402,16 +412,16 @@ def backfill(obj: CliContext, start: dt.date, end: dt.date, dry_run: bool, chunk
     dates = resolve_range(None, start, end)
     obj.resume_args = ["backfill", "--start", str(start), "--end", str(end), "--chunk-days", str(chunk_days)]
     if dry_run:
-        plan = operations.backfill_with(obj.services, dates, dry_run=True, chunk_days=chunk_days)
-        assert isinstance(plan, operations.BackfillPlan)
+        plan = backfill_dates(obj.resources, dates, dry_run=True, chunk_days=chunk_days)
+        assert isinstance(plan, BackfillPlan)
         if obj.as_json:
             emit({"dry_run": True, **plan.to_dict()})
         else:
             _print_plan(plan)
         return
     with rich_progress() as progress:
-        result = operations.backfill_with(obj.services, dates, progress=progress, chunk_days=chunk_days)
-    assert isinstance(result, operations.BackfillResult)
+        result = backfill_dates(obj.resources, dates, progress=progress, chunk_days=chunk_days)
+    assert isinstance(result, BackfillResult)
     if obj.as_json:
         emit({"dry_run": False, **result.to_dict()})
         return
@@ -423,7 +433,7 @@ def backfill(obj: CliContext, start: dt.date, end: dt.date, dry_run: bool, chunk
     )
 
 
-def _print_plan(plan: operations.BackfillPlan) -> None:
+def _print_plan(plan: BackfillPlan) -> None:
     click.echo(f"dry run: backfill {plan.dates} ({len(plan.dates)} dates); nothing is changed")
     click.echo(f"would pull usage for {len(plan.pull)} dates{_dates_suffix(plan.pull)}")
     click.echo(f"already pulled (skipped): {len(plan.pull_skipped)}{_dates_suffix(plan.pull_skipped)}")
@@ -435,12 +445,12 @@ def _print_plan(plan: operations.BackfillPlan) -> None:
 
 
 def _dates_suffix(days: Sequence[dt.date]) -> str:
-    chunks = operations.contiguous_chunks(days, max_days=10_000)
+    chunks = contiguous_ranges(days)
     return (": " + ", ".join(str(c) for c in chunks)) if chunks else ""
 
 
 class RichProgress:
-    """operations.Progress drawn with rich: a bar per phase, dates done / total, elapsed, ETA."""
+    """shared.services.progress.Progress drawn with rich: a bar per phase, dates done / total, elapsed, ETA."""
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
@@ -503,9 +513,9 @@ def rebuild(
     obj.resume_args = ["rebuild", *range_args(dates), "--chunk-days", str(chunk_days), *(["--now"] if inline else [])]
     if inline and not dry_run:
         with rich_progress() as progress:
-            result = operations.rebuild_with(obj.services, dates, inline=True, chunk_days=chunk_days, progress=progress)
+            result = rebuild_dates(obj.resources, dates, inline=True, chunk_days=chunk_days, progress=progress)
     else:
-        result = operations.rebuild_with(obj.services, dates, inline=inline, chunk_days=chunk_days, dry_run=dry_run)
+        result = rebuild_dates(obj.resources, dates, inline=inline, chunk_days=chunk_days, dry_run=dry_run)
     if obj.as_json:
         emit(result.to_dict())
         return
@@ -549,7 +559,7 @@ def rollback(obj: CliContext, day: dt.date, yes: bool, dry_run: bool) -> None:
     if not yes and not dry_run:
         raise click.UsageError(f"rollback deletes the analytics rows of {day}; add --yes to confirm")
     obj.resume_args = ["rollback", "--date", str(day), "--yes"]
-    result = operations.rollback_with(obj.services, day, dry_run=dry_run)
+    result = rollback_date(obj.resources, day, dry_run=dry_run)
     if obj.as_json:
         emit(result.to_dict())
         return
@@ -561,18 +571,13 @@ def rollback(obj: CliContext, day: dt.date, yes: bool, dry_run: bool) -> None:
     if dry_run:
         click.echo(
             f"dry run: rollback of {day} would remove {result.analytics_rows_removed} analytics rows"
-            f"{' and the build record' if result.build_record_removed else ''} and reset the date's build state "
-            "in the readiness gate; nothing is changed"
+            f"{' and the build record' if result.build_record_removed else ''}; nothing is changed"
         )
         return
-    readiness = {
-        True: "readiness build state reset",
-        False: "readiness build state unchanged",
-        None: "readiness gate keeps its state (its next message for the date rebuilds it)",
-    }[result.readiness_reset]
     click.echo(
         f"rolled back {day}: removed {result.analytics_rows_removed} analytics rows"
-        f"{' and the build record' if result.build_record_removed else ''}; {readiness}; "
+        f"{' and the build record' if result.build_record_removed else ''}; "
+        "readiness gate keeps its state (its next message for the date rebuilds it); "
         f"rebuild with `rebuild --date {day}` (run {result.run_id})"
     )
 
@@ -592,11 +597,11 @@ def events() -> None:
 @pass_cli
 def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) -> None:
     obj.resume_args = ["events", "refresh", *([] if lookback_days is None else ["--lookback-days", str(lookback_days)])]
-    settings = obj.services.settings
+    settings = obj.resources.settings
     lookback = settings.events_lookback_days if lookback_days is None else lookback_days
     run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.services.warehouse, run_id or "dry-run", utc_now(), lookback, dry_run=dry_run
+        obj.resources.warehouse, run_id or "dry-run", utc_now(), lookback, dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
     if obj.as_json:
@@ -640,7 +645,7 @@ def replay_command(
     dates = resolve_range(day, start, end)
     flags = [*([] if usage else ["--no-usage"]), *([] if crm else ["--no-crm"])]
     obj.resume_args = ["replay", *range_args(dates), *flags]
-    result = replay.replay_with(obj.services, dates, usage=usage, crm=crm, dry_run=dry_run)
+    result = replay_dates(obj.resources, dates, usage=usage, crm=crm, dry_run=dry_run)
     if obj.as_json:
         emit(result.to_dict())
         return
@@ -684,7 +689,7 @@ def checks_run(
 ) -> None:
     dates = resolve_range(day, start, end)
     obj.resume_args = ["checks", "run", *range_args(dates), *[a for n in names for a in ("--check", n)]]
-    result = operations.checks_with(obj.services, dates, names=names, dry_run=dry_run)
+    result = rerun_checks(obj.resources, dates, names=names, dry_run=dry_run)
     if obj.as_json:
         emit(result.to_dict())
     else:
@@ -696,7 +701,7 @@ def checks_run(
         raise click.exceptions.Exit(EXIT_FAILURE)
 
 
-def _print_checks(result: operations.ChecksRun) -> None:
+def _print_checks(result: ChecksRun) -> None:
     skipped = f"; not built (skipped): {len(result.not_built)}{_dates_suffix(result.not_built)}"
     if result.dry_run:
         click.echo(
@@ -726,7 +731,7 @@ def _print_checks(result: operations.ChecksRun) -> None:
 @json_option
 @pass_cli
 def runs(obj: CliContext, day: dt.date | None, step: str | None, run_status: str | None, limit: int) -> None:
-    rows = operations.runs_with(obj.services, day=day, step=step, status=run_status, limit=limit)
+    rows = recent_records(obj.resources, "runs", day=day, step=step, status=run_status, limit=limit)
     if obj.as_json:
         emit({"runs": rows, "count": len(rows)})
         return
@@ -777,7 +782,7 @@ def _print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str
 @json_option
 @pass_cli
 def alerts(obj: CliContext, day: dt.date | None, step: str | None, delivery_status: str | None, limit: int) -> None:
-    rows = operations.alerts_with(obj.services, day=day, step=step, status=delivery_status, limit=limit)
+    rows = recent_records(obj.resources, "alerts", day=day, step=step, status=delivery_status, limit=limit)
     if obj.as_json:
         emit({"alerts": rows, "count": len(rows)})
         return
@@ -818,7 +823,7 @@ def report(
     # Without dates: the last 28 days that can be built (ending yesterday, UTC).
     dates = resolve_range(day, start, end) if (day or start or end) else DateRange(*run_report.default_range(now))
     written = run_report.write_report(
-        obj.services.warehouse,
+        obj.resources.warehouse,
         dates.start,
         dates.end,
         out_dir or Path("reports") / f"{dates.start}_{dates.end}",
@@ -848,8 +853,8 @@ def poison_group() -> None:
 @json_option
 @pass_cli
 def poison_list(obj: CliContext) -> None:
-    items = poison.list_poison(obj.services)
-    events = poison.recent_events(obj.services.warehouse, limit=20)
+    items = poison.list_poison(obj.resources)
+    events = poison.recent_events(obj.resources.warehouse, limit=20)
     if obj.as_json:
         emit({"messages": [i.to_dict() for i in items], "events": events, "count": len(items)})
         return
@@ -866,7 +871,7 @@ def poison_list(obj: CliContext) -> None:
 @json_option
 @pass_cli
 def poison_requeue(obj: CliContext, message_ids: tuple[str, ...], dry_run: bool) -> None:
-    outcomes = poison.requeue(obj.services, message_ids=message_ids, dry_run=dry_run)
+    outcomes = poison.requeue(obj.resources, message_ids=message_ids, dry_run=dry_run)
     if obj.as_json:
         emit({"outcomes": [o.to_dict() for o in outcomes], "dry_run": dry_run, "count": len(outcomes)})
         return

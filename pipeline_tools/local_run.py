@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -54,6 +54,9 @@ from shared.errors import PipelineError
 from shared.logs import ContextFilter, JsonFormatter
 from shared.rules.dates import as_date
 from shared.settings import Settings, read_local_settings
+
+if TYPE_CHECKING:
+    from shared.wiring import Resources
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_WORKDIR = REPO_ROOT / ".local-run"
@@ -202,12 +205,12 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
         try:
             # Storage SDK errors of the runner's own clients become one line naming the setting.
             with storage_errors("local run"):
-                runner, api, services = _start_everything(plan, echo, started)
+                runner, api, resources = _start_everything(plan, echo, started)
                 stages += _drive(plan, runner, api, echo)
             echo("")
-            for line in summarize(services.warehouse, plan, stages):
+            for line in summarize(resources.warehouse, plan, stages):
                 echo(line)
-            _write_report(plan, services, echo)
+            _write_report(plan, resources, echo)
             if serve:
                 _serve(runner, plan, echo)
         except KeyboardInterrupt:
@@ -225,7 +228,7 @@ def run(plan: RunPlan, echo: Echo, *, serve: bool = False) -> int:
     return _exit_code(stages, echo)
 
 
-def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) -> tuple[Runner, Any, Any]:
+def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) -> tuple[Runner, Any, Resources]:
     from pipeline_tools.mock_usage_api import MockUsageApi
 
     echo("==> Starting Azurite (in memory, free loopback ports)")
@@ -255,9 +258,9 @@ def _start_everything(plan: RunPlan, echo: Echo, started: contextlib.ExitStack) 
     for line in runner.describe():
         echo(f"    {line}")
 
-    from shared.wiring import services
+    from shared.wiring import resources
 
-    container = services()  # the same process-wide container the functions use
+    container = resources()  # the same process-wide container the functions use
     started.callback(container.warehouse.close)  # DuckDB writes its file completely on close
     return runner, api, container
 
@@ -322,15 +325,15 @@ def _describe_invocations(invocations: Sequence[Invocation]) -> str:
     return "; ".join(parts)
 
 
-def _write_report(plan: RunPlan, services: Any, echo: Echo) -> None:
+def _write_report(plan: RunPlan, resources: Resources, echo: Echo) -> None:
     """The analysts' run report of the sample's dates, from the warehouse just built."""
     written = write_report(
-        services.warehouse,
+        resources.warehouse,
         plan.start,
         plan.end,
         plan.report_dir,
         now=utc_now(),
-        freshness_deadline_hours=services.settings.freshness_deadline_hours,
+        freshness_deadline_hours=resources.settings.freshness_deadline_hours,
     )
     echo("")
     echo(f"Run report ({len(written.pngs)} charts, PNGs beside it): {_shown(written.html)}")

@@ -2,7 +2,7 @@
 
 Run by the azd post-provision hook (infra/hooks/postprovision.sh) as the SQL server's Entra
 admin, or by hand with ``python -m pipeline_tools.cli schema bootstrap --app-principal NAME``.
-The Functions app never applies DDL: it only checks the schema version (Services.warehouse).
+The Functions app never applies DDL: it only checks the schema version (Resources.warehouse).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from shared.adapters.warehouse.base import Warehouse
 from shared.errors import ConfigurationError
-from shared.services import operations
+from shared.services.schema import apply_schema
 from shared.settings import Settings
 from shared.wiring import connect_warehouse
 
@@ -47,7 +47,7 @@ def apply_migrations(settings: Settings) -> list[str]:
     which only checks the version; returns the names applied."""
     warehouse = connect_warehouse(settings)
     try:
-        return operations.apply_schema(warehouse)
+        return apply_schema(warehouse)
     finally:
         warehouse.close()
 
@@ -64,7 +64,7 @@ def bootstrap(
             "schema bootstrap creates an Entra database user: it needs WAREHOUSE_ENGINE=azure_sql "
             "(the embedded engine has no users; `schema apply` is all it needs)"
         )
-    applied = operations.apply_schema(warehouse, now=now, dry_run=dry_run)
+    applied = apply_schema(warehouse, now=now, dry_run=dry_run)
     if not dry_run:
         with warehouse.transaction():
             warehouse.run("admin/app_identity__create_user", {"app_principal": principal})

@@ -1,4 +1,5 @@
-"""Builds clients, engines and services from Settings: lazily, once per process.
+"""Builds the resources services take (clients, engines, the readiness gate, the alert sink)
+from Settings: lazily, once per process.
 
 Only this module and ``pipeline_tools`` construct adapters; services receive them. The
 Functions worker imports ``function_app`` once per process and reuses this container across
@@ -29,11 +30,16 @@ if TYPE_CHECKING:
     from shared.adapters.usage_api import UsageApiClient
     from shared.adapters.warehouse.base import Warehouse
     from shared.services.alerts import AlertSink
+    from shared.services.builder import BuildOutcome
+    from shared.services.crm_staging import StagingResult
     from shared.services.readiness import ReadinessGate
+    from shared.services.usage_ingest import TickResult
 
 
-class Services:
-    """The process-wide set of adapters and the three entry points the bindings call."""
+class Resources:
+    """The process-wide set of adapters and the three entry points the bindings call.
+
+    It satisfies every service's Protocol (``shared.services.resources``) structurally."""
 
     def __init__(self, settings: Settings, **overrides: Any) -> None:
         self.settings = settings
@@ -153,13 +159,13 @@ class Services:
         return self._get("alerts", build)
 
     # ---- entry points (one per binding; each invocation is one trace) ----------------------
-    def stage_crm_blob(self, blob_name: str) -> Any:
+    def stage_crm_blob(self, blob_name: str) -> StagingResult:
         from shared.services import crm_staging
 
         with self._invocation("crm_snapshot_arrived", blob_name=blob_name):
             return crm_staging.stage_crm_blob(blob_name, self)
 
-    def run_timer_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
+    def run_timer_tick(self, now: dt.datetime, past_due: bool = False) -> TickResult:
         """The usage timer: the usage tick, then input freshness (also when the tick failed:
         a failing pull is when a missing input matters most)."""
         from shared.services import freshness
@@ -172,12 +178,14 @@ class Services:
             finally:  # one run id for the invocation's steps (a new one if the tick failed early)
                 freshness.evaluate_on_schedule(self, now, run_id=tick.run_id if tick is not None else None)
 
-    def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> Any:
+    def run_usage_tick(self, now: dt.datetime, past_due: bool = False) -> TickResult:
         from shared.services import usage_ingest
 
         return usage_ingest.run_usage_tick(now, past_due, self)
 
-    def handle_build_message(self, body: bytes, dequeue_count: int = 1, message_id: str | None = None) -> Any:
+    def handle_build_message(
+        self, body: bytes, dequeue_count: int = 1, message_id: str | None = None
+    ) -> BuildOutcome | None:
         from shared.services import builder
 
         with self._invocation("build_requested"):
@@ -196,7 +204,7 @@ class Services:
 
 def connect_warehouse(settings: Settings) -> Warehouse:
     """The configured engine, connected, its schema neither applied nor checked: the deploy step
-    (`schema apply`) applies migrations here; Services.warehouse checks they are all applied."""
+    (`schema apply`) applies migrations here; Resources.warehouse checks they are all applied."""
     if settings.warehouse_engine == WarehouseEngine.AZURE_SQL:
         from shared.adapters.warehouse.azure_sql import AzureSqlWarehouse
 
@@ -224,10 +232,10 @@ def provision_storage(settings: Settings) -> None:
 
 
 @functools.lru_cache(maxsize=1)
-def services() -> Services:
+def resources() -> Resources:
     """The container the Functions host uses, from app settings (environment variables)."""
     settings = Settings.from_environment()
     mode = telemetry.configure_telemetry(settings)
     # In Azure the distro's handler ships every record; our JSON lines are for local runs only.
     configure_logging(settings.log_level, stream=mode != "azure_monitor")
-    return Services(settings)
+    return Resources(settings)

@@ -5,7 +5,7 @@
 - ``storage_settings``: ``Settings`` pointing at that Azurite, with containers, queue and table
   names unique to the test (and already created), so tests never see each other's data.
 - ``make_storage_settings(**values)``: the same, with extra settings.
-- ``make_services(settings, **overrides)``: a ``Services`` with the real storage adapters, an
+- ``make_resources(settings, **overrides)``: a ``Resources`` with the real storage adapters, an
   in-memory DuckDB warehouse and a ``RecordingAlertSink`` unless overridden.
 
 Tests that use ``azurite`` are marked ``integration`` automatically (and should say so too).
@@ -23,10 +23,10 @@ import pytest
 from pipeline_tools.azurite import AzuriteProcess, provision
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
-from shared.wiring import Services, connect_warehouse
+from shared.wiring import Resources, connect_warehouse
 
 StorageSettingsFactory = Callable[..., Settings]
-ServicesFactory = Callable[..., Services]
+ResourcesFactory = Callable[..., Resources]
 
 
 @pytest.fixture
@@ -94,21 +94,21 @@ def storage_settings(make_storage_settings: StorageSettingsFactory) -> Settings:
 
 
 @pytest.fixture
-def make_services() -> ServicesFactory:
-    def make(settings: Settings, **overrides: Any) -> Services:
+def make_resources() -> ResourcesFactory:
+    def make(settings: Settings, **overrides: Any) -> Resources:
         from shared.services.alerts import RecordingAlertSink
 
         overrides.setdefault("alerts", RecordingAlertSink())
         if "warehouse" not in overrides:
             overrides["warehouse"] = migrated_warehouse(settings)
-        return Services(settings, **overrides)
+        return Resources(settings, **overrides)
 
     return make
 
 
 def migrated_warehouse(settings: Settings) -> Any:
     """The settings' warehouse with every migration applied, as the deploy step leaves it: the
-    app itself (Services.warehouse) only checks the schema version."""
+    app itself (Resources.warehouse) only checks the schema version."""
     engine = connect_warehouse(settings)
     engine.apply_schema()
     return engine

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from shared.errors import MalformedMessage
+from shared.rules.date_ranges import contiguous_ranges
 
 # The widest rolling window of a row (the 28-day columns, D-27..D): usage of D reaches D..D+27.
 WINDOW_DAYS = 28
@@ -192,17 +193,6 @@ def add_crm_reach(plan: BuildPlan, stale: Iterable[dt.date]) -> BuildPlan:
         return plan
     plan = dataclasses.replace(plan, crm_reach=tuple(extra))
     return dataclasses.replace(plan, ranges=tuple(contiguous_ranges(plan.targets)))
-
-
-def contiguous_ranges(dates: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]:
-    """[(first, last), ...] of runs of consecutive days, in order."""
-    ranges: list[tuple[dt.date, dt.date]] = []
-    for day in sorted(set(dates)):
-        if ranges and day == ranges[-1][1] + dt.timedelta(days=1):
-            ranges[-1] = (ranges[-1][0], day)
-        else:
-            ranges.append((day, day))
-    return ranges
 
 
 def checkpoint_refresh_from(

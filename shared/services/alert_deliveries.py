@@ -18,12 +18,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from shared.adapters.warehouse.base import Row, Warehouse
 from shared.adapters.webhook import DeliveryResult
 from shared.clock import Clock, naive_utc, utc_now
 from shared.services.alerts import Alert, AlertSink
+from shared.services.resources import StepResources
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +133,11 @@ def retry_failed_deliveries(
     return RetryOutcome(len(rows), sent, failed)
 
 
-def retry_on_schedule(services: Any, now: dt.datetime) -> RetryOutcome | None:
+def retry_on_schedule(resources: StepResources, now: dt.datetime) -> RetryOutcome | None:
     """The timer tick's call: never fails the tick (a down warehouse or webhook waits a tick)."""
     try:
         return retry_failed_deliveries(
-            services.warehouse, services.alerts, services.settings.alert_retry_max_attempts, naive_utc(now)
+            resources.warehouse, resources.alerts, resources.settings.alert_retry_max_attempts, naive_utc(now)
         )
     except Exception as exc:
         log.warning("failed alert deliveries not retried this tick (%s)", type(exc).__name__)

@@ -62,6 +62,7 @@ from shared.rules.dates import describe_dates as _describe_dates
 from shared.rules.dates import refuse_future_dates
 from shared.services import quality
 from shared.services.alerts import Alert, AlertSink, new_alert
+from shared.services.resources import HasReadiness, StepResources
 from shared.services.run_history import record_run
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ class VersionSource(Protocol):
     def record_build(self, built: Mapping[dt.date, InputVersions], run_id: str, now: dt.datetime) -> None: ...
 
 
+class BuilderResources(StepResources, HasReadiness, Protocol):
+    """What a build reads: the gate's input versions, the warehouse it builds in, whom to alert."""
+
+
 @dataclass(frozen=True)
 class BuildOutcome:
     run_id: str
@@ -94,17 +99,17 @@ class BuildOutcome:
 
 # ---- entry point --------------------------------------------------------------------------
 def handle_build_message(
-    body: bytes, dequeue_count: int, services: Any, *, message_id: str | None = None
+    body: bytes, dequeue_count: int, resources: BuilderResources, *, message_id: str | None = None
 ) -> BuildOutcome | None:
     """Process one queue message (see module doc). None when the message was malformed or named a
     future date; a skipped outcome (no targets) when none of its dates has inputs yet."""
     run_id = new_run_id()
-    pipeline = services.settings.pipeline_name
+    pipeline = resources.settings.pipeline_name
     with log_context(run_id=run_id, step=STEP):
         try:
             request = decode_build_message(body)
         except MalformedMessage as exc:
-            reject_malformed(exc, services.alerts, pipeline, run_id)
+            reject_malformed(exc, resources.alerts, pipeline, run_id)
             return None
         telemetry.link_to(request.traceparent)
         with log_context(date=_describe_dates(request.dates)):
@@ -115,20 +120,20 @@ def handle_build_message(
             try:
                 refuse_future_dates(request.dates, now)
             except FutureDateRefused as exc:
-                refuse_future(exc, request, services, run_id)
+                refuse_future(exc, request, resources, run_id)
                 return None
             # An affected-only message is sent precisely because its dates cannot be built yet:
             # it rebuilds the built days their changed inputs reach, never the dates themselves.
             if not request.force and not request.affected_only:
-                remaining = skip_dates_without_inputs(request, services, run_id, now)
+                remaining = skip_dates_without_inputs(request, resources, run_id, now)
                 if remaining is None:
                     return BuildOutcome(run_id, BuildPlan((), (), ()), 0, 0.0)
                 request = remaining
             try:
                 outcome = build(
                     request,
-                    warehouse=services.warehouse,
-                    versions=services.readiness,
+                    warehouse=resources.warehouse,
+                    versions=resources.readiness,
                     run_id=run_id,
                 )
             except Exception as exc:
@@ -136,36 +141,36 @@ def handle_build_message(
                     exc,
                     dequeue_count,
                     request,
-                    services.alerts,
+                    resources.alerts,
                     pipeline,
                     run_id,
-                    warehouse=services.warehouse,
+                    warehouse=resources.warehouse,
                     message_id=message_id,
-                    queue=services.settings.build_queue,
+                    queue=resources.settings.build_queue,
                 ):
-                    telemetry.POISON_MESSAGES.add(1, {"queue": f"{services.settings.build_queue}-poison"})
+                    telemetry.POISON_MESSAGES.add(1, {"queue": f"{resources.settings.build_queue}-poison"})
                 raise
             if outcome.plan.targets:
-                run_post_build(services, outcome.plan.targets, run_id)
+                run_post_build(resources, outcome.plan.targets, run_id)
             else:
                 # Nothing to rebuild, but a build counts as done only once its checks ran: a
                 # redelivery after a crash between the commit and the checks runs them now.
-                unchecked = dates_built_without_checks(services.warehouse, request.dates)
+                unchecked = dates_built_without_checks(resources.warehouse, request.dates)
                 if unchecked:
-                    run_post_build(services, unchecked, run_id)
+                    run_post_build(resources, unchecked, run_id)
             return outcome
 
 
-def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, run_id: str) -> None:
+def refuse_future(exc: FutureDateRefused, request: BuildRequest, resources: BuilderResources, run_id: str) -> None:
     """One line, one ops row, one alert; never retried (a future date stays future for hours)."""
     log.error("build refused, nothing written: %s", exc)
-    with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=request.dates[0]) as run:
+    with record_run(resources.warehouse, step=STEP, run_id=run_id, run_date=request.dates[0]) as run:
         run.status = "refused"
         run.error_message = f"FutureDateRefused: {exc}"
     _send(
-        services.alerts,
+        resources.alerts,
         new_alert(
-            services.settings.pipeline_name,
+            resources.settings.pipeline_name,
             STEP,
             "warning",
             "Build of a future date refused",
@@ -177,16 +182,16 @@ def refuse_future(exc: FutureDateRefused, request: BuildRequest, services: Any, 
 
 
 def skip_dates_without_inputs(
-    request: BuildRequest, services: Any, run_id: str, now: dt.datetime
+    request: BuildRequest, resources: BuilderResources, run_id: str, now: dt.datetime
 ) -> BuildRequest | None:
     """The request without the dates whose inputs do not exist yet (None when that is all of
     them). Skipped dates are logged and recorded; their own input arrival will queue them."""
-    lacking = services.readiness.lacking_inputs(request.dates, now)
+    lacking = resources.readiness.lacking_inputs(request.dates, now)
     if not lacking:
         return request
     note = f"no inputs yet (usage present; CRM present or grace over) for {_describe_dates(lacking)}: not built"
     log.warning("build of %s skipped: %s", _describe_dates(lacking), note)
-    with record_run(services.warehouse, step=STEP, run_id=run_id, run_date=lacking[0]) as run:
+    with record_run(resources.warehouse, step=STEP, run_id=run_id, run_date=lacking[0]) as run:
         run.status = "skipped"
         run.error_message = note
     remaining = tuple(d for d in request.dates if d not in set(lacking))
@@ -285,16 +290,16 @@ def alert_if_poisoned(
     return True
 
 
-def run_post_build(services: Any, dates: Sequence[dt.date], run_id: str) -> None:
+def run_post_build(resources: BuilderResources, dates: Sequence[dt.date], run_id: str) -> None:
     """Data-quality checks after a committed build; they never undo or fail the build."""
     try:
-        quality.run_checks(services.warehouse, dates, run_id, utc_now(), services.settings, services.alerts)
+        quality.run_checks(resources.warehouse, dates, run_id, utc_now(), resources.settings, resources.alerts)
     except Exception as exc:
         log.error("data-quality checks after the build failed (%s)", type(exc).__name__)
         _send(
-            services.alerts,
+            resources.alerts,
             new_alert(
-                services.settings.pipeline_name,
+                resources.settings.pipeline_name,
                 "quality",
                 "error",
                 "Data-quality checks could not run after a build",

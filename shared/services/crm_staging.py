@@ -122,8 +122,8 @@ class Readiness(Protocol):
     ) -> MarkResult: ...
 
 
-class StagingServices(Protocol):
-    """What staging takes from shared.wiring.Services (services never import the wiring)."""
+class StagingResources(Protocol):
+    """What staging takes from shared.wiring.Resources (services never import the wiring)."""
 
     @property
     def settings(self) -> Settings: ...
@@ -161,16 +161,16 @@ class StagingResult:
 
 
 # ---- entry point ----------------------------------------------------------------------------
-def stage_crm_blob(blob_name: str, services: StagingServices, *, force: bool = False) -> StagingResult:
+def stage_crm_blob(blob_name: str, resources: StagingResources, *, force: bool = False) -> StagingResult:
     """The blob trigger's service: stage ``blob_name`` of the CRM container. ``force`` re-stages
     content already recorded as staged (an operator's replay after staged rows were lost)."""
     return stage_crm_snapshot(
         blob_name,
-        settings=services.settings,
-        blobs=services.blobs,
-        warehouse=services.warehouse,
-        readiness=services.readiness,
-        alerts=services.alerts,
+        settings=resources.settings,
+        blobs=resources.blobs,
+        warehouse=resources.warehouse,
+        readiness=resources.readiness,
+        alerts=resources.alerts,
         force=force,
     )
 

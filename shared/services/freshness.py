@@ -33,6 +33,7 @@ from shared.rules.freshness import (
 )
 from shared.rules.readiness import InputName
 from shared.services.alerts import Alert, AlertSink, failure_alert, new_alert, send_safely
+from shared.services.resources import StepResources
 from shared.services.run_history import record_run
 from shared.settings import Settings
 
@@ -55,13 +56,15 @@ _COLUMNS = (
 _DESCRIBE = {"crm": "CRM snapshot file", "usage": "usage pull"}
 
 
-def evaluate_on_schedule(services: Any, now: dt.datetime, run_id: str | None = None) -> list[Freshness] | None:
+def evaluate_on_schedule(
+    resources: StepResources, now: dt.datetime, run_id: str | None = None
+) -> list[Freshness] | None:
     """The timer's call: never fails the tick; a failure is logged and alerted."""
     try:
-        return evaluate_freshness(services.warehouse, services.alerts, services.settings, now, run_id)
+        return evaluate_freshness(resources.warehouse, resources.alerts, resources.settings, now, run_id)
     except Exception as exc:
         log.error("input freshness could not be evaluated (%s)", type(exc).__name__)
-        send_safely(services.alerts, failure_alert(services.settings.pipeline_name, STEP, exc))
+        send_safely(resources.alerts, failure_alert(resources.settings.pipeline_name, STEP, exc))
         return None
 
 

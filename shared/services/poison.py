@@ -27,9 +27,9 @@ import json
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from shared.adapters.queue_store import ReceivedMessage
+from shared.adapters.queue_store import QueueStore, ReceivedMessage
 from shared.adapters.storage_common import StorageNotFound
 from shared.clock import naive_utc, utc_now
 from shared.errors import MalformedMessage
@@ -40,7 +40,12 @@ from shared.rules.dates import describe_dates
 from shared.services import crm_staging
 from shared.services.alerts import new_alert, send_safely
 from shared.services.builder import recorded_versions
+from shared.services.resources import HasBlobs, HasQueues, HasReadiness, HasSettings, StepResources
 from shared.services.run_history import DebrisReport, record_run, recover_abandoned_runs
+
+if TYPE_CHECKING:
+    from shared.adapters.warehouse.base import Warehouse
+    from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,17 @@ _RECEIVE_BATCHES = 20  # at most 20 x 32 messages per queue and sweep
 _HIDE_S = 300  # a message being handled is hidden this long; a crash makes it visible again
 
 Kind = Literal["crm_blob", "build", "unreadable"]
+
+
+class PoisonQueues(HasSettings, HasQueues, Protocol):
+    """What listing the poison queues reads."""
+
+
+class RecoveryResources(StepResources, HasBlobs, HasReadiness, HasQueues, Protocol):
+    """What re-queuing and the sweep need. A CRM blob is staged through the blob trigger's own
+    entry point, so a recovered file is staged exactly as its trigger would have."""
+
+    def stage_crm_blob(self, blob_name: str) -> crm_staging.StagingResult: ...
 
 
 @dataclass(frozen=True)
@@ -98,20 +114,20 @@ class SweepResult:
 
 
 # ---- reading the poison queues -----------------------------------------------------------------
-def poison_queues(settings: Any) -> tuple[str, str]:
+def poison_queues(settings: Settings) -> tuple[str, str]:
     return BLOB_POISON_QUEUE, f"{settings.build_queue}-poison"
 
 
-def list_poison(services: Any) -> list[PoisonItem]:
+def list_poison(resources: PoisonQueues) -> list[PoisonItem]:
     """Every visible message of both poison queues (read only), oldest first."""
     items = []
-    for name in poison_queues(services.settings):
-        queue = services.queue(name)
+    for name in poison_queues(resources.settings):
+        queue = resources.queue(name)
         items += [describe(queue, message) for message in queue.peek_messages()]
     return sorted(items, key=lambda i: (i.inserted_on or dt.datetime.min.replace(tzinfo=dt.UTC), i.message_id))
 
 
-def describe(queue: Any, message: ReceivedMessage) -> PoisonItem:
+def describe(queue: QueueStore, message: ReceivedMessage) -> PoisonItem:
     """Decode one poison message: a blob-trigger one (the host's JSON) or a build message."""
     try:
         payload = json.loads(queue.body(message).decode("utf-8"))
@@ -151,13 +167,13 @@ def blob_subject(container: str, name: str, etag: str) -> str:
     return f"crm {container}/{name}@{etag.strip(chr(34))}"
 
 
-def _unreadable(queue: Any, message: ReceivedMessage, why: str) -> PoisonItem:
+def _unreadable(queue: QueueStore, message: ReceivedMessage, why: str) -> PoisonItem:
     return PoisonItem(queue.name, message.id, "unreadable", f"message {message.id}", (), message.inserted_on, why[:300])
 
 
 # ---- the operator's requeue -----------------------------------------------------------------
 def requeue(
-    services: Any,
+    resources: RecoveryResources,
     *,
     message_ids: Sequence[str] = (),
     dry_run: bool = False,
@@ -172,8 +188,8 @@ def requeue(
     wanted = set(message_ids)
     outcomes: list[Outcome] = []
     with log_context(run_id=run_id, step=STEP):
-        for name in poison_queues(services.settings):
-            queue = services.queue(name)
+        for name in poison_queues(resources.settings):
+            queue = resources.queue(name)
             if dry_run:
                 for item in (describe(queue, m) for m in queue.peek_messages()):
                     if not wanted or item.message_id in wanted:
@@ -184,7 +200,7 @@ def requeue(
                 if wanted and item.message_id not in wanted:
                     queue.update_visibility(message, 0)  # not ours: visible again at once
                     continue
-                outcomes.append(_retry_now(services, queue, message, item, now, run_id))
+                outcomes.append(_retry_now(resources, queue, message, item, now, run_id))
     return outcomes
 
 
@@ -193,21 +209,26 @@ def _planned_action(item: PoisonItem) -> Literal["requeued", "staged", "kept"]:
 
 
 def _retry_now(
-    services: Any, queue: Any, message: ReceivedMessage, item: PoisonItem, now: dt.datetime, run_id: str
+    resources: RecoveryResources,
+    queue: QueueStore,
+    message: ReceivedMessage,
+    item: PoisonItem,
+    now: dt.datetime,
+    run_id: str,
 ) -> Outcome:
     if item.kind == "build":
-        _record(services, item, now, run_id, "operator requeue")
-        services.queue(services.settings.build_queue).send_text(message.text)
+        _record(resources, item, now, run_id, "operator requeue")
+        resources.queue(resources.settings.build_queue).send_text(message.text)
         queue.delete(message)
-        _resolve(services, item.subject, "requeued", now, run_id, "re-queued by an operator")
+        _resolve(resources, item.subject, "requeued", now, run_id, "re-queued by an operator")
         log.info("recovered: %s re-queued by an operator", item.subject)
         return Outcome(item.subject, "requeued", "sent back to the build queue")
     if item.kind == "crm_blob":
-        _record(services, item, now, run_id, "operator requeue")
-        outcome = _stage_blob(services, item.blob[1] if item.blob else "", now, run_id)
+        _record(resources, item, now, run_id, "operator requeue")
+        outcome = _stage_blob(resources, item.blob[1] if item.blob else "", now, run_id)
         if outcome.action != "failed":
             queue.delete(message)
-            _resolve(services, item.subject, "recovered", now, run_id, outcome.note)
+            _resolve(resources, item.subject, "recovered", now, run_id, outcome.note)
         else:
             queue.update_visibility(message, 0)
         return Outcome(item.subject, outcome.action, outcome.note)
@@ -216,18 +237,18 @@ def _retry_now(
 
 
 # ---- the sweep --------------------------------------------------------------------------------
-def sweep(services: Any, now: dt.datetime, run_id: str | None = None) -> SweepResult:
+def sweep(resources: RecoveryResources, now: dt.datetime, run_id: str | None = None) -> SweepResult:
     """The timer's recovery pass (see module doc). Each part is independent: one failing is
     logged and the others still run."""
     result = SweepResult(run_id or new_run_id())
-    settings = services.settings
+    settings = resources.settings
     with (
         log_context(run_id=result.run_id, step=STEP),
-        record_run(services.warehouse, step=STEP, run_id=result.run_id) as run,
+        record_run(resources.warehouse, step=STEP, run_id=result.run_id) as run,
     ):
         result.debris = recover_abandoned_runs(
-            services.warehouse,
-            services.alerts,
+            resources.warehouse,
+            resources.alerts,
             pipeline=settings.pipeline_name,
             lease=dt.timedelta(minutes=settings.run_lease_minutes),
             now=now,
@@ -236,7 +257,7 @@ def sweep(services: Any, now: dt.datetime, run_id: str | None = None) -> SweepRe
         poisoned: set[str] = set()  # blob names the trigger gave up on: no need to wait for it
         for part in (_absorb_blob_poison, _stage_unprocessed_blobs, _recover_builds):
             try:
-                result.outcomes += part(services, now, result.run_id, poisoned)
+                result.outcomes += part(resources, now, result.run_id, poisoned)
             except Exception as exc:
                 log.error("recovery step %s failed (%s: %s)", part.__name__, type(exc).__name__, redact(str(exc)))
         run.rows_out = sum(o.action in ("requeued", "staged", "recovered") for o in result.outcomes)
@@ -245,23 +266,25 @@ def sweep(services: Any, now: dt.datetime, run_id: str | None = None) -> SweepRe
     return result
 
 
-def _absorb_blob_poison(services: Any, now: dt.datetime, run_id: str, poisoned: set[str]) -> list[Outcome]:
+def _absorb_blob_poison(
+    resources: RecoveryResources, now: dt.datetime, run_id: str, poisoned: set[str]
+) -> list[Outcome]:
     """Blob-trigger poison messages of the CRM container become ops rows and one alert each; the
     sweep's scan of unprocessed blobs (next step) is what stages them. Other functions' poison
     messages (the queue is the host's, per account) are left alone."""
-    queue = services.queue(BLOB_POISON_QUEUE)
+    queue = resources.queue(BLOB_POISON_QUEUE)
     outcomes = []
     for message in _receive_all(queue):
         item = describe(queue, message)
-        if item.blob is None or item.blob[0] != services.settings.crm_container:
+        if item.blob is None or item.blob[0] != resources.settings.crm_container:
             queue.update_visibility(message, 0)
             continue
         poisoned.add(item.blob[1])
-        _record(services, item, now, run_id, item.detail)
+        _record(resources, item, now, run_id, item.detail)
         send_safely(
-            services.alerts,
+            resources.alerts,
             new_alert(
-                services.settings.pipeline_name,
+                resources.settings.pipeline_name,
                 crm_staging.STEP,
                 "error",
                 "CRM file gave up by the blob trigger (poison)",
@@ -278,16 +301,18 @@ def _absorb_blob_poison(services: Any, now: dt.datetime, run_id: str, poisoned: 
     return outcomes
 
 
-def _stage_unprocessed_blobs(services: Any, now: dt.datetime, run_id: str, poisoned: set[str]) -> list[Outcome]:
-    settings = services.settings
-    warehouse = services.warehouse
+def _stage_unprocessed_blobs(
+    resources: RecoveryResources, now: dt.datetime, run_id: str, poisoned: set[str]
+) -> list[Outcome]:
+    settings = resources.settings
+    warehouse = resources.warehouse
     versions = {(r["source_blob"], r["etag"]) for r in warehouse.run("ops/crm_blob_versions__processed")}
     # Records older than ops.crm_blob_versions: a snapshot staged (or a file quarantined) after
     # the blob was last written means that version was handled, or superseded by a later file.
     handled_after = _latest_handling(warehouse)
     still_open = {e["subject"] for e in recent_events(warehouse, 1000) if e["status"] == "poisoned"}
     outcomes = []
-    for blob in services.blobs.list(settings.crm_container):
+    for blob in resources.blobs.list(settings.crm_container):
         if (blob.name, blob.etag) in versions:
             continue
         if blob.name not in poisoned and now - _aware(blob.last_modified) < SWEEP_MIN_AGE:
@@ -298,17 +323,17 @@ def _stage_unprocessed_blobs(services: Any, now: dt.datetime, run_id: str, poiso
         if any(t is not None and t >= _aware(blob.last_modified) for t in later):
             if subject in still_open:  # poisoned, then overtaken by a later file of its date
                 note = "a later file for its date was staged after it: superseded, not staged"
-                _resolve(services, subject, "recovered", now, run_id, note)
+                _resolve(resources, subject, "recovered", now, run_id, note)
                 outcomes.append(Outcome(subject, "recovered", note))
             continue
-        outcome = _stage_blob(services, blob.name, now, run_id)
+        outcome = _stage_blob(resources, blob.name, now, run_id)
         if outcome.action != "failed":
-            _resolve(services, subject, "recovered", now, run_id, outcome.note)
+            _resolve(resources, subject, "recovered", now, run_id, outcome.note)
         outcomes.append(Outcome(subject, outcome.action, outcome.note))
     return outcomes
 
 
-def _latest_handling(warehouse: Any) -> dict[tuple[str, Any], dt.datetime]:
+def _latest_handling(warehouse: Warehouse) -> dict[tuple[str, Any], dt.datetime]:
     latest: dict[tuple[str, Any], dt.datetime] = {}
     for row in warehouse.run("ops/crm_blob_versions__handled"):
         # A quarantined file (no snapshot_date here) handles its own blob, not its date.
@@ -319,10 +344,10 @@ def _latest_handling(warehouse: Any) -> dict[tuple[str, Any], dt.datetime]:
     return latest
 
 
-def _stage_blob(services: Any, name: str, now: dt.datetime, run_id: str) -> Outcome:
+def _stage_blob(resources: RecoveryResources, name: str, now: dt.datetime, run_id: str) -> Outcome:
     subject = f"blob {name}"
     try:
-        result = services.stage_crm_blob(name)
+        result = resources.stage_crm_blob(name)
     except Exception as exc:
         log.warning("recovery could not stage %s yet (%s)", name, type(exc).__name__)
         return Outcome(subject, "failed", f"{type(exc).__name__}: {redact(str(exc))[:200]}")
@@ -330,53 +355,53 @@ def _stage_blob(services: Any, name: str, now: dt.datetime, run_id: str) -> Outc
     return Outcome(subject, "staged", f"{result.status}, {result.rows_staged} rows staged")
 
 
-def _recover_builds(services: Any, now: dt.datetime, run_id: str, poisoned: set[str]) -> list[Outcome]:
-    queue = services.queue(f"{services.settings.build_queue}-poison")
+def _recover_builds(resources: RecoveryResources, now: dt.datetime, run_id: str, poisoned: set[str]) -> list[Outcome]:
+    queue = resources.queue(f"{resources.settings.build_queue}-poison")
     outcomes = []
     for message in _receive_all(queue):
         item = describe(queue, message)
         if item.kind != "build" or item.request is None:
-            _record(services, item, now, run_id, item.detail)
+            _record(resources, item, now, run_id, item.detail)
             queue.delete(message)
-            _resolve(services, item.subject, "dropped", now, run_id, f"unreadable: {item.detail}")
+            _resolve(resources, item.subject, "dropped", now, run_id, f"unreadable: {item.detail}")
             outcomes.append(Outcome(item.subject, "dropped", item.detail))
             continue
-        _record(services, item, now, run_id, item.detail)
-        stale = dates_needing_build(services, item.request, now)
+        _record(resources, item, now, run_id, item.detail)
+        stale = dates_needing_build(resources, item.request, now)
         if stale:
-            services.queue(services.settings.build_queue).send_text(message.text)
+            resources.queue(resources.settings.build_queue).send_text(message.text)
             queue.delete(message)
             note = f"re-queued: {describe_dates(stale)} still unbuilt or stale"
-            _resolve(services, item.subject, "requeued", now, run_id, note)
+            _resolve(resources, item.subject, "requeued", now, run_id, note)
             outcomes.append(Outcome(item.subject, "requeued", note))
         else:
             queue.delete(message)
             note = "its dates are built and up to date (or have no inputs yet): nothing to do"
-            _resolve(services, item.subject, "recovered", now, run_id, note)
+            _resolve(resources, item.subject, "recovered", now, run_id, note)
             outcomes.append(Outcome(item.subject, "recovered", note))
     return outcomes
 
 
-def dates_needing_build(services: Any, request: BuildRequest, now: dt.datetime) -> list[dt.date]:
+def dates_needing_build(resources: RecoveryResources, request: BuildRequest, now: dt.datetime) -> list[dt.date]:
     """The request's dates that are unbuilt or built from other input versions than now."""
     candidates = list(request.dates)
     if not request.force:
-        lacking = set(services.readiness.lacking_inputs(candidates, now))
+        lacking = set(resources.readiness.lacking_inputs(candidates, now))
         candidates = [d for d in candidates if d not in lacking]
     if not candidates:
         return []
-    current = dict(services.readiness.input_versions(candidates))
-    built = recorded_versions(services.warehouse, candidates[0], candidates[-1])
+    current = dict(resources.readiness.input_versions(candidates))
+    built = recorded_versions(resources.warehouse, candidates[0], candidates[-1])
     return list(plan_build(candidates, current, built).changed)
 
 
 # ---- ops records ------------------------------------------------------------------------------
-def recent_events(warehouse: Any, limit: int = 100) -> list[dict[str, Any]]:
+def recent_events(warehouse: Warehouse, limit: int = 100) -> list[dict[str, Any]]:
     return warehouse.run("ops/poison_events__recent", {"limit": int(limit)})
 
 
-def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note: str) -> None:
-    services.warehouse.run(
+def _record(resources: RecoveryResources, item: PoisonItem, now: dt.datetime, run_id: str, note: str) -> None:
+    resources.warehouse.run(
         "ops/poison_events__record",
         {
             "subject": item.subject,
@@ -392,15 +417,15 @@ def _record(services: Any, item: PoisonItem, now: dt.datetime, run_id: str, note
     )
 
 
-def _resolve(services: Any, subject: str, status: str, now: dt.datetime, run_id: str, note: str) -> None:
-    services.warehouse.run(
+def _resolve(resources: RecoveryResources, subject: str, status: str, now: dt.datetime, run_id: str, note: str) -> None:
+    resources.warehouse.run(
         "ops/poison_events__resolve",
         {"subject": subject, "status": status, "resolved_at": naive_utc(now), "resolved_run_id": run_id, "note": note},
     )
 
 
 # ---- small helpers ---------------------------------------------------------------------------
-def _receive_all(queue: Any) -> list[ReceivedMessage]:
+def _receive_all(queue: QueueStore) -> list[ReceivedMessage]:
     received: list[ReceivedMessage] = []
     for _ in range(_RECEIVE_BATCHES):
         try:

@@ -13,18 +13,26 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.clock import Clock, utc_now
 from shared.errors import CrmFileRejected
 from shared.logs import log_context, new_run_id
 from shared.rules.crm_rows import CrmCsvParser, CrmRow
+from shared.rules.date_ranges import DateRange
+from shared.rules.dates import refuse_future_dates
 from shared.rules.readiness import InputName
 from shared.services import crm_staging, usage_ingest
-from shared.services.operations import DateRange, OperationStopped, refuse_future
+from shared.services.crm_staging import StagingResources
+from shared.services.progress import OperationStopped
+from shared.services.resources import HasBlobs, HasSettings, HasWarehouse
+from shared.services.usage_ingest import UsageResources
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.adapters.blob_store import BlobStore
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +122,16 @@ class ReplayResult:
         )
 
 
-def replay_with(
-    services: Any,
+class ReplayResources(UsageResources, StagingResources, Protocol):
+    """What replay needs: the usage staging's and the CRM staging's resources."""
+
+
+class ComparisonResources(HasSettings, HasBlobs, HasWarehouse, Protocol):
+    """What comparing staged rows with their source reads."""
+
+
+def replay_dates(
+    resources: ReplayResources,
     dates: DateRange,
     *,
     usage: bool = True,
@@ -124,7 +140,7 @@ def replay_with(
     clock: Clock = utc_now,
 ) -> ReplayResult:
     """Compare and restore each date in turn (oldest first: CRM snapshots feed later dates)."""
-    refuse_future(dates, clock)
+    refuse_future_dates(dates.days(), clock())
     run_id = None if dry_run else new_run_id()
     done: list[DateReplay] = []
     for day in dates.days():
@@ -132,9 +148,9 @@ def replay_with(
             try:
                 items = []
                 if usage:
-                    items.append(_replay_usage(services, day, run_id, dry_run, clock))
+                    items.append(_replay_usage(resources, day, run_id, dry_run, clock))
                 if crm:
-                    items.append(_replay_crm(services, day, dry_run))
+                    items.append(_replay_crm(resources, day, dry_run))
             except Exception as exc:
                 before = f"; {done[0].date}..{done[-1].date} were done" if done else ""
                 raise OperationStopped(f"replay stopped at {day}: {type(exc).__name__}: {exc}{before}") from exc
@@ -144,10 +160,9 @@ def replay_with(
 
 # ---- usage -------------------------------------------------------------------------------------
 def _replay_usage(
-    services: Any, day: dt.date, run_id: str | None, dry_run: bool, clock: Callable[[], dt.datetime]
+    resources: UsageResources, day: dt.date, run_id: str | None, dry_run: bool, clock: Clock
 ) -> InputReplay:
-    deps = usage_ingest.UsageDeps.from_services(services)
-    comparison = compare_usage(deps, day)
+    comparison = compare_usage(resources, day)
     if comparison is None:
         return InputReplay("usage", None, note="no raw landing (no manifest): pull it with backfill")
     if not comparison.differs:
@@ -155,24 +170,24 @@ def _replay_usage(
     if dry_run:
         return InputReplay("usage", comparison, would_restore=True)
     assert run_id is not None
-    staged = usage_ingest.replay_from_raw(day, deps, run_id, clock(), force=True)
+    staged = usage_ingest.replay_from_raw(day, resources, run_id, clock(), force=True)
     log.info("usage of %s restored from raw: %s", day, comparison.describe())
     return InputReplay("usage", comparison, restored=True, status="staged", rows_staged=staged.rows)
 
 
-def compare_usage(deps: usage_ingest.UsageDeps, day: dt.date) -> Comparison | None:
+def compare_usage(resources: ComparisonResources, day: dt.date) -> Comparison | None:
     """The accepted records of the raw landing against stg.product_usage; None without a landing."""
-    container = deps.settings.raw_container
-    manifest = usage_ingest.read_manifest(deps.blobs, container, day)
+    container = resources.settings.raw_container
+    manifest = usage_ingest.read_manifest(resources.blobs, container, day)
     if manifest is None:
         return None
-    screen = usage_ingest.screen_raw(deps.blobs, container, day, manifest)
+    screen = usage_ingest.screen_raw(resources.blobs, container, day, manifest)
     expected = {r.company_id: (r.active_users, r.events) for r in screen.accepted}
     staged = {
         row["company_id"]: (int(row["active_users"]), int(row["events"]))
-        for row in deps.warehouse.run("stg/product_usage__rows_of_date", {"activity_date": day})
+        for row in resources.warehouse.run("stg/product_usage__rows_of_date", {"activity_date": day})
     }
-    recorded = deps.warehouse.run("stg/product_usage__current_version", {"activity_date": day})
+    recorded = resources.warehouse.run("stg/product_usage__current_version", {"activity_date": day})
     return _compare(
         f"{container}/{usage_ingest.raw_ndjson_path(day)}",
         expected,
@@ -182,32 +197,32 @@ def compare_usage(deps: usage_ingest.UsageDeps, day: dt.date) -> Comparison | No
 
 
 # ---- CRM ---------------------------------------------------------------------------------------
-def _replay_crm(services: Any, day: dt.date, dry_run: bool) -> InputReplay:
-    settings: Settings = services.settings
-    names = crm_blobs_of(services.blobs, settings, day)
+def _replay_crm(resources: ReplayResources, day: dt.date, dry_run: bool) -> InputReplay:
+    settings = resources.settings
+    names = crm_blobs_of(resources.blobs, settings, day)
     if not names:
         return InputReplay("crm", None, note=f"no CRM file for the date in {settings.crm_container}")
-    recorded = services.warehouse.run("stg/crm_companies__snapshot", {"snapshot_date": day})
+    recorded = resources.warehouse.run("stg/crm_companies__snapshot", {"snapshot_date": day})
     # The file in force is the one staging recorded; else the latest that arrived.
     recorded_blob = recorded[0]["source_blob"] if recorded else None
     blob = recorded_blob if recorded_blob in names else names[-1]
     try:
-        comparison = compare_crm(services, day, blob, recorded[0]["content_hash"] if recorded else None)
+        comparison = compare_crm(resources, day, blob, recorded[0]["content_hash"] if recorded else None)
     except CrmFileRejected as exc:
         return InputReplay("crm", None, note=f"{blob} is rejected as a whole ({exc}); nothing to restore")
     if not comparison.differs:
         return InputReplay("crm", comparison)
     if dry_run:
         return InputReplay("crm", comparison, would_restore=True)
-    result = crm_staging.stage_crm_blob(blob, services, force=True)
+    result = crm_staging.stage_crm_blob(blob, resources, force=True)
     log.info("CRM snapshot of %s restored from %s: %s", day, blob, comparison.describe())
     return InputReplay("crm", comparison, restored=True, status=result.status, rows_staged=result.rows_staged)
 
 
-def compare_crm(services: Any, day: dt.date, blob: str, recorded_version: str | None) -> Comparison:
+def compare_crm(resources: ComparisonResources, day: dt.date, blob: str, recorded_version: str | None) -> Comparison:
     """The valid rows of the CRM file (a repeated company_id: its last row, as staging keeps)
     against stg.crm_companies of the date."""
-    source = crm_staging.HashingChunks(services.blobs.iter_chunks(services.settings.crm_container, blob))
+    source = crm_staging.HashingChunks(resources.blobs.iter_chunks(resources.settings.crm_container, blob))
     expected: dict[str, str] = {}
     for item in CrmCsvParser(source):
         if isinstance(item, CrmRow):
@@ -215,12 +230,12 @@ def compare_crm(services: Any, day: dt.date, blob: str, recorded_version: str | 
     source.drain()
     staged = {
         row["company_id"]: row["attributes_hash"]
-        for row in services.warehouse.run("stg/crm_companies__rows_of_date", {"snapshot_date": day})
+        for row in resources.warehouse.run("stg/crm_companies__rows_of_date", {"snapshot_date": day})
     }
     return _compare(blob, expected, staged, recorded_version == source.hexdigest())
 
 
-def crm_blobs_of(blobs: Any, settings: Settings, day: dt.date) -> list[str]:
+def crm_blobs_of(blobs: BlobStore, settings: Settings, day: dt.date) -> list[str]:
     """The CRM blobs whose name carries ``day``, oldest first (the last one staged wins, as when
     the blob trigger saw them arrive in that order)."""
     found = [

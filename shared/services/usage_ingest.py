@@ -32,7 +32,7 @@ import json
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shared import telemetry
 from shared.adapters.table_state import retry_on_conflict
@@ -50,8 +50,13 @@ from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_to
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services import alert_deliveries, events_rollup, poison
 from shared.services.alerts import new_alert
+from shared.services.poison import RecoveryResources
+from shared.services.resources import HasBlobs, HasReadiness, HasStateTable, HasUsageApi, StepResources
 from shared.services.run_history import record_run
-from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.adapters.blob_store import BlobStore
+    from shared.adapters.table_state import StateTable
 
 log = logging.getLogger(__name__)
 
@@ -81,27 +86,12 @@ def raw_rejects_path(day: dt.date) -> str:
 
 
 # ---- dependencies and results ----------------------------------------------------------------
-@dataclass(frozen=True)
-class UsageDeps:
-    """What ingestion needs, passed explicitly so each step is testable without the container."""
+class UsageResources(StepResources, HasBlobs, HasStateTable, HasReadiness, Protocol):
+    """What ingestion reads and writes: the raw landing, staging, watermarks, the readiness gate."""
 
-    settings: Settings
-    warehouse: Any  # shared.adapters.warehouse.base.Warehouse
-    blobs: Any  # shared.adapters.blob_store.BlobStore
-    state: Any  # shared.adapters.table_state.StateTable
-    readiness: Any  # shared.services.readiness.ReadinessGate
-    alerts: Any  # shared.services.alerts.AlertSink
 
-    @classmethod
-    def from_services(cls, services: Any) -> UsageDeps:
-        return cls(
-            settings=services.settings,
-            warehouse=services.warehouse,
-            blobs=services.blobs,
-            state=services.state_table,
-            readiness=services.readiness,
-            alerts=services.alerts,
-        )
+class TickResources(UsageResources, RecoveryResources, HasUsageApi, Protocol):
+    """What the timer's tick needs: ingestion's resources, the API, and the recovery sweep's."""
 
 
 PullStatus = Literal["staged", "unchanged", "failed", "not_attempted"]
@@ -137,44 +127,44 @@ class TickResult:
 
 
 # ---- the tick --------------------------------------------------------------------------------
-def run_usage_tick(now: dt.datetime, past_due: bool, services: Any) -> TickResult:
-    """The timer's entry point (via ``Services.run_usage_tick``). ``past_due`` runs behave the
+def run_usage_tick(now: dt.datetime, past_due: bool, resources: TickResources) -> TickResult:
+    """The timer's entry point (via ``Resources.run_usage_tick``). ``past_due`` runs behave the
     same: the plan depends on the day and the watermarks, not on when the timer fired. The
     recovery sweep (shared/services/poison.py) runs after the pull whatever its outcome."""
-    source = services.usage_api.for_run()
+    source = resources.usage_api.for_run()
     run_id = new_run_id()  # one run id for the tick's steps, the recovery sweep's included
     try:
-        result = run_tick(now, source, UsageDeps.from_services(services), past_due=past_due, run_id=run_id)
+        result = run_tick(now, source, resources, past_due=past_due, run_id=run_id)
     finally:
-        recover_on_schedule(services, now, run_id)
+        recover_on_schedule(resources, now, run_id)
     # The daily slot also keeps the fact-events rollup fresh (SPEC 6); it never fails the tick.
     events_rollup.refresh_on_schedule(
-        services.warehouse,
-        services.alerts,
-        services.settings.pipeline_name,
+        resources.warehouse,
+        resources.alerts,
+        resources.settings.pipeline_name,
         result.run_id,
         now,
-        services.settings.events_lookback_days,
+        resources.settings.events_lookback_days,
     )
     # Alert deliveries that failed earlier are tried again on each tick (never fails the tick).
-    alert_deliveries.retry_on_schedule(services, now)
+    alert_deliveries.retry_on_schedule(resources, now)
     return result
 
 
-def recover_on_schedule(services: Any, now: dt.datetime, run_id: str | None = None) -> None:
+def recover_on_schedule(resources: RecoveryResources, now: dt.datetime, run_id: str | None = None) -> None:
     """No poison is final: re-stage, re-queue and clean up what failed before; never fails the tick."""
     try:
-        poison.sweep(services, now, run_id)
+        poison.sweep(resources, now, run_id)
     except Exception as exc:
         log.error("the recovery sweep failed (%s: %s); the next tick retries it", type(exc).__name__, _safe(exc))
 
 
 def run_tick(
-    now: dt.datetime, source: UsageSource, deps: UsageDeps, *, past_due: bool = False, run_id: str | None = None
+    now: dt.datetime, source: UsageSource, deps: UsageResources, *, past_due: bool = False, run_id: str | None = None
 ) -> TickResult:
     run_id = run_id or new_run_id()
     with log_context(run_id=run_id, step=STEP_PULL):
-        marks = load_watermarks(deps.state)
+        marks = load_watermarks(deps.state_table)
         plan = plan_pulls(
             utc_today(now),
             [d for d, m in marks.items() if m.get("status") != FAILED],
@@ -194,7 +184,7 @@ def run_tick(
 
 
 def _ingest_planned(
-    plan: PullPlan, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime
+    plan: PullPlan, source: UsageSource, deps: UsageResources, run_id: str, now: dt.datetime
 ) -> tuple[list[DateOutcome], PermanentError | None]:
     """Each planned date in turn; a date's failure does not stop the next date. The failures of
     one tick make one alert listing their dates (an outage failing ten dates is one incident)."""
@@ -209,7 +199,7 @@ def _ingest_planned(
                 # Every further request would fail the same way: stop, and say which dates wait.
                 log.error("usage for %s failed (%s); the run stops", day.isoformat(), type(exc).__name__)
                 failures.append((day, exc))
-                note_failed_pull(deps.state, day, exc, now, run_id)
+                note_failed_pull(deps.state_table, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 outcomes.extend(DateOutcome(d, "not_attempted") for d in plan.dates[index + 1 :])
                 fatal = exc
@@ -217,7 +207,7 @@ def _ingest_planned(
             except Exception as exc:
                 log.exception("usage for %s failed", day.isoformat())
                 failures.append((day, exc))
-                note_failed_pull(deps.state, day, exc, now, run_id)
+                note_failed_pull(deps.state_table, day, exc, now, run_id)
                 outcomes.append(DateOutcome(day, "failed", error=_safe(exc)))
                 continue
         status: PullStatus = "staged" if staged.changed else "unchanged"
@@ -228,7 +218,7 @@ def _ingest_planned(
 
 
 def ingest_date(
-    day: dt.date, source: UsageSource, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False
+    day: dt.date, source: UsageSource, deps: UsageResources, run_id: str, now: dt.datetime, *, force: bool = False
 ) -> StagedDate:
     """Pull (or replay) one day, land it raw, stage it from raw, mark it present, watermark it.
     ``force`` re-stages even when the recorded version equals the landed one (see replay)."""
@@ -243,12 +233,12 @@ def ingest_date(
     staged = stage_from_raw(day, deps, run_id, now, force=force)
     deps.readiness.mark_input_present(day, "usage", staged.version, staged.rows, now, run_id)
     if not pull.from_raw:
-        save_watermark(deps.state, day, pull.fetched_at, staged.version, staged.rows, run_id)
+        save_watermark(deps.state_table, day, pull.fetched_at, staged.version, staged.rows, run_id)
     return staged
 
 
 # ---- raw landing -----------------------------------------------------------------------------
-def land_raw(pull: DayPull, deps: UsageDeps) -> dict[str, Any]:
+def land_raw(pull: DayPull, deps: UsageResources) -> dict[str, Any]:
     """NDJSON first, then the rejects report, then the manifest (whose presence means "complete").
 
     Returns the manifest. The NDJSON is written from the pull's spool in chunks; BlobStore.write
@@ -298,7 +288,7 @@ def land_raw(pull: DayPull, deps: UsageDeps) -> dict[str, Any]:
     return manifest
 
 
-def read_manifest(blobs: Any, container: str, day: dt.date) -> dict[str, Any] | None:
+def read_manifest(blobs: BlobStore, container: str, day: dt.date) -> dict[str, Any] | None:
     if blobs.info(container, raw_manifest_path(day)) is None:
         return None
     return json.loads(blobs.read_bytes(container, raw_manifest_path(day)))
@@ -318,7 +308,7 @@ def iter_lines(chunks: Iterable[bytes]) -> Iterator[bytes]:
 class RawReplaySource:
     """A ``UsageSource`` that reads a landed day back instead of calling the API."""
 
-    def __init__(self, blobs: Any, container: str) -> None:
+    def __init__(self, blobs: BlobStore, container: str) -> None:
         self._blobs = blobs
         self._container = container
 
@@ -337,7 +327,9 @@ class RawReplaySource:
         )
 
 
-def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
+def replay_from_raw(
+    day: dt.date, deps: UsageResources, run_id: str, now: dt.datetime, *, force: bool = False
+) -> StagedDate:
     """Re-stage a day from its raw landing (operators, after a fix): no API call, no watermark.
     ``force``: the staged rows were found to differ from raw although the version matches.
     A future day is refused (FutureDateRefused): nothing can have landed for it legitimately."""
@@ -348,7 +340,9 @@ def replay_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime
 
 
 # ---- staging from raw ------------------------------------------------------------------------
-def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime, *, force: bool = False) -> StagedDate:
+def stage_from_raw(
+    day: dt.date, deps: UsageResources, run_id: str, now: dt.datetime, *, force: bool = False
+) -> StagedDate:
     """Validate the landed NDJSON and swap it into stg.product_usage (unless unchanged)."""
     container = deps.settings.raw_container
     with record_run(deps.warehouse, step=STEP_STAGING, run_id=run_id, run_date=day) as run:
@@ -376,7 +370,7 @@ def stage_from_raw(day: dt.date, deps: UsageDeps, run_id: str, now: dt.datetime,
     return StagedDate(day, version, len(result.accepted), True, result)
 
 
-def screen_raw(blobs: Any, container: str, day: dt.date, manifest: dict[str, Any]) -> ScreenResult:
+def screen_raw(blobs: BlobStore, container: str, day: dt.date, manifest: dict[str, Any]) -> ScreenResult:
     """Stream the NDJSON through the record screen, checking it is the one the manifest describes
     (a concurrent re-pull may have replaced one but not yet the other)."""
     digest = hashlib.sha256()
@@ -407,7 +401,7 @@ def _refuse_if_too_many_rejects(result: ScreenResult, threshold: float) -> None:
 
 
 def _swap_into_staging(
-    result: ScreenResult, manifest: dict[str, Any], deps: UsageDeps, run_id: str, now: dt.datetime
+    result: ScreenResult, manifest: dict[str, Any], deps: UsageResources, run_id: str, now: dt.datetime
 ) -> None:
     day = result.activity_date
     raw_blob = f"{deps.settings.raw_container}/{raw_ndjson_path(day)}"
@@ -438,7 +432,7 @@ def _swap_into_staging(
 
 
 # ---- watermarks ------------------------------------------------------------------------------
-def load_watermarks(state: Any) -> dict[dt.date, dict[str, Any]]:
+def load_watermarks(state: StateTable) -> dict[dt.date, dict[str, Any]]:
     """Every day with a watermark: its entity (``status`` says whether the pull succeeded)."""
     marks: dict[dt.date, dict[str, Any]] = {}
     for entity in state.query(WATERMARK_PARTITION):
@@ -449,7 +443,9 @@ def load_watermarks(state: Any) -> dict[dt.date, dict[str, Any]]:
     return marks
 
 
-def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: str, rows: int, run_id: str) -> bool:
+def save_watermark(
+    state: StateTable, day: dt.date, fetched_at: dt.datetime, version: str, rows: int, run_id: str
+) -> bool:
     """Record the day's last successful pull; a pull older than the stored one never overwrites it
     (an overlapping slower run). Returns whether this pull became the watermark."""
     entity: dict[str, Any] = {
@@ -476,7 +472,7 @@ def save_watermark(state: Any, day: dt.date, fetched_at: dt.datetime, version: s
     return retry_on_conflict(_WATERMARK_WRITE_ATTEMPTS, f"usage watermark for {day.isoformat()}")(write_once)
 
 
-def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datetime, run_id: str) -> None:
+def note_failed_pull(state: StateTable, day: dt.date, exc: BaseException, now: dt.datetime, run_id: str) -> None:
     """Remember a day whose pull failed and that never succeeded, so the catch-up retries it even
     when it is older than every success (e.g. the first tick's look-back). Best effort: the alert
     already went out, and a day with a successful pull keeps its watermark."""
@@ -500,7 +496,7 @@ def note_failed_pull(state: Any, day: dt.date, exc: BaseException, now: dt.datet
 
 # ---- alerts ----------------------------------------------------------------------------------
 def _alert_failures(
-    deps: UsageDeps, run_id: str, failures: list[tuple[dt.date, BaseException]], *, stopping: bool
+    deps: UsageResources, run_id: str, failures: list[tuple[dt.date, BaseException]], *, stopping: bool
 ) -> None:
     """One alert for the failed dates of one tick, naming each date and its cause."""
     types = sorted({type(exc).__name__ for _, exc in failures})
@@ -530,7 +526,7 @@ def _alert_failures(
     )
 
 
-def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
+def _alert_rejects(deps: UsageResources, day: dt.date, result: ScreenResult) -> None:
     deps.alerts.send(
         new_alert(
             deps.settings.pipeline_name,
@@ -547,7 +543,7 @@ def _alert_rejects(deps: UsageDeps, day: dt.date, result: ScreenResult) -> None:
     )
 
 
-def _alert_gap_beyond_bound(plan: PullPlan, deps: UsageDeps, run_id: str) -> None:
+def _alert_gap_beyond_bound(plan: PullPlan, deps: UsageResources, run_id: str) -> None:
     gap = plan.missed_beyond_bound
     deps.alerts.send(
         new_alert(

@@ -14,7 +14,7 @@ from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.adapters.warehouse.sql_files import load_statements, migrations, to_positional
 from shared.errors import ConfigurationError, SchemaOutOfDate
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 
 def _settings(tmp_path: Path) -> Settings:
@@ -23,13 +23,13 @@ def _settings(tmp_path: Path) -> Settings:
 
 def test_the_app_refuses_a_warehouse_without_migrations_naming_the_deploy_step(tmp_path: Path) -> None:
     with pytest.raises(SchemaOutOfDate, match=r"0001_schemas.*schema apply"):
-        _ = Services(_settings(tmp_path)).warehouse
+        _ = Resources(_settings(tmp_path)).warehouse
 
 
 def test_the_app_runs_no_ddl_on_a_warehouse_behind_it(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
     with pytest.raises(SchemaOutOfDate):
-        _ = Services(settings).warehouse
+        _ = Resources(settings).warehouse
     engine = DuckDBWarehouse(settings.duckdb_path)
     assert not engine.table_exists("ops", "schema_migrations")
     engine.close()
@@ -39,7 +39,7 @@ def test_after_the_deploy_step_the_app_accepts_the_warehouse(tmp_path: Path) -> 
     settings = _settings(tmp_path)
     applied = apply_migrations(settings)
     assert applied == [name for _, name in migrations()]
-    warehouse = Services(settings).warehouse
+    warehouse = Resources(settings).warehouse
     assert warehouse.table_exists("ops", "schema_migrations")
     warehouse.close()
 
@@ -52,7 +52,7 @@ def test_one_missing_migration_is_enough_to_refuse(tmp_path: Path) -> None:
     engine.run_sql("DELETE FROM ops.schema_migrations WHERE version = @v", {"v": latest_version})
     engine.close()
     with pytest.raises(SchemaOutOfDate, match=latest_name.split("/")[1]):
-        _ = Services(settings).warehouse
+        _ = Resources(settings).warehouse
 
 
 @pytest.mark.parametrize("name", ["", "   ", "x" * 129, "app\nname"])

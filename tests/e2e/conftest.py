@@ -2,7 +2,7 @@
 against Azurite (tests/conftest.py), the mock usage API and an in-memory DuckDB warehouse.
 
 Each pipeline loads a private copy of ``function_app.py`` (its own ``FunctionApp``: the library
-lets an app list its functions only once per process) whose ``services()`` returns a container
+lets an app list its functions only once per process) whose ``resources()`` returns a container
 built for the test, so nothing is read from or written to the process environment.
 """
 
@@ -28,7 +28,7 @@ from shared.adapters.warehouse.base import checked_table_name
 from shared.host_config import queue_config
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.wiring import Services, connect_warehouse
+from shared.wiring import Resources, connect_warehouse
 
 FUNCTION_APP = Path(__file__).resolve().parents[2] / "function_app.py"
 TIMER = "usage_timer"
@@ -41,21 +41,21 @@ VOLATILE_COLUMNS = frozenset({"run_id", "record_loaded_at", "ingested_at", "load
 _app_copies = itertools.count()
 
 
-def private_function_app(services: Services) -> ModuleType:
-    """A fresh import of function_app.py whose functions use ``services``."""
+def private_function_app(resources: Resources) -> ModuleType:
+    """A fresh import of function_app.py whose functions use ``resources``."""
     name = f"function_app_e2e_{next(_app_copies)}"
     spec = importlib.util.spec_from_file_location(name, FUNCTION_APP)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.services = lambda: services  # what shared.wiring.services() gives the host's worker
+    module.resources = lambda: resources  # what shared.wiring.resources() gives the host's worker
     return module
 
 
 @dataclasses.dataclass
 class Pipeline:
     settings: Settings
-    services: Services
+    resources: Resources
     runner: Runner
     api: MockUsageApi
     sample: CrmSample
@@ -64,7 +64,7 @@ class Pipeline:
     # ---- driving, as Azure would -----------------------------------------------------------
     def upload_crm(self, files: Iterable[CrmSnapshotFile] | None = None) -> None:
         for file in self.sample.files() if files is None else files:
-            self.services.blobs.write(
+            self.resources.blobs.write(
                 self.settings.crm_container, file.blob_name, file.content, content_type="text/csv"
             )
 
@@ -96,12 +96,12 @@ class Pipeline:
 
     def table(self, name: str) -> list[tuple[Any, ...]]:
         """A table's rows without the columns that name the run, in a stable order."""
-        rows = self.services.warehouse.run_sql(f"SELECT * FROM {checked_table_name(name)}")
+        rows = self.resources.warehouse.run_sql(f"SELECT * FROM {checked_table_name(name)}")
         stable = [tuple(sorted((k, v) for k, v in row.items() if k not in VOLATILE_COLUMNS)) for row in rows]
         return sorted(stable, key=repr)
 
     def rows_per_date(self) -> dict[dt.date, int]:
-        rows = self.services.warehouse.run_sql(
+        rows = self.resources.warehouse.run_sql(
             "SELECT activity_date, COUNT(*) AS row_count FROM analytics.company_daily_activity GROUP BY activity_date"
         )
         return {r["activity_date"]: int(r["row_count"]) for r in rows}
@@ -155,7 +155,7 @@ def make_pipeline(azurite: AzuriteProcess, make_storage_settings: Callable[..., 
         warehouse.apply_schema()  # the deploy step: the app itself only checks the schema version
         if warehouse_wrapper is not None:
             warehouse = warehouse_wrapper(warehouse)
-        services = Services(settings, **overrides, warehouse=warehouse)
+        resources = Resources(settings, **overrides, warehouse=warehouse)
         values = {
             "PIPELINE_STORAGE": azurite.connection_string,
             "AzureWebJobsStorage": azurite.connection_string,
@@ -165,13 +165,13 @@ def make_pipeline(azurite: AzuriteProcess, make_storage_settings: Callable[..., 
             "AzureFunctionsWebHost__hostid": f"e2e-{settings.build_queue}",
         }
         runner = Runner.from_app(
-            private_function_app(services).app,
+            private_function_app(resources).app,
             values,
             environ={},
             host_config=HOST_CONFIG,
             deliver_twice=deliver_twice,
         )
-        return Pipeline(settings, services, runner, api, sample, alerts)
+        return Pipeline(settings, resources, runner, api, sample, alerts)
 
     yield make
     for api in apis:

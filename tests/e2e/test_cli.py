@@ -24,7 +24,7 @@ RESULT_TABLES = ("analytics.company_daily_activity", "stg.product_usage", "stg.c
 
 
 def run_cli(pipeline: Pipeline, *args: str) -> Result:
-    result = CliRunner().invoke(cli, list(args), obj=CliContext(_services=pipeline.services))
+    result = CliRunner().invoke(cli, list(args), obj=CliContext(_resources=pipeline.resources))
     assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}"
     return result
 
@@ -59,7 +59,7 @@ def test_backfill_dry_run_calls_no_api_and_changes_nothing(make_pipeline: Pipeli
     assert "would build 8 dates in 1 chunks" in result.stdout
     assert api_dates_requested(pipeline) == []
     assert snapshot(pipeline) == before
-    assert pipeline.services.warehouse.run_sql("SELECT COUNT(*) AS n FROM ops.date_builds") == [{"n": 0}]
+    assert pipeline.resources.warehouse.run_sql("SELECT COUNT(*) AS n FROM ops.date_builds") == [{"n": 0}]
 
 
 def test_backfill_interrupted_half_way_resumes_skipping_done_dates_and_ends_like_an_uninterrupted_one(
@@ -83,7 +83,7 @@ def test_backfill_interrupted_half_way_resumes_skipping_done_dates_and_ends_like
 
     monkeypatch.setattr(usage_ingest, "ingest_date", ingest_until_the_api_fails)
     interrupted = CliRunner().invoke(
-        cli, backfill_args(pipeline, "--chunk-days", "3"), obj=CliContext(_services=pipeline.services)
+        cli, backfill_args(pipeline, "--chunk-days", "3"), obj=CliContext(_resources=pipeline.resources)
     )
     assert interrupted.exit_code == 1
     assert (
@@ -161,7 +161,7 @@ def test_replay_restages_usage_and_crm_from_what_landed_without_calling_the_api(
     pipeline.run_everything()
     expected = snapshot(pipeline)
     day = pipeline.dates[2]
-    warehouse = pipeline.services.warehouse
+    warehouse = pipeline.resources.warehouse
     # Staging of the day lost (e.g. restored from an older backup): rows and their manifests.
     for table in ("stg.product_usage", "stg.usage_pulls"):
         warehouse.run_sql(f"DELETE FROM {table} WHERE activity_date = @d", {"d": day})

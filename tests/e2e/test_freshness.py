@@ -33,7 +33,7 @@ def test_a_missing_crm_file_alerts_once_over_two_ticks_and_its_arrival_resolves_
     pipeline.tick()
 
     assert freshness_alerts(pipeline) == [("error", "crm", bad.isoformat())]
-    [row] = pipeline.services.warehouse.run_sql(
+    [row] = pipeline.resources.warehouse.run_sql(
         "SELECT status, alerted_at, resolved_at FROM ops.input_freshness "
         "WHERE activity_date = @d AND input_name = 'crm'",
         {"d": bad},
@@ -46,7 +46,7 @@ def test_a_missing_crm_file_alerts_once_over_two_ticks_and_its_arrival_resolves_
     pipeline.tick()
 
     assert freshness_alerts(pipeline) == [("error", "crm", bad.isoformat()), ("info", "crm", bad.isoformat())]
-    statuses = pipeline.services.warehouse.run_sql(
+    statuses = pipeline.resources.warehouse.run_sql(
         "SELECT DISTINCT status FROM ops.input_freshness WHERE status NOT IN ('on_time', 'waiting')"
     )
     assert statuses == [{"status": "late"}]

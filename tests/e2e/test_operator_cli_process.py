@@ -33,7 +33,7 @@ from shared.adapters.warehouse.base import checked_table_name
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alert_deliveries import RecordedAlertSink
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 if TYPE_CHECKING:  # the fixtures come from tests/e2e/conftest.py; only their types are named here
     from tests.e2e.conftest import Pipeline, PipelineFactory
@@ -190,7 +190,7 @@ def make_operator(make_pipeline: PipelineFactory, tmp_path: Path) -> Callable[..
             companies=15, days=6, include_bad_file=False, DUCKDB_PATH=str(duckdb_path), **settings_values_
         )
         run(pipeline)
-        pipeline.services.warehouse.close()  # one writer per DuckDB file: the commands' turn
+        pipeline.resources.warehouse.close()  # one writer per DuckDB file: the commands' turn
         settings_file = tmp_path / "operator.settings.json"
         settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": settings_values(pipeline.settings)}))
         return Operator(pipeline, settings_file, duckdb_path)
@@ -333,12 +333,12 @@ def test_checks_run_records_results_and_alert_deliveries_failed_ones_retried_by_
     assert {(a["step"], a["attempts"], a["last_error_type"]) for a in failed} == {("quality", 1, "UpstreamUnavailable")}
 
     webhook.status = 200
-    services = Services(Settings.from_local_settings(op.settings_file, environ={}))
+    resources = Resources(Settings.from_local_settings(op.settings_file, environ={}))
     try:
-        assert isinstance(services.alerts, RecordedAlertSink)
-        services.run_usage_tick(dt.datetime.now(dt.UTC))
+        assert isinstance(resources.alerts, RecordedAlertSink)
+        resources.run_usage_tick(dt.datetime.now(dt.UTC))
     finally:
-        services.warehouse.close()
+        resources.warehouse.close()
 
     after = {a["delivery_id"]: a for a in op.run_json("alerts")["alerts"]}
     assert [(after[a["delivery_id"]]["status"], after[a["delivery_id"]]["attempts"]) for a in failed] == [

@@ -24,7 +24,7 @@ def test_the_sample_builds_one_row_per_company_of_the_spine_for_every_date_with_
     built = pipeline.rows_per_date()
     assert sorted(built) == pipeline.good_dates
     assert built == {day: pipeline.expected_rows(day) for day in pipeline.good_dates}
-    usage = pipeline.services.warehouse.run_sql(
+    usage = pipeline.resources.warehouse.run_sql(
         "SELECT activity_date, SUM(active_users) AS users, SUM(events) AS events "
         "FROM analytics.company_daily_activity GROUP BY activity_date"
     )
@@ -44,10 +44,10 @@ def test_a_bad_crm_file_is_quarantined_and_alerted_while_the_other_dates_build(
 
     pipeline.run_everything()
 
-    quarantined = {b.name for b in pipeline.services.blobs.list(pipeline.settings.quarantine_container)}
+    quarantined = {b.name for b in pipeline.resources.blobs.list(pipeline.settings.quarantine_container)}
     assert any(name.endswith(bad_name) for name in quarantined), "a copy of the file"
     assert any(bad_name in name and "report" in name for name in quarantined), "an error report beside it"
-    recorded = pipeline.services.warehouse.run_sql("SELECT source_blob, status FROM ops.quarantined_files")
+    recorded = pipeline.resources.warehouse.run_sql("SELECT source_blob, status FROM ops.quarantined_files")
     assert recorded == [{"source_blob": bad_name, "status": "rejected"}]
     assert any(alert.severity == "error" and bad_name in alert.message for alert in pipeline.alerts.alerts)
     assert sorted(pipeline.rows_per_date()) == pipeline.good_dates

@@ -15,8 +15,9 @@ from click.testing import CliRunner
 from pipeline_tools.cli import CliContext
 from pipeline_tools.cli import cli as cli_group
 from shared.errors import WarehouseTransientError
+from shared.rules.date_ranges import DateRange
 from shared.services import poison
-from shared.services.operations import DateRange, date_status
+from shared.services.status import date_reports
 
 from .conftest import PipelineFactory
 
@@ -65,7 +66,7 @@ def test_a_crm_file_poisoned_during_an_outage_is_staged_by_the_next_tick(make_pi
     pipeline.process()
     crm_runs = [i for i in pipeline.runner.history if i.function == "crm_snapshot_arrived" and not i.succeeded]
     assert len(crm_runs) == 5  # host.json maxDequeueCount, then the blob-trigger poison queue
-    assert [i.kind for i in poison.list_poison(pipeline.services)] == ["crm_blob"]
+    assert [i.kind for i in poison.list_poison(pipeline.resources)] == ["crm_blob"]
 
     outage.down = False
     pipeline.tick()  # the warehouse is back: the sweep stages the file, its date builds
@@ -74,11 +75,11 @@ def test_a_crm_file_poisoned_during_an_outage_is_staged_by_the_next_tick(make_pi
     assert pipeline.table("analytics.company_daily_activity") == reference.table("analytics.company_daily_activity")
     poisoned = [a for a in pipeline.alerts.alerts if "poison" in a.title.lower()]
     assert len(poisoned) == 1 and poisoned[0].run_id and files[-1].blob_name in poisoned[0].subject
-    events = poison.recent_events(pipeline.services.warehouse)
+    events = poison.recent_events(pipeline.resources.warehouse)
     assert [(e["kind"], e["status"]) for e in events] == [("crm_blob", "recovered")]
-    assert poison.list_poison(pipeline.services) == []
+    assert poison.list_poison(pipeline.resources) == []
     last = pipeline.dates[-1]
-    (status,) = date_status(pipeline.services.warehouse, DateRange.single(last))
+    (status,) = date_reports(pipeline.resources.warehouse, DateRange.single(last))
     assert [(r["kind"], r["status"]) for r in status.recovery] == [("crm_blob", "recovered")]
 
     pipeline.tick()  # nothing left to recover: no further alert, no change
@@ -99,15 +100,15 @@ def test_a_build_poisoned_during_an_outage_is_requeued_and_built_by_the_next_tic
     outage.builds_down = True
     pipeline.run_everything()
     assert pipeline.rows_per_date() == {}
-    assert {i.kind for i in poison.list_poison(pipeline.services)} == {"build"}
-    assert pipeline.alert_titles().count("Build message moved to poison") == len(poison.list_poison(pipeline.services))
+    assert {i.kind for i in poison.list_poison(pipeline.resources)} == {"build"}
+    assert pipeline.alert_titles().count("Build message moved to poison") == len(poison.list_poison(pipeline.resources))
 
     outage.builds_down = False
     pipeline.tick()
 
     assert set(pipeline.rows_per_date()) == set(pipeline.dates)
-    assert poison.list_poison(pipeline.services) == []
-    statuses = {e["status"] for e in poison.recent_events(pipeline.services.warehouse)}
+    assert poison.list_poison(pipeline.resources) == []
+    statuses = {e["status"] for e in poison.recent_events(pipeline.resources.warehouse)}
     assert statuses <= {"requeued", "recovered"} and "requeued" in statuses
 
 
@@ -129,7 +130,7 @@ def test_an_operator_lists_and_requeues_poison_from_the_cli(make_pipeline: Pipel
 
     dry = json.loads(cli(pipeline, "poison", "requeue", "--dry-run", "--json").stdout)["outcomes"]
     assert {o["action"] for o in dry} == {"requeued"}
-    assert len(poison.list_poison(pipeline.services)) == len(listed["messages"])  # the dry run changed nothing
+    assert len(poison.list_poison(pipeline.resources)) == len(listed["messages"])  # the dry run changed nothing
 
     outage.builds_down = False
     done = json.loads(cli(pipeline, "poison", "requeue", "--json").stdout)["outcomes"]
@@ -137,13 +138,13 @@ def test_an_operator_lists_and_requeues_poison_from_the_cli(make_pipeline: Pipel
     pipeline.process()
 
     assert set(pipeline.rows_per_date()) == set(pipeline.dates)
-    assert poison.list_poison(pipeline.services) == []
+    assert poison.list_poison(pipeline.resources) == []
     day = str(pipeline.dates[-1])
     status = json.loads(cli(pipeline, "status", "--date", day, "--json").stdout)
     assert {r["status"] for r in status[0]["recovery"]} == {"requeued"}
 
 
 def cli(pipeline: Any, *args: str) -> Any:
-    result = CliRunner().invoke(cli_group, list(args), obj=CliContext(_services=pipeline.services))
+    result = CliRunner().invoke(cli_group, list(args), obj=CliContext(_resources=pipeline.resources))
     assert result.exit_code == 0, f"exit {result.exit_code}: {result.output}"
     return result

@@ -201,7 +201,7 @@ def drawn(image: Image.Image) -> bool:
 
 # ---- the warehouse, queried independently of sql/report ----------------------------------------
 def warehouse_days(pipeline: Pipeline) -> dict[str, dict[str, str]]:
-    rows = pipeline.services.warehouse.run_sql(
+    rows = pipeline.resources.warehouse.run_sql(
         "SELECT activity_date, COUNT(*) AS row_count, SUM(active_users) AS active_users, SUM(events) AS events, "
         "SUM(active_users_7d) AS users_7d, SUM(active_users_28d) AS users_28d, SUM(events_7d) AS events_7d, "
         "SUM(events_28d) AS events_28d, SUM(CASE WHEN is_churn_risk = 1 THEN 1 ELSE 0 END) AS churn "
@@ -223,7 +223,7 @@ def warehouse_days(pipeline: Pipeline) -> dict[str, dict[str, str]]:
 
 
 def warehouse_drops(pipeline: Pipeline, day: dt.date) -> list[tuple[str, str, str]]:
-    rows = pipeline.services.warehouse.run_sql(
+    rows = pipeline.resources.warehouse.run_sql(
         "SELECT company_id, events_prev_7d, events_7d FROM analytics.company_daily_activity "
         "WHERE activity_date = @d AND events_7d < events_prev_7d",
         {"d": day},
@@ -241,7 +241,7 @@ def test_the_run_report_opens_offline_in_chromium_draws_every_chart_and_prints_t
     last = max(pipeline.rows_per_date())
 
     written = write_report(
-        pipeline.services.warehouse,
+        pipeline.resources.warehouse,
         pipeline.dates[0],
         pipeline.dates[-1],
         tmp_path / "report",

@@ -40,7 +40,7 @@ def each_invocation_is_one_trace_with_the_run_attributes(traced_run: tuple[Pipel
     roots = [s for s in spans if s.parent is None and s.name in FUNCTIONS]
     assert sorted(s.name for s in roots) == sorted(i.function for i in invocations)
     assert len({s.context.trace_id for s in roots}) == len(roots), "one trace per invocation"
-    run_ids = {r["run_id"] for r in pipeline.services.warehouse.run_sql("SELECT run_id FROM ops.pipeline_runs")}
+    run_ids = {r["run_id"] for r in pipeline.resources.warehouse.run_sql("SELECT run_id FROM ops.pipeline_runs")}
     for root in roots:
         attributes = dict(root.attributes)
         assert attributes["function"] == root.name
@@ -88,7 +88,7 @@ def a_build_links_to_the_trace_that_queued_it(traced_run: tuple[Pipeline, list[A
 
 def metric_values_equal_the_figures_in_ops(traced_run: tuple[Pipeline, list[Any], OtelCapture]) -> None:
     pipeline, _, otel = traced_run
-    wh = pipeline.services.warehouse
+    wh = pipeline.resources.warehouse
 
     def one(sql: str) -> int:
         return int(next(iter(wh.run_sql(sql)[0].values())) or 0)

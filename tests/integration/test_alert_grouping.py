@@ -14,7 +14,7 @@ from shared.adapters.usage_api import UsageApiClient
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import DedupingAlertSink, RecordingAlertSink
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -30,19 +30,19 @@ def api() -> Iterator[MockUsageApi]:
 def test_an_outage_failing_three_dates_in_one_tick_is_one_alert_listing_them(
     api: MockUsageApi,
     make_storage_settings: Callable[..., Settings],
-    make_services: Callable[..., Services],
+    make_resources: Callable[..., Resources],
     warehouse: DuckDBWarehouse,
 ) -> None:
     settings = make_storage_settings(
         USAGE_API_BASE_URL=api.base_url, USAGE_API_KEY=KEY, USAGE_API_MAX_ATTEMPTS=2, USAGE_LOOKBACK_DAYS=2
     )
     sink = RecordingAlertSink()
-    services = make_services(
+    resources = make_resources(
         settings, warehouse=warehouse, alerts=sink, usage_api=UsageApiClient(settings, sleep=lambda _s: None)
     )
     api.fail_next(1000, status=503)
 
-    result = services.run_usage_tick(dt.datetime(2025, 3, 10, 1, 0, tzinfo=dt.UTC))
+    result = resources.run_usage_tick(dt.datetime(2025, 3, 10, 1, 0, tzinfo=dt.UTC))
 
     assert result.by_status("failed") == [dt.date(2025, 3, 7), dt.date(2025, 3, 8), dt.date(2025, 3, 9)]
     failures = [a for a in sink.alerts if a.step == "usage_pull"]
@@ -55,16 +55,16 @@ def test_an_outage_failing_three_dates_in_one_tick_is_one_alert_listing_them(
 
 
 def test_two_bad_files_for_one_date_are_two_alerts_and_a_redelivery_is_none(
-    storage_settings: Settings, make_services: Callable[..., Services], warehouse: DuckDBWarehouse
+    storage_settings: Settings, make_resources: Callable[..., Resources], warehouse: DuckDBWarehouse
 ) -> None:
     recorded = RecordingAlertSink()
-    services = make_services(storage_settings, warehouse=warehouse, alerts=DedupingAlertSink(recorded))
+    resources = make_resources(storage_settings, warehouse=warehouse, alerts=DedupingAlertSink(recorded))
     container = storage_settings.crm_container
-    services.blobs.write(container, "crm_2025-03-09.csv", b"company_id,name\nc1,Acme\n")  # no country...
-    services.stage_crm_blob("crm_2025-03-09.csv")
-    services.stage_crm_blob("crm_2025-03-09.csv")  # the host delivers the same version again
-    services.blobs.write(container, "crm_2025-03-09_fix.csv", b"\xff\xfe not utf-8\n")  # a second, different bad file
-    services.stage_crm_blob("crm_2025-03-09_fix.csv")
+    resources.blobs.write(container, "crm_2025-03-09.csv", b"company_id,name\nc1,Acme\n")  # no country...
+    resources.stage_crm_blob("crm_2025-03-09.csv")
+    resources.stage_crm_blob("crm_2025-03-09.csv")  # the host delivers the same version again
+    resources.blobs.write(container, "crm_2025-03-09_fix.csv", b"\xff\xfe not utf-8\n")  # a second, different bad file
+    resources.stage_crm_blob("crm_2025-03-09_fix.csv")
 
     assert [(a.title, a.subject.split("@")[0]) for a in recorded.alerts] == [
         ("CRM file rejected", "crm_2025-03-09.csv"),

@@ -19,7 +19,7 @@ from pipeline_tools.azurite import AzuriteProcess
 from pipeline_tools.cli import CliContext, cli
 from pipeline_tools.mock_usage_api import MockUsageApi
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def unreachable(connection_string: str) -> str:
 
 
 def run_cli(settings: Settings, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, list(args), obj=CliContext(_services=Services(settings)))
+    result = CliRunner().invoke(cli, list(args), obj=CliContext(_resources=Resources(settings)))
     return result.exit_code, result.stderr
 
 

@@ -17,7 +17,7 @@ from shared.services.alerts import RecordingAlertSink
 from shared.services.crm_staging import StagingResult, stage_crm_snapshot
 from shared.services.readiness import MarkResult
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -39,16 +39,16 @@ class RecordingReadiness:
 
 
 @pytest.fixture
-def services(
-    storage_settings: Settings, make_services: Callable[..., Services], warehouse: DuckDBWarehouse
-) -> Services:
-    return make_services(storage_settings, warehouse=warehouse, readiness=RecordingReadiness())
+def resources(
+    storage_settings: Settings, make_resources: Callable[..., Resources], warehouse: DuckDBWarehouse
+) -> Resources:
+    return make_resources(storage_settings, warehouse=warehouse, readiness=RecordingReadiness())
 
 
-def deliver(services: Services, name: str, content: str | bytes) -> StagingResult:
+def deliver(resources: Resources, name: str, content: str | bytes) -> StagingResult:
     data = content.encode("utf-8") if isinstance(content, str) else content
-    services.blobs.write(services.settings.crm_container, name, data)
-    return services.stage_crm_blob(name)
+    resources.blobs.write(resources.settings.crm_container, name, data)
+    return resources.stage_crm_blob(name)
 
 
 def tables(warehouse: DuckDBWarehouse) -> list[tuple[str, str]]:
@@ -56,25 +56,27 @@ def tables(warehouse: DuckDBWarehouse) -> list[tuple[str, str]]:
     return sorted((r["s"], r["t"]) for r in rows)
 
 
-def report_of(services: Services, result: StagingResult) -> dict[str, Any]:
+def report_of(resources: Resources, result: StagingResult) -> dict[str, Any]:
     assert result.report_blob is not None
-    return json.loads(services.blobs.read_bytes(services.settings.quarantine_container, result.report_blob))
+    return json.loads(resources.blobs.read_bytes(resources.settings.quarantine_container, result.report_blob))
 
 
-def quarantine_names(services: Services) -> list[str]:
-    return sorted(b.name for b in services.blobs.list(services.settings.quarantine_container))
+def quarantine_names(resources: Resources) -> list[str]:
+    return sorted(b.name for b in resources.blobs.list(resources.settings.quarantine_container))
 
 
-def alerts_of(services: Services) -> list[tuple[str, str]]:
-    sink = services.alerts
+def alerts_of(resources: Resources) -> list[tuple[str, str]]:
+    sink = resources.alerts
     assert isinstance(sink, RecordingAlertSink)
     return [(a.severity, a.title) for a in sink.alerts]
 
 
-def test_sql_in_values_is_loaded_verbatim_and_executes_nothing(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_sql_in_values_is_loaded_verbatim_and_executes_nothing(
+    resources: Resources, warehouse: DuckDBWarehouse
+) -> None:
     before = tables(warehouse)
     sql_id = "x'; DELETE FROM stg.crm_companies;--"
-    result = deliver(services, "crm_2025-11-30.csv", HEADER + f'"{sql_id}","{INJECTION}",DE,"1); DROP--",\n')
+    result = deliver(resources, "crm_2025-11-30.csv", HEADER + f'"{sql_id}","{INJECTION}",DE,"1); DROP--",\n')
 
     assert result.status == "staged"
     assert warehouse.run_sql("SELECT company_id, company_name, industry_tag FROM stg.crm_companies") == [
@@ -82,76 +84,78 @@ def test_sql_in_values_is_loaded_verbatim_and_executes_nothing(services: Service
     ]
     assert warehouse.run_sql("SELECT company_name FROM dim.companies") == [{"company_name": INJECTION}]
     assert tables(warehouse) == before
-    assert quarantine_names(services) == [] and alerts_of(services) == []
+    assert quarantine_names(resources) == [] and alerts_of(resources) == []
 
 
 def test_a_half_megabyte_field_is_rejected_as_too_long_with_a_truncated_value_in_the_report(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     huge = "A" * 500_000  # far beyond the column, within CRM_MAX_LINE_BYTES (1 MiB): the row only
-    result = deliver(services, "crm_2025-11-30.csv", HEADER + FILLER + f"big,{huge},DE,x,\n")
+    result = deliver(resources, "crm_2025-11-30.csv", HEADER + FILLER + f"big,{huge},DE,x,\n")
 
     assert (result.status, result.rows_staged, result.rejected_rows) == ("staged", 40, 1)
-    (error,) = report_of(services, result)["row_errors"]
+    (error,) = report_of(resources, result)["row_errors"]
     assert (error["row"], error["column"], error["reason"]) == (42, "name", "too long: 500000 > 400 characters")
     assert len(error["value"]) <= 201
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies WHERE company_id = 'big'") == [{"n": 0}]
-    assert alerts_of(services) == [("warning", "CRM rows rejected")]
+    assert alerts_of(resources) == [("warning", "CRM rows rejected")]
 
 
 def test_a_half_megabyte_value_in_an_ignored_column_loads_the_row(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     text = "company_id,name,country,industry_tag,last_contact_at,notes\n" + "c1,Acme,DE,x,," + "n" * 500_000 + "\n"
-    result = deliver(services, "crm_2025-11-30.csv", text)
+    result = deliver(resources, "crm_2025-11-30.csv", text)
     assert result.status == "staged"
     assert warehouse.run_sql("SELECT company_id, company_name FROM stg.crm_companies") == [
         {"company_id": "c1", "company_name": "Acme"}
     ]
 
 
-def test_control_characters_in_values_reject_the_row_and_are_reported(services: Services) -> None:
-    result = deliver(services, "crm_2025-11-30.csv", HEADER + FILLER + "nul,Ac\x00me,DE,x,\n")
+def test_control_characters_in_values_reject_the_row_and_are_reported(resources: Resources) -> None:
+    result = deliver(resources, "crm_2025-11-30.csv", HEADER + FILLER + "nul,Ac\x00me,DE,x,\n")
     assert (result.status, result.rejected_rows) == ("staged", 1)
-    (error,) = report_of(services, result)["row_errors"]
+    (error,) = report_of(resources, result)["row_errors"]
     assert (error["column"], error["value"], error["reason"]) == ("name", "Ac\x00me", "contains a control character")
 
 
-def test_a_non_utf8_file_is_rejected_whole_with_the_byte_offset(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_a_non_utf8_file_is_rejected_whole_with_the_byte_offset(
+    resources: Resources, warehouse: DuckDBWarehouse
+) -> None:
     data = (HEADER + "c1,Acme,DE,x,\n").encode("utf-8") + "c2,Société,FR,x,\n".encode("cp1252")
-    result = deliver(services, "crm_2025-11-30.csv", data)
+    result = deliver(resources, "crm_2025-11-30.csv", data)
 
     assert result.status == "rejected"
-    error = report_of(services, result)["file_error"]
+    error = report_of(resources, result)["file_error"]
     assert error["reason"] == "invalid_utf8"
     assert error["byte_offset"] == len(HEADER) + len("c1,Acme,DE,x,\n") + len("c2,Soci")
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
-    assert alerts_of(services) == [("error", "CRM file rejected")]
+    assert alerts_of(resources) == [("error", "CRM file rejected")]
 
 
 @pytest.mark.parametrize("name", ["..\\..\\crm_2025-11-30.csv", "in/..%2F..%2Fcrm_2025-11-30.csv"])
 def test_a_blob_name_with_parent_references_is_data_and_never_a_path(
-    services: Services, warehouse: DuckDBWarehouse, name: str
+    resources: Resources, warehouse: DuckDBWarehouse, name: str
 ) -> None:
-    result = deliver(services, name, HEADER + FILLER + "bad,B,DE,x,never\n")
+    result = deliver(resources, name, HEADER + FILLER + "bad,B,DE,x,never\n")
 
     assert result.status == "staged"
     assert warehouse.run_sql("SELECT DISTINCT source_blob FROM stg.crm_companies") == [{"source_blob": name}]
-    names = quarantine_names(services)
+    names = quarantine_names(resources)
     assert names == sorted([result.quarantine_blob, result.report_blob])
     assert all(n.startswith("2025-11-30/") and ".." not in n and "\\" not in n and "%" not in n for n in names)
 
 
 @pytest.mark.parametrize("name", ["crm_2025-11-30\x01.csv", "crm_2025-11-30\n.csv"])
 def test_a_blob_name_with_control_characters_is_rejected_into_a_safely_named_quarantine(
-    services: Services, warehouse: DuckDBWarehouse, name: str
+    resources: Resources, warehouse: DuckDBWarehouse, name: str
 ) -> None:
-    result = deliver(services, name, HEADER + "c1,Acme,DE,x,\n")
+    result = deliver(resources, name, HEADER + "c1,Acme,DE,x,\n")
 
     assert result.status == "rejected"
-    assert report_of(services, result)["file_error"]["reason"] == "unsafe_blob_name"
-    assert report_of(services, result)["source_blob"] == name  # the report keeps it, JSON-escaped
-    assert all(n.isprintable() for n in quarantine_names(services))
+    assert report_of(resources, result)["file_error"]["reason"] == "unsafe_blob_name"
+    assert report_of(resources, result)["source_blob"] == name  # the report keeps it, JSON-escaped
+    assert all(n.isprintable() for n in quarantine_names(resources))
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
 
 
@@ -191,31 +195,31 @@ def test_a_literal_dot_dot_slash_name_never_reaches_a_path(storage_settings: Set
 
 
 def test_a_blob_overwritten_while_it_is_read_is_superseded_and_the_new_version_is_its_own_run(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     """Staging reads one version: the ETag it saw first. An overwrite mid-read ends that run as
     superseded (nothing staged, nothing alerted); the new version's own trigger stages it."""
-    container = services.settings.crm_container
+    container = resources.settings.crm_container
     first = HEADER + "".join(f"old{i},Old {i},DE,x,\n" for i in range(2000))
-    services.blobs.write(container, "crm_2025-11-30.csv", first.encode())
-    real_chunks = services.blobs.iter_chunks
+    resources.blobs.write(container, "crm_2025-11-30.csv", first.encode())
+    real_chunks = resources.blobs.iter_chunks
 
     def overwrite_after_first_chunk(*args: Any, **kwargs: Any) -> Iterator[bytes]:
         for index, chunk in enumerate(real_chunks(*args, **{**kwargs, "chunk_size": 1024})):
             yield chunk
             if index == 0:
-                services.blobs.write(container, "crm_2025-11-30.csv", (HEADER + "new1,New,FR,y,\n").encode())
+                resources.blobs.write(container, "crm_2025-11-30.csv", (HEADER + "new1,New,FR,y,\n").encode())
 
-    services.blobs.iter_chunks = overwrite_after_first_chunk  # type: ignore[method-assign]
-    result = services.stage_crm_blob("crm_2025-11-30.csv")
-    services.blobs.iter_chunks = real_chunks  # type: ignore[method-assign]
+    resources.blobs.iter_chunks = overwrite_after_first_chunk  # type: ignore[method-assign]
+    result = resources.stage_crm_blob("crm_2025-11-30.csv")
+    resources.blobs.iter_chunks = real_chunks  # type: ignore[method-assign]
 
     assert result.status == "superseded" and result.rows_staged == 0
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 0}]
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies_landing") == [{"n": 0}]
     assert warehouse.run_sql("SELECT status FROM ops.crm_blob_versions") == [{"status": "superseded"}]
-    assert alerts_of(services) == []
+    assert alerts_of(resources) == []
 
-    second = services.stage_crm_blob("crm_2025-11-30.csv")  # the new ETag's own trigger
+    second = resources.stage_crm_blob("crm_2025-11-30.csv")  # the new ETag's own trigger
     assert (second.status, second.rows_staged) == ("staged", 1)
     assert warehouse.run_sql("SELECT company_id FROM stg.crm_companies") == [{"company_id": "new1"}]

@@ -18,7 +18,7 @@ from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
 from shared.services.readiness import MarkResult
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -49,18 +49,18 @@ def readiness() -> RecordingReadiness:
 
 
 @pytest.fixture
-def services(
+def resources(
     storage_settings: Settings,
-    make_services: Callable[..., Services],
+    make_resources: Callable[..., Resources],
     warehouse: DuckDBWarehouse,
     readiness: RecordingReadiness,
-) -> Services:
-    return make_services(storage_settings, warehouse=warehouse, readiness=readiness)
+) -> Resources:
+    return make_resources(storage_settings, warehouse=warehouse, readiness=readiness)
 
 
-def upload(services: Services, name: str, content: str | bytes) -> None:
+def upload(resources: Resources, name: str, content: str | bytes) -> None:
     data = content.encode("utf-8") if isinstance(content, str) else content
-    services.blobs.write(services.settings.crm_container, name, data, content_type="text/csv")
+    resources.blobs.write(resources.settings.crm_container, name, data, content_type="text/csv")
 
 
 def table(warehouse: DuckDBWarehouse, sql: str) -> list[tuple[Any, ...]]:
@@ -82,12 +82,12 @@ def all_tables(warehouse: DuckDBWarehouse) -> dict[str, list[tuple[Any, ...]]]:
 
 
 def test_three_snapshots_are_staged_with_the_right_dims_and_each_date_marked_present(
-    services: Services, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
+    resources: Resources, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
 ) -> None:
     results = []
     for day, content in SNAPSHOTS.items():
-        upload(services, f"crm_{day}.csv", content)
-        results.append(services.stage_crm_blob(f"crm_{day}.csv"))
+        upload(resources, f"crm_{day}.csv", content)
+        results.append(resources.stage_crm_blob(f"crm_{day}.csv"))
 
     assert [r.status for r in results] == ["staged"] * 3
     assert readiness.marks == [(r.snapshot_date, "crm", r.version, r.rows_staged) for r in results]
@@ -114,16 +114,16 @@ def test_three_snapshots_are_staged_with_the_right_dims_and_each_date_marked_pre
 
 
 def test_a_bad_file_ends_up_in_quarantine_with_its_report_and_an_alert(
-    services: Services, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
+    resources: Resources, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
 ) -> None:
     bad = "company_id,name,country\nc1,Acme,DE\n"  # no industry_tag, no last_contact_at
-    upload(services, "crm_2025-11-30.csv", bad)
+    upload(resources, "crm_2025-11-30.csv", bad)
 
-    result = services.stage_crm_blob("crm_2025-11-30.csv")
+    result = resources.stage_crm_blob("crm_2025-11-30.csv")
 
     assert result.status == "rejected"
-    quarantine = services.settings.quarantine_container
-    blobs: BlobStore = services.blobs
+    quarantine = resources.settings.quarantine_container
+    blobs: BlobStore = resources.blobs
     assert sorted(b.name for b in blobs.list(quarantine)) == sorted([result.quarantine_blob, result.report_blob])
     assert result.quarantine_blob is not None and result.report_blob is not None
     assert blobs.read_bytes(quarantine, result.quarantine_blob) == bad.encode()
@@ -131,7 +131,7 @@ def test_a_bad_file_ends_up_in_quarantine_with_its_report_and_an_alert(
     assert report["source_blob"] == "crm_2025-11-30.csv"
     assert report["file_error"]["reason"] == "missing_columns"
     assert "industry_tag" in report["file_error"]["message"]
-    alerts = services.alerts
+    alerts = resources.alerts
     assert isinstance(alerts, RecordingAlertSink)
     assert [(a.severity, a.date) for a in alerts.alerts] == [("error", S3)]
     assert table(warehouse, "SELECT COUNT(*) FROM stg.crm_companies") == [(0,)]
@@ -141,15 +141,15 @@ def test_a_bad_file_ends_up_in_quarantine_with_its_report_and_an_alert(
     assert readiness.marks == []
 
 
-def test_rejected_rows_are_reported_with_row_column_value_and_reason(services: Services) -> None:
+def test_rejected_rows_are_reported_with_row_column_value_and_reason(resources: Resources) -> None:
     rows = "".join(f"c{i},Name {i},DE,x,\n" for i in range(1, 40))
-    upload(services, "crm_2025-11-30.csv", HEADER + rows + "c40,Bad,DE,x,31/12/2025\n")
+    upload(resources, "crm_2025-11-30.csv", HEADER + rows + "c40,Bad,DE,x,31/12/2025\n")
 
-    result = services.stage_crm_blob("crm_2025-11-30.csv")
+    result = resources.stage_crm_blob("crm_2025-11-30.csv")
 
     assert (result.status, result.rows_staged, result.rejected_rows) == ("staged", 39, 1)
     assert result.report_blob is not None
-    report = json.loads(services.blobs.read_bytes(services.settings.quarantine_container, result.report_blob))
+    report = json.loads(resources.blobs.read_bytes(resources.settings.quarantine_container, result.report_blob))
     assert report["status"] == "partial"
     assert report["row_errors"] == [
         {"row": 41, "column": "last_contact_at", "value": "31/12/2025", "reason": "not an ISO-8601 timestamp"}
@@ -157,33 +157,33 @@ def test_rejected_rows_are_reported_with_row_column_value_and_reason(services: S
 
 
 def test_delivering_the_same_blob_twice_gives_identical_tables(
-    services: Services, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
+    resources: Resources, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
 ) -> None:
-    upload(services, "crm_2025-11-29.csv", SNAPSHOTS[S2])
+    upload(resources, "crm_2025-11-29.csv", SNAPSHOTS[S2])
     more = "".join(f"m{i},More {i},DE,x,\n" for i in range(30))
-    upload(services, "crm_2025-11-30.csv", SNAPSHOTS[S3] + more + "c9,Bad,DE,x,never\n")  # one rejected row
-    services.stage_crm_blob("crm_2025-11-29.csv")
-    first = services.stage_crm_blob("crm_2025-11-30.csv")
+    upload(resources, "crm_2025-11-30.csv", SNAPSHOTS[S3] + more + "c9,Bad,DE,x,never\n")  # one rejected row
+    resources.stage_crm_blob("crm_2025-11-29.csv")
+    first = resources.stage_crm_blob("crm_2025-11-30.csv")
     before = all_tables(warehouse)
-    quarantined_before = sorted(b.name for b in services.blobs.list(services.settings.quarantine_container))
+    quarantined_before = sorted(b.name for b in resources.blobs.list(resources.settings.quarantine_container))
 
-    again = services.stage_crm_blob("crm_2025-11-30.csv")
+    again = resources.stage_crm_blob("crm_2025-11-30.csv")
 
     assert again.status == "unchanged" and again.version == first.version
     assert all_tables(warehouse) == before
-    assert sorted(b.name for b in services.blobs.list(services.settings.quarantine_container)) == quarantined_before
+    assert sorted(b.name for b in resources.blobs.list(resources.settings.quarantine_container)) == quarantined_before
     assert first.status == "staged" and first.rejected_rows == 1
     assert readiness.marks[-2:] == [(S3, "crm", first.version, 33)] * 2
 
 
 def test_a_corrected_file_replaces_a_rejected_one_for_the_same_date(
-    services: Services, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
+    resources: Resources, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
 ) -> None:
-    upload(services, "crm_2025-11-30.csv", b"\xff\xfe" + SNAPSHOTS[S3].encode("utf-16-le"))
-    assert services.stage_crm_blob("crm_2025-11-30.csv").status == "rejected"
+    upload(resources, "crm_2025-11-30.csv", b"\xff\xfe" + SNAPSHOTS[S3].encode("utf-16-le"))
+    assert resources.stage_crm_blob("crm_2025-11-30.csv").status == "rejected"
 
-    upload(services, "crm_2025-11-30.csv", SNAPSHOTS[S3])
-    result = services.stage_crm_blob("crm_2025-11-30.csv")
+    upload(resources, "crm_2025-11-30.csv", SNAPSHOTS[S3])
+    result = resources.stage_crm_blob("crm_2025-11-30.csv")
 
     assert result.status == "staged"
     assert table(warehouse, "SELECT COUNT(*) FROM stg.crm_companies WHERE snapshot_date = '2025-11-30'") == [(3,)]

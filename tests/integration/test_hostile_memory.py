@@ -31,7 +31,7 @@ import json, sys
 from shared.services.alerts import RecordingAlertSink
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 
 def status(field):
@@ -42,11 +42,11 @@ def status(field):
 
 
 values = json.loads(sys.argv[1])
-services = Services(Settings.from_values(values), alerts=RecordingAlertSink())
-services.warehouse, services.blobs, services.readiness  # connect and apply the schema first
+resources = Resources(Settings.from_values(values), alerts=RecordingAlertSink())
+resources.warehouse, resources.blobs, resources.readiness  # connect and apply the schema first
 idle = status("VmRSS")
-result = services.stage_crm_blob(sys.argv[2])
-alerts = [a.message for a in services.alerts.alerts]
+result = resources.stage_crm_blob(sys.argv[2])
+alerts = [a.message for a in resources.alerts.alerts]
 print(json.dumps({"idle": idle, "peak": status("VmHWM"), "status": result.status, "reason": result.reason,
                   "alerts": alerts}))
 """

@@ -17,10 +17,11 @@ import duckdb
 import pytest
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.rules.date_ranges import DateRange
 from shared.services.alerts import RecordingAlertSink
-from shared.services.operations import DateRange, date_status
+from shared.services.status import date_reports
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -33,13 +34,14 @@ CHILD = r"""
 import datetime as dt, json, os, signal, sys
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
-from shared.services.operations import DateRange, date_status
+from shared.rules.date_ranges import DateRange
+from shared.services.status import date_reports
 from shared.services.crm_staging import stage_crm_snapshot
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
-services = Services(Settings.from_values(json.loads(sys.argv[1])), alerts=RecordingAlertSink())
-warehouse = services.warehouse
+resources = Resources(Settings.from_values(json.loads(sys.argv[1])), alerts=RecordingAlertSink())
+warehouse = resources.warehouse
 real_run = warehouse.run
 
 def run(name, params=None):
@@ -49,8 +51,8 @@ def run(name, params=None):
 
 warehouse.run = run
 two_hours_ago = lambda: dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(hours=2)
-stage_crm_snapshot(sys.argv[2], settings=services.settings, blobs=services.blobs, warehouse=warehouse,
-                   readiness=services.readiness, alerts=services.alerts, run_id="killed-run", clock=two_hours_ago)
+stage_crm_snapshot(sys.argv[2], settings=resources.settings, blobs=resources.blobs, warehouse=warehouse,
+                   readiness=resources.readiness, alerts=resources.alerts, run_id="killed-run", clock=two_hours_ago)
 """
 
 
@@ -74,7 +76,7 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
     settings = make_storage_settings(DUCKDB_PATH=str(db))
     header = "company_id,name,country,industry_tag,last_contact_at\n"
     body = "".join(f"c{i:06d},Company {i},DE,saas,2025-11-01T00:00:00\n" for i in range(ROWS))
-    Services(settings).blobs.write(settings.crm_container, NAME, (header + body).encode())
+    Resources(settings).blobs.write(settings.crm_container, NAME, (header + body).encode())
 
     values = settings.model_dump(by_alias=False, mode="json")
     values["pipeline_storage"] = settings.storage_connection_string()
@@ -92,8 +94,8 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
 
     # The next process starts: recovery runs before anything else touches the warehouse.
     alerts = RecordingAlertSink()
-    services = Services(settings, alerts=alerts)
-    warehouse = services.warehouse
+    resources = Resources(settings, alerts=alerts)
+    warehouse = resources.warehouse
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies_landing") == [{"n": 0}]
     runs = warehouse.run_sql("SELECT status, error_type FROM ops.pipeline_runs WHERE run_id = 'killed-run'")
     assert runs == [{"status": "abandoned", "error_type": "Abandoned"}]
@@ -101,13 +103,13 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
         ("Run abandoned", "killed-run", "run killed-run/crm_staging")
     ]
     assert "no heartbeat since" in alerts.alerts[0].message
-    (status,) = date_status(warehouse, DateRange.single(dt.date(2025, 11, 30)))
+    (status,) = date_reports(warehouse, DateRange.single(dt.date(2025, 11, 30)))
     assert [(r["kind"], r["subject"], r["status"]) for r in status.recovery] == [
         ("abandoned_run", "killed-run/crm_staging", "abandoned")
     ]
 
     # The host re-delivers the blob (its receipt was never written): staged once, in full.
-    result = services.stage_crm_blob(NAME)
+    result = resources.stage_crm_blob(NAME)
     assert (result.status, result.rows_staged) == ("staged", ROWS)
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": ROWS}]
     assert warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies_landing") == [{"n": 0}]
@@ -115,7 +117,7 @@ def test_a_run_killed_mid_staging_is_abandoned_its_debris_removed_and_the_blob_s
 
     # A further start finds nothing to recover and says nothing.
     again = RecordingAlertSink()
-    Services(settings, alerts=again).warehouse.close()
+    Resources(settings, alerts=again).warehouse.close()
     assert again.alerts == []
 
 
@@ -124,7 +126,7 @@ def test_a_live_run_within_its_lease_is_left_alone(
 ) -> None:
     migrated(tmp_path / "w.duckdb")
     settings = make_storage_settings(DUCKDB_PATH=str(tmp_path / "w.duckdb"))
-    first = Services(settings, alerts=RecordingAlertSink())
+    first = Resources(settings, alerts=RecordingAlertSink())
     warehouse = first.warehouse
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     warehouse.run(

@@ -12,7 +12,7 @@ import pytest
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services import poison
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +20,14 @@ HEADER = "company_id,name,country,industry_tag,last_contact_at\n"
 
 
 @pytest.fixture
-def services(
-    storage_settings: Settings, make_services: Callable[..., Services], warehouse: DuckDBWarehouse
-) -> Services:
-    return make_services(storage_settings, warehouse=warehouse)
+def resources(
+    storage_settings: Settings, make_resources: Callable[..., Resources], warehouse: DuckDBWarehouse
+) -> Resources:
+    return make_resources(storage_settings, warehouse=warehouse)
 
 
-def upload(services: Services, name: str, company: str) -> None:
-    services.blobs.write(services.settings.crm_container, name, f"{HEADER}{company},Name,DE,x,\n".encode())
+def upload(resources: Resources, name: str, company: str) -> None:
+    resources.blobs.write(resources.settings.crm_container, name, f"{HEADER}{company},Name,DE,x,\n".encode())
 
 
 def staging_runs(warehouse: DuckDBWarehouse) -> int:
@@ -42,37 +42,37 @@ def later(hours: float = 1) -> dt.datetime:
     return dt.datetime.now(dt.UTC) + dt.timedelta(hours=hours)
 
 
-def test_a_lost_trigger_is_staged_once_its_trigger_had_time(services: Services, warehouse: DuckDBWarehouse) -> None:
-    upload(services, "crm_2025-03-09.csv", "lost")
+def test_a_lost_trigger_is_staged_once_its_trigger_had_time(resources: Resources, warehouse: DuckDBWarehouse) -> None:
+    upload(resources, "crm_2025-03-09.csv", "lost")
 
-    poison.sweep(services, dt.datetime.now(dt.UTC))  # just uploaded: its own trigger may still come
+    poison.sweep(resources, dt.datetime.now(dt.UTC))  # just uploaded: its own trigger may still come
     assert staging_runs(warehouse) == 0
 
-    result = poison.sweep(services, later())
+    result = poison.sweep(resources, later())
     assert staged(warehouse) == ["lost"]
     assert [o.action for o in result.outcomes] == ["staged"]
-    poison.sweep(services, later(2))  # processed now: never again
+    poison.sweep(resources, later(2))  # processed now: never again
     assert staging_runs(warehouse) == 1
 
 
 def test_files_processed_before_version_records_existed_are_not_read_again(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
-    upload(services, "crm_2025-03-09.csv", "a")
-    services.stage_crm_blob("crm_2025-03-09.csv")
+    upload(resources, "crm_2025-03-09.csv", "a")
+    resources.stage_crm_blob("crm_2025-03-09.csv")
     warehouse.run_sql("DELETE FROM ops.crm_blob_versions")  # as before migration 0008
 
-    poison.sweep(services, later())
+    poison.sweep(resources, later())
     assert staging_runs(warehouse) == 1
 
 
 def test_an_older_unprocessed_file_overtaken_by_a_later_one_is_not_staged_over_it(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
-    upload(services, "crm_2025-03-09_first.csv", "old")  # its trigger was lost
-    upload(services, "crm_2025-03-09_second.csv", "new")
-    services.stage_crm_blob("crm_2025-03-09_second.csv")
+    upload(resources, "crm_2025-03-09_first.csv", "old")  # its trigger was lost
+    upload(resources, "crm_2025-03-09_second.csv", "new")
+    resources.stage_crm_blob("crm_2025-03-09_second.csv")
 
-    poison.sweep(services, later())
+    poison.sweep(resources, later())
     assert staged(warehouse) == ["new"]
     assert staging_runs(warehouse) == 1

@@ -522,7 +522,7 @@ def test_services_create_the_pipelines_storage_on_first_use(azurite) -> None:
     from azure.storage.blob import BlobServiceClient
 
     from shared.settings import Settings
-    from shared.wiring import Services
+    from shared.wiring import Resources
 
     suffix = uuid.uuid4().hex[:10]
     settings = Settings.from_values(
@@ -535,10 +535,10 @@ def test_services_create_the_pipelines_storage_on_first_use(azurite) -> None:
             "STATE_TABLE": f"state{suffix}",
         }
     )
-    services = Services(settings)
-    services.state_table.upsert({"PartitionKey": "p", "RowKey": "r", "n": 1})
-    services.build_queue.send({"dates": ["2025-01-01"]})
+    resources = Resources(settings)
+    resources.state_table.upsert({"PartitionKey": "p", "RowKey": "r", "n": 1})
+    resources.build_queue.send({"dates": ["2025-01-01"]})
 
     containers = {c.name for c in BlobServiceClient.from_connection_string(azurite.connection_string).list_containers()}
     assert {f"crm-{suffix}", f"quar-{suffix}", f"raw-{suffix}"} <= containers
-    assert services.state_table.get("p", "r") is not None
+    assert resources.state_table.get("p", "r") is not None

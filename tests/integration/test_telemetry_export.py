@@ -145,7 +145,7 @@ mode = telemetry.configure_telemetry(settings, disable_offline_storage=True, ena
 configure_logging("INFO", stream=mode != "azure_monitor")
 assert mode == "azure_monitor", mode
 with log_context(run_id="run-distro-1", step="build", date="2025-03-09", function="build_requested"):
-    with telemetry.span("build_requested", kind=SpanKind.SERVER):  # as Services._invocation
+    with telemetry.span("build_requested", kind=SpanKind.SERVER):  # as Resources._invocation
         logging.getLogger("shared.services.builder").info("built 12 rows")
         telemetry.BUILD_SUCCEEDED.add(1)
 telemetry.flush()

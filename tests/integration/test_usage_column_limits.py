@@ -15,9 +15,9 @@ from shared.adapters.usage_api import DayPull
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
 from shared.services.readiness import MarkResult
-from shared.services.usage_ingest import UsageDeps, ingest_date, raw_rejects_path
+from shared.services.usage_ingest import ingest_date, raw_rejects_path
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -52,15 +52,15 @@ def record(company_id: str, active_users: int = 3, events: int = 10) -> dict[str
 
 
 @pytest.fixture
-def services(
-    make_storage_settings: Callable[..., Settings], make_services: Callable[..., Services], warehouse: DuckDBWarehouse
-) -> Services:
+def resources(
+    make_storage_settings: Callable[..., Settings], make_resources: Callable[..., Resources], warehouse: DuckDBWarehouse
+) -> Resources:
     # 3 bad of 60 = 5 %: at the default threshold, so the day is staged without them.
-    return make_services(make_storage_settings(), warehouse=warehouse, readiness=Gate())
+    return make_resources(make_storage_settings(), warehouse=warehouse, readiness=Gate())
 
 
 def test_counts_beyond_int_and_bigint_and_an_overlong_id_are_rejected_and_the_rest_staged(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     records = [record(f"c{i:02d}") for i in range(57)]
     records.insert(5, record("huge-events", events=2**63))  # line 6: one past BIGINT
@@ -68,19 +68,18 @@ def test_counts_beyond_int_and_bigint_and_an_overlong_id_are_rejected_and_the_re
     records.append(record("huge-users", active_users=2**31))  # line 60: one past INT
     assert len(records) == 60
 
-    deps = UsageDeps.from_services(services)
-    staged = ingest_date(DAY, OnePull(records), deps, "run-limits", NOW)
+    staged = ingest_date(DAY, OnePull(records), resources, "run-limits", NOW)
 
     assert staged.rows == 57
     rows = warehouse.run_sql("SELECT COUNT(*) AS n, MAX(LENGTH(company_id)) AS longest FROM stg.product_usage")
     assert rows == [{"n": 57, "longest": 3}]
-    report = json.loads(services.blobs.read_bytes(services.settings.raw_container, raw_rejects_path(DAY)))
+    report = json.loads(resources.blobs.read_bytes(resources.settings.raw_container, raw_rejects_path(DAY)))
     assert report["rejects_by_reason"] == {
         "events_out_of_range": 1,
         "company_id_too_long": 1,
         "active_users_out_of_range": 1,
     }
-    sink = services.alerts
+    sink = resources.alerts
     assert isinstance(sink, RecordingAlertSink)
     (alert,) = sink.alerts
     assert "line 6: events is above the warehouse column's BIGINT maximum" in alert.message
@@ -89,19 +88,21 @@ def test_counts_beyond_int_and_bigint_and_an_overlong_id_are_rejected_and_the_re
     assert "x" * 100 not in alert.message and "Conversion" not in alert.message
 
 
-def test_a_value_at_the_column_maximum_is_staged(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_a_value_at_the_column_maximum_is_staged(resources: Resources, warehouse: DuckDBWarehouse) -> None:
     records = [record("m" * 64, active_users=2**31 - 1, events=2**63 - 1)]
-    ingest_date(DAY, OnePull(records), UsageDeps.from_services(services), "run-max", NOW)
+    ingest_date(DAY, OnePull(records), resources, "run-max", NOW)
     assert warehouse.run_sql("SELECT active_users, events FROM stg.product_usage") == [
         {"active_users": 2**31 - 1, "events": 2**63 - 1}
     ]
 
 
-def test_a_lone_surrogate_in_an_id_is_rejected_not_a_failed_day(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_a_lone_surrogate_in_an_id_is_rejected_not_a_failed_day(
+    resources: Resources, warehouse: DuckDBWarehouse
+) -> None:
     source = OnePull([record(f"c{i:02d}") for i in range(30)])
     source.ndjson += b'{"company_id": "bad\\ud800", "date": "2025-03-09", "active_users": 1, "events": 1}\n'
     source.count += 1
-    staged = ingest_date(DAY, source, UsageDeps.from_services(services), "run-surrogate", NOW)
+    staged = ingest_date(DAY, source, resources, "run-surrogate", NOW)
     assert staged.rows == 30
-    report = json.loads(services.blobs.read_bytes(services.settings.raw_container, raw_rejects_path(DAY)))
+    report = json.loads(resources.blobs.read_bytes(resources.settings.raw_container, raw_rejects_path(DAY)))
     assert report["rejects_by_reason"] == {"company_id_invalid_unicode": 1}

@@ -20,7 +20,7 @@ from shared.errors import AuthenticationFailed
 from shared.services.readiness import MarkResult
 from shared.services.usage_ingest import TickResult, load_watermarks, raw_manifest_path, raw_ndjson_path
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -66,9 +66,9 @@ def api() -> Iterator[MockUsageApi]:
 
 
 @pytest.fixture
-def services(
-    api: MockUsageApi, make_storage_settings: Callable[..., Settings], make_services: Callable[..., Services]
-) -> Services:
+def resources(
+    api: MockUsageApi, make_storage_settings: Callable[..., Settings], make_resources: Callable[..., Resources]
+) -> Resources:
     settings = make_storage_settings(
         USAGE_API_BASE_URL=api.base_url,
         USAGE_API_KEY=KEY,
@@ -82,24 +82,24 @@ def services(
     client = UsageApiClient(settings, limiter=TokenBucketLimiter(1000, sleep=sleeps.append), sleep=sleeps.append)
     warehouse = DuckDBWarehouse(":memory:")
     warehouse.apply_schema()
-    return make_services(settings, warehouse=warehouse, readiness=RecordingGate(), usage_api=client)
+    return make_resources(settings, warehouse=warehouse, readiness=RecordingGate(), usage_api=client)
 
 
-def staged_table(services: Services) -> list[dict[str, Any]]:
-    return services.warehouse.run_sql("SELECT * FROM stg.product_usage ORDER BY activity_date, company_id")
+def staged_table(resources: Resources) -> list[dict[str, Any]]:
+    return resources.warehouse.run_sql("SELECT * FROM stg.product_usage ORDER BY activity_date, company_id")
 
 
-def pulls_table(services: Services) -> list[dict[str, Any]]:
-    return services.warehouse.run_sql("SELECT * FROM stg.usage_pulls ORDER BY activity_date")
+def pulls_table(resources: Resources) -> list[dict[str, Any]]:
+    return resources.warehouse.run_sql("SELECT * FROM stg.usage_pulls ORDER BY activity_date")
 
 
-def staged_dates(services: Services) -> list[dt.date]:
-    return [r["activity_date"] for r in pulls_table(services)]
+def staged_dates(resources: Resources) -> list[dt.date]:
+    return [r["activity_date"] for r in pulls_table(resources)]
 
 
-def staged_numbers(services: Services, on: dt.date) -> list[tuple[str, int, int]]:
+def staged_numbers(resources: Resources, on: dt.date) -> list[tuple[str, int, int]]:
     return [
-        (r["company_id"], r["active_users"], r["events"]) for r in staged_table(services) if r["activity_date"] == on
+        (r["company_id"], r["active_users"], r["events"]) for r in staged_table(resources) if r["activity_date"] == on
     ]
 
 
@@ -112,73 +112,73 @@ def requested_dates(api: MockUsageApi) -> list[str]:
     return [r.query["date"] for r in api.requests if "cursor" not in r.query]
 
 
-def tick(services: Services, n: int, past_due: bool = False) -> TickResult:
-    return services.run_usage_tick(tick_time(n), past_due=past_due)
+def tick(resources: Resources, n: int, past_due: bool = False) -> TickResult:
+    return resources.run_usage_tick(tick_time(n), past_due=past_due)
 
 
-def test_a_tick_stages_exactly_the_apis_numbers(services: Services, api: MockUsageApi) -> None:
-    result = tick(services, 10)
+def test_a_tick_stages_exactly_the_apis_numbers(resources: Resources, api: MockUsageApi) -> None:
+    result = tick(resources, 10)
     assert result.by_status("staged") == [day(7), day(8), day(9)]
     for on in (day(7), day(8), day(9)):
-        assert staged_numbers(services, on) == expected_numbers(api, on)
-    manifest = json.loads(services.blobs.read_bytes(services.settings.raw_container, raw_manifest_path(day(9))))
+        assert staged_numbers(resources, on) == expected_numbers(api, on)
+    manifest = json.loads(resources.blobs.read_bytes(resources.settings.raw_container, raw_manifest_path(day(9))))
     assert manifest["records"] == len(expected_numbers(api, day(9)))
     assert manifest["pages"] == len([r for r in api.requests if r.query["date"] == "2025-03-09"])
 
 
-def test_missed_days_are_caught_up(services: Services, api: MockUsageApi) -> None:
-    tick(services, 10)  # pulls 7..9
+def test_missed_days_are_caught_up(resources: Resources, api: MockUsageApi) -> None:
+    tick(resources, 10)  # pulls 7..9
     api.clear_log()
-    result = tick(services, 15)  # ticks of the 11th..14th never ran
+    result = tick(resources, 15)  # ticks of the 11th..14th never ran
     assert result.plan.dates == tuple(day(n) for n in range(10, 15))
     assert {result.plan.reasons[day(n)] for n in (10, 11)} == {"catchup"}
     assert requested_dates(api) == [f"2025-03-{n}" for n in range(10, 15)]
-    assert staged_dates(services) == [day(n) for n in range(7, 15)]
-    assert sorted(load_watermarks(services.state_table)) == [day(n) for n in range(7, 15)]
+    assert staged_dates(resources) == [day(n) for n in range(7, 15)]
+    assert sorted(load_watermarks(resources.state_table)) == [day(n) for n in range(7, 15)]
 
 
-def test_the_lookback_repulls_recent_days_and_picks_up_corrections(services: Services, api: MockUsageApi) -> None:
-    tick(services, 10)
-    gate: RecordingGate = services.readiness  # type: ignore[assignment]
+def test_the_lookback_repulls_recent_days_and_picks_up_corrections(resources: Resources, api: MockUsageApi) -> None:
+    tick(resources, 10)
+    gate: RecordingGate = resources.readiness  # type: ignore[assignment]
     gate.changed.clear()
     api.correct(day(8))  # the API corrects the 8th after our first pull
     api.clear_log()
-    result = tick(services, 11)
+    result = tick(resources, 11)
     assert requested_dates(api) == ["2025-03-08", "2025-03-09", "2025-03-10"]
     assert result.plan.reasons[day(8)] == "lookback"
-    assert staged_numbers(services, day(8)) == expected_numbers(api, day(8))
+    assert staged_numbers(resources, day(8)) == expected_numbers(api, day(8))
     assert gate.changed == [day(8), day(10)]  # the corrected day re-opens; the unchanged 9th does not
     assert result.by_status("unchanged") == [day(9)]
 
 
-def test_a_second_delivery_of_the_same_tick_is_harmless(services: Services, api: MockUsageApi) -> None:
-    tick(services, 10)
-    container = services.settings.raw_container
+def test_a_second_delivery_of_the_same_tick_is_harmless(resources: Resources, api: MockUsageApi) -> None:
+    tick(resources, 10)
+    container = resources.settings.raw_container
     before = (
-        staged_table(services),
-        pulls_table(services),
-        services.blobs.read_bytes(container, raw_ndjson_path(day(9))),
+        staged_table(resources),
+        pulls_table(resources),
+        resources.blobs.read_bytes(container, raw_ndjson_path(day(9))),
     )
-    gate: RecordingGate = services.readiness  # type: ignore[assignment]
+    gate: RecordingGate = resources.readiness  # type: ignore[assignment]
     versions = dict(gate.versions)
     gate.changed.clear()
-    again = tick(services, 10, past_due=True)
+    again = tick(resources, 10, past_due=True)
     assert again.by_status("unchanged") == [day(7), day(8), day(9)]
     after = (
-        staged_table(services),
-        pulls_table(services),
-        services.blobs.read_bytes(container, raw_ndjson_path(day(9))),
+        staged_table(resources),
+        pulls_table(resources),
+        resources.blobs.read_bytes(container, raw_ndjson_path(day(9))),
     )
     assert after == before
     assert gate.versions == versions and gate.changed == []
 
 
-def test_two_overlapping_runs_leave_the_same_tables_as_one(services: Services, api: MockUsageApi) -> None:
+def test_two_overlapping_runs_leave_the_same_tables_as_one(resources: Resources, api: MockUsageApi) -> None:
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
-            tick(services, 10)
+            tick(resources, 10)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -189,41 +189,41 @@ def test_two_overlapping_runs_leave_the_same_tables_as_one(services: Services, a
         thread.join()
     assert errors == []
     for on in (day(7), day(8), day(9)):
-        assert staged_numbers(services, on) == expected_numbers(api, on)
-    assert len(pulls_table(services)) == 3
+        assert staged_numbers(resources, on) == expected_numbers(api, on)
+    assert len(pulls_table(resources)) == 3
 
 
-def test_duplicates_across_pages_are_staged_once(services: Services, api: MockUsageApi) -> None:
+def test_duplicates_across_pages_are_staged_once(resources: Resources, api: MockUsageApi) -> None:
     api.set_duplicates(True)
-    tick(services, 10)
-    rows = services.warehouse.run_sql(
+    tick(resources, 10)
+    rows = resources.warehouse.run_sql(
         "SELECT COUNT(*) AS n, COUNT(DISTINCT company_id) AS d FROM stg.product_usage WHERE activity_date = @d",
         {"d": day(9)},
     )
     assert rows == [{"n": len(expected_numbers(api, day(9))), "d": len(expected_numbers(api, day(9)))}]
-    [pull] = [p for p in pulls_table(services) if p["activity_date"] == day(9)]
+    [pull] = [p for p in pulls_table(resources) if p["activity_date"] == day(9)]
     assert pull["duplicate_record_count"] > 0
 
 
-def test_a_day_whose_retries_run_out_is_not_staged_and_the_others_are(services: Services, api: MockUsageApi) -> None:
+def test_a_day_whose_retries_run_out_is_not_staged_and_the_others_are(resources: Resources, api: MockUsageApi) -> None:
     api.fail_next(3, status=503)  # the first pull (the 7th) fails all of its 3 attempts
-    result = tick(services, 10)
+    result = tick(resources, 10)
     assert result.by_status("failed") == [day(7)]
-    assert staged_dates(services) == [day(8), day(9)]
-    assert services.blobs.info(services.settings.raw_container, raw_ndjson_path(day(7))) is None
-    alerts = services.alerts.alerts  # type: ignore[attr-defined]
+    assert staged_dates(resources) == [day(8), day(9)]
+    assert resources.blobs.info(resources.settings.raw_container, raw_ndjson_path(day(7))) is None
+    alerts = resources.alerts.alerts  # type: ignore[attr-defined]
     assert [(a.severity, a.date) for a in alerts] == [("error", day(7))]
     api.clear_log()
-    tick(services, 11)  # the next tick retries the failed day
+    tick(resources, 11)  # the next tick retries the failed day
     assert "2025-03-07" in requested_dates(api)
-    assert day(7) in staged_dates(services)
+    assert day(7) in staged_dates(resources)
 
 
-def test_a_revoked_key_stops_the_run_with_nothing_staged(services: Services, api: MockUsageApi) -> None:
+def test_a_revoked_key_stops_the_run_with_nothing_staged(resources: Resources, api: MockUsageApi) -> None:
     api.deny_auth(401)
     with pytest.raises(AuthenticationFailed):
-        tick(services, 10)
+        tick(resources, 10)
     assert len(api.requests) == 1
-    assert staged_table(services) == []
-    [alert] = services.alerts.alerts  # type: ignore[attr-defined]
+    assert staged_table(resources) == []
+    [alert] = resources.alerts.alerts  # type: ignore[attr-defined]
     assert alert.severity == "error" and KEY not in alert.message

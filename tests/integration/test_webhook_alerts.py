@@ -22,7 +22,7 @@ from shared.adapters.webhook import InMemoryAlertDedup, TableAlertDedup, Webhook
 from shared.services.alert_deliveries import RecordedAlertSink
 from shared.services.alerts import Alert
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 pytestmark = pytest.mark.integration
 
@@ -199,12 +199,12 @@ def test_wiring_builds_the_webhook_sink_with_settings_and_table_dedup(
     receiver: Receiver, make_storage_settings: Any
 ) -> None:
     settings = make_storage_settings(ALERT_WEBHOOK_URL=receiver.url, ALERT_TIMEOUT_S="1.5", ALERT_DEDUP_MINUTES="30")
-    recorded = Services(settings).alerts
+    recorded = Resources(settings).alerts
     assert isinstance(recorded, RecordedAlertSink)
     sink = recorded.inner
     assert isinstance(sink, WebhookAlertSink)
     assert (sink.timeout, sink.dedup_window) == (1.5, dt.timedelta(minutes=30))
     assert isinstance(sink.dedup, TableAlertDedup)
     sink.send(an_alert())
-    Services(settings).alerts.send(an_alert())  # a second process: suppressed by the table claim
+    Resources(settings).alerts.send(an_alert())  # a second process: suppressed by the table claim
     assert len(receiver.bodies) == 1

@@ -15,9 +15,9 @@ from pipeline_tools.cli import CliContext, cli
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import AuthenticationFailed
 from shared.rules.build_plan import InputVersions, parse_build_request
-from shared.services import operations
+from shared.services.rollback import roll_back
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 from tests.fakes import InMemoryStateTable
 
 D1 = dt.date(2025, 3, 1)
@@ -77,8 +77,8 @@ def queue() -> FakeQueue:
 
 
 @pytest.fixture
-def services(warehouse: DuckDBWarehouse, gate: FakeGate, queue: FakeQueue) -> Services:
-    return Services(
+def resources(warehouse: DuckDBWarehouse, gate: FakeGate, queue: FakeQueue) -> Resources:
+    return Resources(
         Settings(),
         warehouse=warehouse,
         readiness=gate,
@@ -88,8 +88,8 @@ def services(warehouse: DuckDBWarehouse, gate: FakeGate, queue: FakeQueue) -> Se
     )
 
 
-def invoke(services: Services, *args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), obj=CliContext(_services=services))
+def invoke(resources: Resources, *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), obj=CliContext(_resources=resources))
 
 
 # ---- rows written by hand ---------------------------------------------------------------------
@@ -171,8 +171,8 @@ def count(wh: DuckDBWarehouse, table: str) -> int:
         ["alerts"],
     ],
 )
-def test_every_command_has_help(command: list[str], services: Services) -> None:
-    result = invoke(services, *command, "--help")
+def test_every_command_has_help(command: list[str], resources: Resources) -> None:
+    result = invoke(resources, *command, "--help")
     assert result.exit_code == 0, result.output
     assert "Usage:" in result.output
 
@@ -191,19 +191,19 @@ def test_every_command_has_help(command: list[str], services: Services) -> None:
         ["nosuchcommand"],
     ],
 )
-def test_bad_usage_exits_2_without_touching_anything(args: list[str], services: Services) -> None:
-    result = invoke(services, *args)
+def test_bad_usage_exits_2_without_touching_anything(args: list[str], resources: Resources) -> None:
+    result = invoke(resources, *args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
 
 
 def test_rollback_without_yes_refuses_with_exit_2_and_deletes_nothing(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     insert_analytics_rows(warehouse, D1, ["C000001", "C000002"], "run-b1")
     insert_build(warehouse, D1, "crm-1", "usage-1", 2, "run-b1")
 
-    result = invoke(services, "rollback", "--date", "2025-03-01")
+    result = invoke(resources, "rollback", "--date", "2025-03-01")
 
     assert result.exit_code == 2
     assert "--yes" in result.output
@@ -216,10 +216,10 @@ def failing_status(*_: Any, **__: Any) -> Any:
     raise AuthenticationFailed("usage API answered 401 for key=sekrit-value-123")
 
 
-def test_pipeline_error_is_one_line_on_stderr_and_exit_1(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(operations, "status_with", failing_status)
+def test_pipeline_error_is_one_line_on_stderr_and_exit_1(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline_tools.cli.status_of", failing_status)
 
-    result = invoke(services, "status", "--date", "2025-03-01")
+    result = invoke(resources, "status", "--date", "2025-03-01")
 
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
@@ -227,10 +227,10 @@ def test_pipeline_error_is_one_line_on_stderr_and_exit_1(services: Services, mon
     assert "sekrit-value-123" not in result.output
 
 
-def test_verbose_adds_the_traceback(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(operations, "status_with", failing_status)
+def test_verbose_adds_the_traceback(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("pipeline_tools.cli.status_of", failing_status)
 
-    result = invoke(services, "--verbose", "status", "--date", "2025-03-01")
+    result = invoke(resources, "--verbose", "status", "--date", "2025-03-01")
 
     assert result.exit_code == 1
     assert "Traceback (most recent call last)" in result.stderr
@@ -238,13 +238,13 @@ def test_verbose_adds_the_traceback(services: Services, monkeypatch: pytest.Monk
     assert "sekrit-value-123" not in result.stderr
 
 
-def test_unexpected_error_is_also_one_line_with_a_hint(services: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unexpected_error_is_also_one_line_with_a_hint(resources: Resources, monkeypatch: pytest.MonkeyPatch) -> None:
     def broken(*_: Any, **__: Any) -> Any:
         raise KeyError("activity_date")
 
-    monkeypatch.setattr(operations, "status_with", broken)
+    monkeypatch.setattr("pipeline_tools.cli.status_of", broken)
 
-    result = invoke(services, "status", "--date", "2025-03-01")
+    result = invoke(resources, "status", "--date", "2025-03-01")
 
     assert result.exit_code == 1
     assert len(result.stderr.strip().splitlines()) == 1
@@ -294,7 +294,7 @@ def test_schema_apply_lists_migrations_then_reports_up_to_date(tmp_path: Any) ->
 
 # ---- status ------------------------------------------------------------------------------------
 def test_status_json_reports_inputs_build_checks_and_quarantine_per_date(
-    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+    resources: Resources, warehouse: DuckDBWarehouse, gate: FakeGate
 ) -> None:
     insert_crm_snapshot(warehouse, D1, "crm-1", rows=3)
     insert_usage_pull(warehouse, D1, "usage-1", rows=2)
@@ -307,7 +307,7 @@ def test_status_json_reports_inputs_build_checks_and_quarantine_per_date(
     insert_quarantined(warehouse, D2)
     gate.versions = {D1: InputVersions("crm-1", "usage-1"), D2: InputVersions(None, "usage-2")}
 
-    result = invoke(services, "status", "--start", "2025-03-01", "--end", "2025-03-03", "--json")
+    result = invoke(resources, "status", "--start", "2025-03-01", "--end", "2025-03-03", "--json")
 
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -355,39 +355,39 @@ def test_status_json_reports_inputs_build_checks_and_quarantine_per_date(
 
 
 def test_status_says_a_build_is_stale_when_the_gate_holds_newer_usage(
-    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+    resources: Resources, warehouse: DuckDBWarehouse, gate: FakeGate
 ) -> None:
     insert_usage_pull(warehouse, D1, "usage-2")
     insert_build(warehouse, D1, None, "usage-1", 3, "run-b1")
     gate.versions = {D1: InputVersions(None, "usage-2")}
 
-    result = invoke(services, "status", "--date", "2025-03-01", "--json")
+    result = invoke(resources, "status", "--date", "2025-03-01", "--json")
 
     assert json.loads(result.stdout)[0]["build"]["up_to_date"] is False
 
 
 def test_a_build_whose_checks_never_ran_is_not_up_to_date(
-    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+    resources: Resources, warehouse: DuckDBWarehouse, gate: FakeGate
 ) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
     insert_build(warehouse, D1, None, "usage-1", 3, "run-b1")
     gate.versions = {D1: InputVersions(None, "usage-1")}
 
-    unchecked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    unchecked = json.loads(invoke(resources, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
     insert_check(warehouse, D1, "input_freshness", "pass")  # a partial run (the timer's) does not count
-    still = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    still = json.loads(invoke(resources, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
     insert_check(warehouse, D1, "analytics_row_count", "pass")
-    checked = json.loads(invoke(services, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
+    checked = json.loads(invoke(resources, "status", "--date", "2025-03-01", "--json").stdout)[0]["build"]
 
     assert (unchecked["inputs_current"], unchecked["up_to_date"], unchecked["checked_at"]) == (True, False, None)
     assert still["up_to_date"] is False
     assert (checked["up_to_date"], checked["checked_at"]) == (True, "2025-03-04T06:00:00")
 
 
-def test_status_table_renders_without_json(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_status_table_renders_without_json(resources: Resources, warehouse: DuckDBWarehouse) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
 
-    result = invoke(services, "status", "--date", "2025-03-01")
+    result = invoke(resources, "status", "--date", "2025-03-01")
 
     assert result.exit_code == 0, result.output
     assert "2025-03-01" in result.stdout
@@ -396,14 +396,14 @@ def test_status_table_renders_without_json(services: Services, warehouse: DuckDB
 
 # ---- rollback ----------------------------------------------------------------------------------
 def test_rollback_deletes_only_that_dates_rows_and_forgets_its_build(
-    services: Services, warehouse: DuckDBWarehouse
+    resources: Resources, warehouse: DuckDBWarehouse
 ) -> None:
     insert_analytics_rows(warehouse, D1, ["C000001", "C000002"], "run-b1")
     insert_analytics_rows(warehouse, D2, ["C000001"], "run-b1")
     insert_build(warehouse, D1, "crm-1", "usage-1", 2, "run-b1")
     insert_build(warehouse, D2, "crm-1", "usage-2", 1, "run-b1")
 
-    result = invoke(services, "rollback", "--date", "2025-03-01", "--yes")
+    result = invoke(resources, "rollback", "--date", "2025-03-01", "--yes")
 
     assert result.exit_code == 0, result.output
     assert "removed 2 analytics rows and the build record" in result.stdout
@@ -421,14 +421,14 @@ def test_rollback_of_a_failing_delete_leaves_the_date_whole(warehouse: DuckDBWar
     warehouse.run_sql("ALTER TABLE ops.date_builds RENAME TO date_builds_gone")
 
     with pytest.raises(Exception, match="date_builds"):
-        operations.rollback_date(warehouse, D1)
+        roll_back(warehouse, D1)
 
     assert count(warehouse, "analytics.company_daily_activity") == 1
 
 
 # ---- rebuild -----------------------------------------------------------------------------------
-def test_rebuild_queues_one_forced_message_the_builder_accepts(services: Services, queue: FakeQueue) -> None:
-    result = invoke(services, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03")
+def test_rebuild_queues_one_forced_message_the_builder_accepts(resources: Resources, queue: FakeQueue) -> None:
+    result = invoke(resources, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03")
 
     assert result.exit_code == 0, result.output
     assert len(queue.sent) == 1
@@ -438,8 +438,10 @@ def test_rebuild_queues_one_forced_message_the_builder_accepts(services: Service
     assert "queued 1 build message(s) for 2025-03-01..2025-03-03" in result.stdout
 
 
-def test_rebuild_of_a_long_range_queues_one_message_per_chunk(services: Services, queue: FakeQueue) -> None:
-    result = invoke(services, "rebuild", "--start", "2024-01-01", "--end", "2024-12-31", "--chunk-days", "31", "--json")
+def test_rebuild_of_a_long_range_queues_one_message_per_chunk(resources: Resources, queue: FakeQueue) -> None:
+    result = invoke(
+        resources, "rebuild", "--start", "2024-01-01", "--end", "2024-12-31", "--chunk-days", "31", "--json"
+    )
 
     assert result.exit_code == 0, result.output
     requests = [parse_build_request(message) for message in queue.sent]
@@ -450,8 +452,8 @@ def test_rebuild_of_a_long_range_queues_one_message_per_chunk(services: Services
     assert document["chunks"][0] == "2024-01-01..2024-01-31"
 
 
-def test_rebuild_dry_run_prints_the_messages_and_queues_nothing(services: Services, queue: FakeQueue) -> None:
-    result = invoke(services, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
+def test_rebuild_dry_run_prints_the_messages_and_queues_nothing(resources: Resources, queue: FakeQueue) -> None:
+    result = invoke(resources, "rebuild", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert queue.sent == []
@@ -475,7 +477,7 @@ def test_rebuild_dry_run_prints_the_messages_and_queues_nothing(services: Servic
     ],
 )
 def test_every_command_refuses_a_date_after_yesterday_with_exit_2_and_changes_nothing(
-    args: list[str], services: Services, warehouse: DuckDBWarehouse, queue: FakeQueue
+    args: list[str], resources: Resources, warehouse: DuckDBWarehouse, queue: FakeQueue
 ) -> None:
     today = dt.datetime.now(dt.UTC).date()
     days = {"yesterday": today - dt.timedelta(days=1), "today": today, "tomorrow": today + dt.timedelta(days=1)}
@@ -483,7 +485,7 @@ def test_every_command_refuses_a_date_after_yesterday_with_exit_2_and_changes_no
     tables = ("analytics.company_daily_activity", "ops.pipeline_runs", "ops.date_builds", "ops.data_quality_results")
     before = {table: count(warehouse, table) for table in tables}
 
-    result = invoke(services, *[a.format(**days) for a in args])
+    result = invoke(resources, *[a.format(**days) for a in args])
 
     assert result.exit_code == 2, result.output
     [line] = result.stderr.strip().splitlines()
@@ -498,16 +500,16 @@ def test_every_command_refuses_a_date_after_yesterday_with_exit_2_and_changes_no
 
 # ---- backfill --dry-run -------------------------------------------------------------------------
 def test_backfill_dry_run_lists_the_plan_and_changes_nothing(
-    services: Services, warehouse: DuckDBWarehouse, gate: FakeGate
+    resources: Resources, warehouse: DuckDBWarehouse, gate: FakeGate
 ) -> None:
     insert_usage_pull(warehouse, D1, "usage-1")
     insert_build(warehouse, D1, None, "usage-1", 1, "run-b1")
-    services.state_table.upsert({"PartitionKey": "usage_pull", "RowKey": "2025-03-01"})
+    resources.state_table.upsert({"PartitionKey": "usage_pull", "RowKey": "2025-03-01"})
     gate.versions = {D1: InputVersions(None, "usage-1")}
     tables = ["stg.usage_pulls", "ops.date_builds", "ops.pipeline_runs", "analytics.company_daily_activity"]
     before = {t: count(warehouse, t) for t in tables}
 
-    result = invoke(services, "backfill", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
+    result = invoke(resources, "backfill", "--start", "2025-03-01", "--end", "2025-03-03", "--dry-run")
 
     assert result.exit_code == 0, result.output
     assert "would pull usage for 2 dates: 2025-03-02..2025-03-03" in result.stdout
@@ -517,7 +519,7 @@ def test_backfill_dry_run_lists_the_plan_and_changes_nothing(
     assert {t: count(warehouse, t) for t in tables} == before
 
 
-def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, warehouse: DuckDBWarehouse) -> None:
+def test_events_refresh_rolls_up_loaded_events_deduplicated(resources: Resources, warehouse: DuckDBWarehouse) -> None:
     from shared.services.events_rollup import load_fact_events
 
     today = dt.datetime.now(dt.UTC).date()
@@ -526,7 +528,7 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, 
         warehouse, [("e1", "acme", stamp), ("e1", "acme", stamp), ("e2", "acme", stamp)], dt.datetime(2030, 1, 1)
     )
 
-    planned = invoke(services, "events", "refresh", "--lookback-days", "0", "--dry-run", "--json")
+    planned = invoke(resources, "events", "refresh", "--lookback-days", "0", "--dry-run", "--json")
     assert json.loads(planned.stdout) | {"loaded_through": None} == {
         "run_id": None,
         "dry_run": True,
@@ -536,7 +538,7 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(services: Services, 
     }
     assert count(warehouse, "agg.company_daily_events") == 0
 
-    result = invoke(services, "events", "refresh", "--lookback-days", "0")
+    result = invoke(resources, "events", "refresh", "--lookback-days", "0")
 
     assert result.exit_code == 0, result.output
     assert "refreshed 1 day(s)" in result.output

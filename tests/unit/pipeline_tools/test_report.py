@@ -17,7 +17,7 @@ from pipeline_tools.report import write_report
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import FutureDateRefused
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 D1, D2, D3 = dt.date(2025, 3, 1), dt.date(2025, 3, 2), dt.date(2025, 3, 3)
 NOW = dt.datetime(2025, 3, 10, 6, 0, tzinfo=dt.UTC)
@@ -235,8 +235,8 @@ def test_company_names_are_escaped_in_the_tables_and_in_the_charts(wh: DuckDBWar
 
 # ---- the command -------------------------------------------------------------------------------
 def invoke(wh: DuckDBWarehouse, *args: str) -> Result:
-    services = Services(Settings(), warehouse=wh)
-    return CliRunner().invoke(cli, list(args), obj=CliContext(_services=services))
+    resources = Resources(Settings(), warehouse=wh)
+    return CliRunner().invoke(cli, list(args), obj=CliContext(_resources=resources))
 
 
 def test_report_json_prints_what_was_written(wh: DuckDBWarehouse, tmp_path: Path) -> None:

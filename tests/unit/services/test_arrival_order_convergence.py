@@ -38,7 +38,7 @@ from shared.services import builder, quality
 from shared.services.alerts import RecordingAlertSink
 from shared.services.crm_staging import stage_crm_snapshot
 from shared.services.readiness import ReadinessGate
-from shared.services.usage_ingest import UsageDeps, ingest_date
+from shared.services.usage_ingest import ingest_date
 from shared.settings import Settings
 from tests.fakes import InMemoryStateTable
 
@@ -206,9 +206,11 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.gate = ReadinessGate(self.state, self.queue, crm_grace_hours=GRACE_HOURS, sleep=lambda _: None)
-        self.services = SimpleNamespace(
+        self.resources = SimpleNamespace(
             settings=SETTINGS,
             warehouse=self.warehouse,
+            blobs=self.blobs,
+            state_table=self.state,
             readiness=self.gate,
             alerts=self.alerts,
         )
@@ -240,9 +242,8 @@ class Pipeline:
         assert result.status in ("staged", "unchanged"), result.reason
 
     def _deliver_usage(self, offset: int, rows: UsageRows) -> None:
-        deps = UsageDeps(SETTINGS, self.warehouse, self.blobs, self.state, self.gate, self.alerts)
         now = self.tick()
-        ingest_date(day(offset), RecordsSource(usage_records(offset, rows), now), deps, "usage-run", now)
+        ingest_date(day(offset), RecordsSource(usage_records(offset, rows), now), self.resources, "usage-run", now)
 
     def build(self, messages: int) -> None:
         for _ in range(messages):
@@ -250,7 +251,7 @@ class Pipeline:
                 return
             body = json.dumps(self.queue.messages.pop(0)).encode()
             self.tick()
-            assert builder.handle_build_message(body, 1, self.services) is not None
+            assert builder.handle_build_message(body, 1, self.resources) is not None
 
     def sweep(self, hours: int) -> None:
         self.now += dt.timedelta(hours=hours)

@@ -17,7 +17,7 @@ from shared.rules.build_plan import InputVersions
 from shared.services import builder, quality
 from shared.services.alerts import RecordingAlertSink
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 DAY = dt.date(2025, 3, 1)
 REAL_CHECKS = quality.run_checks  # before the autouse fixture below replaces it
@@ -75,7 +75,7 @@ def wh(warehouse: DuckDBWarehouse) -> DuckDBWarehouse:
     return warehouse
 
 
-def make_services(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:
+def make_resources(wh: DuckDBWarehouse, **extra: Any) -> SimpleNamespace:
     return SimpleNamespace(
         settings=Settings(),
         warehouse=wh,
@@ -94,8 +94,8 @@ def runs(wh: DuckDBWarehouse) -> list[dict[str, Any]]:
 
 
 def test_build_message_builds_the_date_and_records_the_run(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh)
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert outcome is not None and outcome.rows_written == 1
     assert wh.run_sql("SELECT company_id, active_users FROM analytics.company_daily_activity") == [
@@ -105,29 +105,29 @@ def test_build_message_builds_the_date_and_records_the_run(wh: DuckDBWarehouse) 
     assert wh.run_sql("SELECT activity_date, crm_version, usage_version, row_count FROM ops.date_builds") == [
         {"activity_date": DAY, "crm_version": "c1", "usage_version": "u1", "row_count": 1}
     ]
-    assert services.readiness.recorded == [({DAY: InputVersions("c1", "u1")}, outcome.run_id)]
+    assert resources.readiness.recorded == [({DAY: InputVersions("c1", "u1")}, outcome.run_id)]
 
 
 def test_same_versions_again_are_skipped_and_recorded_as_skipped(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
-    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
+    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert again is not None and again.skipped
     assert [r["status"] for r in runs(wh)] == ["succeeded", "skipped"]
 
 
 def test_new_usage_version_rebuilds(wh: DuckDBWarehouse) -> None:
-    services = make_services(wh)
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
-    services.readiness.versions[DAY] = InputVersions("c1", "u2")
-    again = builder.handle_build_message(message({"start": "2025-03-01", "end": "2025-03-01"}), 1, services)
+    resources = make_resources(wh)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
+    resources.readiness.versions[DAY] = InputVersions("c1", "u2")
+    again = builder.handle_build_message(message({"start": "2025-03-01", "end": "2025-03-01"}), 1, resources)
 
     assert again is not None and again.plan.changed == (DAY,)
 
 
 def test_the_quality_checks_get_the_rebuilt_dates(wh: DuckDBWarehouse, checks_run: list[list[dt.date]]) -> None:
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, make_services(wh))
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, make_resources(wh))
 
     assert outcome is not None
     assert checks_run == [[DAY]]
@@ -138,11 +138,11 @@ def test_failing_quality_checks_alert_but_keep_the_build(wh: DuckDBWarehouse, mo
         raise RuntimeError("checks exploded")
 
     monkeypatch.setattr(quality, "run_checks", broken)
-    services = make_services(wh)
-    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    resources = make_resources(wh)
+    outcome = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
     assert outcome is not None and outcome.rows_written == 1
-    assert [a.title for a in services.alerts.alerts] == ["Data-quality checks could not run after a build"]
+    assert [a.title for a in resources.alerts.alerts] == ["Data-quality checks could not run after a build"]
 
 
 @pytest.mark.parametrize(
@@ -155,10 +155,10 @@ def test_failing_quality_checks_alert_but_keep_the_build(wh: DuckDBWarehouse, mo
     ],
 )
 def test_malformed_message_is_alerted_and_dropped_without_raising(wh: DuckDBWarehouse, body: bytes) -> None:
-    services = make_services(wh)
-    assert builder.handle_build_message(body, 1, services) is None
+    resources = make_resources(wh)
+    assert builder.handle_build_message(body, 1, resources) is None
 
-    [alert] = services.alerts.alerts
+    [alert] = resources.alerts.alerts
     assert alert.title == "Malformed build message rejected" and alert.severity == "error"
     assert runs(wh) == []
     assert wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity") == [{"n": 0}]
@@ -167,11 +167,11 @@ def test_malformed_message_is_alerted_and_dropped_without_raising(wh: DuckDBWare
 def test_failed_build_is_raised_for_retry_without_poison_alert_before_the_last_delivery() -> None:
     wh = FailingWarehouse(":memory:")
     wh.apply_schema()
-    services = make_services(wh)
+    resources = make_resources(wh)
     with pytest.raises(BuildError):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
 
-    assert services.alerts.alerts == []
+    assert resources.alerts.alerts == []
     assert runs(wh) == [
         {"step": "build", "run_date": DAY, "status": "failed", "rows_out": None, "error_type": "BuildError"}
     ]
@@ -182,21 +182,21 @@ def test_failed_build_is_raised_for_retry_without_poison_alert_before_the_last_d
 def test_failed_build_on_the_last_delivery_alerts_moved_to_poison_then_raises() -> None:
     wh = FailingWarehouse(":memory:")
     wh.apply_schema()
-    services = make_services(wh)
+    resources = make_resources(wh)
     last = queue_config().max_dequeue_count
     with pytest.raises(BuildError):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), last, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), last, resources)
 
-    [alert] = services.alerts.alerts
+    [alert] = resources.alerts.alerts
     assert alert.title == "Build message moved to poison"
     assert alert.date == DAY and alert.facts["dequeue_count"] == str(last)
 
 
 def test_services_entry_point_runs_the_quality_checks(wh: DuckDBWarehouse, checks_run: list[list[dt.date]]) -> None:
-    services = Services(
+    resources = Resources(
         Settings(), warehouse=wh, readiness=FakeVersions({DAY: InputVersions("c1", "u1")}), alerts=RecordingAlertSink()
     )
-    outcome = services.handle_build_message(message({"dates": ["2025-03-01"]}), 1)
+    outcome = resources.handle_build_message(message({"dates": ["2025-03-01"]}), 1)
 
     assert outcome is not None and outcome.rows_written == 1
     assert checks_run == [[DAY]]
@@ -214,17 +214,17 @@ def test_a_redelivery_after_a_crash_between_the_build_and_its_checks_runs_the_ch
         checked.append(list(dates))
         REAL_CHECKS(warehouse, dates, *args, **kwargs)
 
-    services = make_services(wh)
+    resources = make_resources(wh)
     monkeypatch.setattr(quality, "run_checks", crash)
     with pytest.raises(KeyboardInterrupt):
-        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+        builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
     assert builder.dates_built_without_checks(wh, [DAY]) == [DAY]
 
     monkeypatch.setattr(quality, "run_checks", checks)
-    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, services)
+    again = builder.handle_build_message(message({"dates": ["2025-03-01"]}), 2, resources)
     assert again is not None and again.skipped, "the build itself is current"
     assert checked == [[DAY]]
     assert builder.dates_built_without_checks(wh, [DAY]) == []
 
-    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, services)
+    builder.handle_build_message(message({"dates": ["2025-03-01"]}), 1, resources)
     assert checked == [[DAY]], "checked dates are not checked again"

@@ -24,7 +24,7 @@ from shared.services.crm_staging import (
 )
 from shared.services.readiness import MarkResult
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 
 HEADER = "company_id,name,country,industry_tag,last_contact_at\n"
 NOW = dt.datetime(2025, 12, 1, 6, 0)
@@ -382,9 +382,9 @@ def test_the_services_entry_point_uses_the_container(
     settings: Settings, blobs: MemoryBlobs, warehouse: DuckDBWarehouse, readiness: RecordingReadiness
 ) -> None:
     blobs.put(settings.crm_container, "crm_2025-11-30.csv", GOOD.encode())
-    services = Services(settings, warehouse=warehouse, blobs=blobs, readiness=readiness, alerts=RecordingAlertSink())
-    assert stage_crm_blob("crm_2025-11-30.csv", services).status == "staged"
-    assert services.stage_crm_blob("crm_2025-11-30.csv").status == "unchanged"
+    resources = Resources(settings, warehouse=warehouse, blobs=blobs, readiness=readiness, alerts=RecordingAlertSink())
+    assert stage_crm_blob("crm_2025-11-30.csv", resources).status == "staged"
+    assert resources.stage_crm_blob("crm_2025-11-30.csv").status == "unchanged"
 
 
 # ---- names -----------------------------------------------------------------------------------

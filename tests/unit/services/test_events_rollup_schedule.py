@@ -65,14 +65,13 @@ def test_usage_tick_refreshes_the_rollup_after_staging(
         calls.append(f"rollup {run_id} lookback={lookback}")
 
     monkeypatch.setattr(usage_ingest, "run_tick", fake_tick)
-    monkeypatch.setattr(usage_ingest.UsageDeps, "from_services", staticmethod(lambda services: None))
     monkeypatch.setattr(events_rollup, "refresh_on_schedule", fake_refresh)
-    services = SimpleNamespace(
+    resources = SimpleNamespace(
         settings=Settings(events_lookback_days=4),
         warehouse=warehouse,
         alerts=RecordingAlertSink(),
         usage_api=SimpleNamespace(for_run=lambda: None),
     )
 
-    assert usage_ingest.run_usage_tick(NOW, False, services) is tick
+    assert usage_ingest.run_usage_tick(NOW, False, resources) is tick
     assert calls == ["usage", "rollup run-3 lookback=4"]

@@ -19,7 +19,6 @@ from shared.errors import AuthenticationFailed, ConcurrencyConflict, RetryBudget
 from shared.services.alerts import RecordingAlertSink
 from shared.services.readiness import MarkResult
 from shared.services.usage_ingest import (
-    UsageDeps,
     load_watermarks,
     raw_manifest_path,
     raw_ndjson_path,
@@ -31,7 +30,7 @@ from shared.services.usage_ingest import (
     stage_from_raw,
 )
 from shared.settings import Settings
-from shared.wiring import Services
+from shared.wiring import Resources
 from tests.fakes import InMemoryStateTable
 
 NOW = dt.datetime(2025, 3, 10, 1, 0, tzinfo=dt.UTC)
@@ -126,31 +125,38 @@ def settings() -> Settings:
     return Settings(raw_container=RAW, usage_lookback_days=0, usage_max_catchup_days=31)
 
 
+def wired(settings: Settings, warehouse: Any, blobs: Any, state_table: Any, readiness: Any, alerts: Any) -> Resources:
+    """The container over the fakes: what the timer hands ingestion."""
+    return Resources(
+        settings, warehouse=warehouse, blobs=blobs, state_table=state_table, readiness=readiness, alerts=alerts
+    )
+
+
 @pytest.fixture
-def deps(settings: Settings) -> UsageDeps:
+def deps(settings: Settings) -> Resources:
     warehouse = DuckDBWarehouse(":memory:")
     warehouse.apply_schema()
-    return UsageDeps(settings, warehouse, FakeBlobStore(), InMemoryStateTable(), FakeReadiness(), RecordingAlertSink())
+    return wired(settings, warehouse, FakeBlobStore(), InMemoryStateTable(), FakeReadiness(), RecordingAlertSink())
 
 
-def staged(deps: UsageDeps, day: dt.date | None = None) -> list[dict[str, Any]]:
+def staged(deps: Resources, day: dt.date | None = None) -> list[dict[str, Any]]:
     rows = deps.warehouse.run_sql(
         "SELECT * FROM stg.product_usage ORDER BY activity_date, company_id",
     )
     return [r for r in rows if day is None or r["activity_date"] == day]
 
 
-def pulls(deps: UsageDeps) -> list[dict[str, Any]]:
+def pulls(deps: Resources) -> list[dict[str, Any]]:
     return deps.warehouse.run_sql("SELECT * FROM stg.usage_pulls ORDER BY activity_date")
 
 
-def runs(deps: UsageDeps) -> list[tuple[str, Any, str]]:
+def runs(deps: Resources) -> list[tuple[str, Any, str]]:
     rows = deps.warehouse.run_sql("SELECT step, run_date, status FROM ops.pipeline_runs ORDER BY started_at, step")
     return [(r["step"], r["run_date"], r["status"]) for r in rows]
 
 
 # ---- the happy path ----------------------------------------------------------------------------
-def test_a_day_is_landed_raw_staged_marked_present_and_watermarked(deps: UsageDeps) -> None:
+def test_a_day_is_landed_raw_staged_marked_present_and_watermarked(deps: Resources) -> None:
     source = FakeSource({D9: [record("C000002", D9, 3, 30), record("C000001", D9, 1, 5)]})
     result = run_tick(NOW, source, deps, run_id="run-1")
 
@@ -166,13 +172,13 @@ def test_a_day_is_landed_raw_staged_marked_present_and_watermarked(deps: UsageDe
     [(day, name, version, rows, changed)] = deps.readiness.marks
     assert (day, name, rows, changed) == (D9, "usage", 2, True)
     assert version == pull["content_hash"]
-    assert load_watermarks(deps.state)[D9]["content_hash"] == version
+    assert load_watermarks(deps.state_table)[D9]["content_hash"] == version
     assert deps.readiness.grace_checks == ["run-1"]
     assert runs(deps) == [("usage_pull", D9, "succeeded"), ("usage_staging", D9, "succeeded")]
     assert deps.warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage_landing") == [{"n": 0}]
 
 
-def test_raw_landing_writes_ndjson_first_and_manifest_last(deps: UsageDeps) -> None:
+def test_raw_landing_writes_ndjson_first_and_manifest_last(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: [record("C1", D9), {"company_id": "", "date": "2025-03-09"}]}), deps)
     assert deps.blobs.writes == [raw_ndjson_path(D9), raw_rejects_path(D9), raw_manifest_path(D9)]
     manifest = json.loads(deps.blobs.read_bytes(RAW, raw_manifest_path(D9)))
@@ -182,7 +188,7 @@ def test_raw_landing_writes_ndjson_first_and_manifest_last(deps: UsageDeps) -> N
     assert len(manifest["ndjson"]["sha256"]) == 64
 
 
-def test_the_raw_ndjson_keeps_records_as_received_including_invalid_ones(deps: UsageDeps) -> None:
+def test_the_raw_ndjson_keeps_records_as_received_including_invalid_ones(deps: Resources) -> None:
     bad = {"company_id": "C2", "date": "2025-03-09", "active_users": "7", "events": 1}
     run_tick(NOW, FakeSource({D9: [record("C1", D9), bad]}), deps)
     lines = deps.blobs.read_bytes(RAW, raw_ndjson_path(D9)).splitlines()
@@ -190,7 +196,7 @@ def test_the_raw_ndjson_keeps_records_as_received_including_invalid_ones(deps: U
 
 
 # ---- re-pulls ----------------------------------------------------------------------------------
-def test_an_identical_repull_leaves_staging_untouched_and_the_version_unchanged(deps: UsageDeps) -> None:
+def test_an_identical_repull_leaves_staging_untouched_and_the_version_unchanged(deps: Resources) -> None:
     source = FakeSource({D9: [record("C1", D9, 2, 4)]})
     run_tick(NOW, source, deps, run_id="first")
     before = (staged(deps), pulls(deps))
@@ -200,7 +206,7 @@ def test_an_identical_repull_leaves_staging_untouched_and_the_version_unchanged(
     assert [m[4] for m in deps.readiness.marks] == [True, False]
 
 
-def test_a_changed_repull_replaces_the_day_and_gives_a_new_version(deps: UsageDeps) -> None:
+def test_a_changed_repull_replaces_the_day_and_gives_a_new_version(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: [record("C1", D9, 2, 4), record("C2", D9)]}), deps)
     run_tick(NOW, FakeSource({D9: [record("C1", D9, 5, 9)]}), deps, run_id="correction")
     assert [(r["company_id"], r["active_users"], r["run_id"]) for r in staged(deps)] == [("C1", 5, "correction")]
@@ -208,7 +214,7 @@ def test_a_changed_repull_replaces_the_day_and_gives_a_new_version(deps: UsageDe
     assert first[2] != second[2] and second[4] is True
 
 
-def test_repeated_records_are_staged_once_and_conflicts_keep_the_largest(deps: UsageDeps) -> None:
+def test_repeated_records_are_staged_once_and_conflicts_keep_the_largest(deps: Resources) -> None:
     records = [record("C1", D9, 1, 1), record("C1", D9, 1, 1), record("C2", D9, 2, 2), record("C2", D9, 3, 0)]
     run_tick(NOW, FakeSource({D9: records}), deps)
     assert [(r["company_id"], r["active_users"], r["events"]) for r in staged(deps)] == [("C1", 1, 1), ("C2", 3, 0)]
@@ -219,7 +225,7 @@ def test_repeated_records_are_staged_once_and_conflicts_keep_the_largest(deps: U
 
 
 # ---- rejects -----------------------------------------------------------------------------------
-def test_rejected_records_go_to_a_report_and_an_alert_not_to_staging(deps: UsageDeps) -> None:
+def test_rejected_records_go_to_a_report_and_an_alert_not_to_staging(deps: Resources) -> None:
     records = [record(f"C{i}", D9) for i in range(40)] + [record("BAD", D9, users=-1)]
     run_tick(NOW, FakeSource({D9: records}), deps)
     assert len(staged(deps)) == 40
@@ -229,7 +235,7 @@ def test_rejected_records_go_to_a_report_and_an_alert_not_to_staging(deps: Usage
     assert pulls(deps)[0]["rejected_record_count"] == 1
 
 
-def test_too_many_rejects_fail_the_day_and_keep_what_was_staged(deps: UsageDeps) -> None:
+def test_too_many_rejects_fail_the_day_and_keep_what_was_staged(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: [record("C1", D9, 2, 2)]}), deps)
     before = staged(deps)
     drifted = [{"company_id": "C1", "date": "2025-03-09", "activeUsers": 3, "events": 3}]
@@ -240,7 +246,7 @@ def test_too_many_rejects_fail_the_day_and_keep_what_was_staged(deps: UsageDeps)
     assert deps.warehouse.run_sql("SELECT COUNT(*) AS n FROM stg.product_usage_landing") == [{"n": 0}]
 
 
-def test_a_repull_without_rejects_removes_the_old_report(deps: UsageDeps) -> None:
+def test_a_repull_without_rejects_removes_the_old_report(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: [record("C1", D9)] * 30 + [record("", D9)]}), deps)
     assert deps.blobs.info(RAW, raw_rejects_path(D9)) is not None
     run_tick(NOW, FakeSource({D9: [record("C1", D9)]}), deps)
@@ -248,12 +254,12 @@ def test_a_repull_without_rejects_removes_the_old_report(deps: UsageDeps) -> Non
 
 
 # ---- failures ----------------------------------------------------------------------------------
-def test_a_failing_day_does_not_stop_the_other_days(deps: UsageDeps) -> None:
-    deps = UsageDeps(
+def test_a_failing_day_does_not_stop_the_other_days(deps: Resources) -> None:
+    deps = wired(
         deps.settings.model_copy(update={"usage_lookback_days": 2}),
         deps.warehouse,
         deps.blobs,
-        deps.state,
+        deps.state_table,
         deps.readiness,
         deps.alerts,
     )
@@ -262,8 +268,8 @@ def test_a_failing_day_does_not_stop_the_other_days(deps: UsageDeps) -> None:
     assert result.by_status("staged") == [D7, D9]
     assert result.by_status("failed") == [D8]
     assert staged(deps, D8) == []
-    assert load_watermarks(deps.state)[D8]["status"] == "failed"
-    assert load_watermarks(deps.state)[D9]["status"] == "succeeded"
+    assert load_watermarks(deps.state_table)[D8]["status"] == "failed"
+    assert load_watermarks(deps.state_table)[D9]["status"] == "succeeded"
     assert deps.blobs.info(RAW, raw_ndjson_path(D8)) is None
     [alert] = deps.alerts.alerts
     assert (alert.severity, alert.date, alert.step) == ("error", D8, "usage_pull")
@@ -271,12 +277,12 @@ def test_a_failing_day_does_not_stop_the_other_days(deps: UsageDeps) -> None:
 
 
 @pytest.mark.parametrize("error", [AuthenticationFailed("HTTP 401"), RetryBudgetExhausted("budget")])
-def test_auth_failure_or_exhausted_budget_stops_the_run(deps: UsageDeps, error: Exception) -> None:
-    deps = UsageDeps(
+def test_auth_failure_or_exhausted_budget_stops_the_run(deps: Resources, error: Exception) -> None:
+    deps = wired(
         deps.settings.model_copy(update={"usage_lookback_days": 2}),
         deps.warehouse,
         deps.blobs,
-        deps.state,
+        deps.state_table,
         deps.readiness,
         deps.alerts,
     )
@@ -290,7 +296,7 @@ def test_auth_failure_or_exhausted_budget_stops_the_run(deps: UsageDeps, error: 
     assert alert.severity == "error" and "The run stopped" in alert.message
 
 
-def test_a_pull_failing_mid_way_lands_nothing(deps: UsageDeps) -> None:
+def test_a_pull_failing_mid_way_lands_nothing(deps: Resources) -> None:
     class Exploding(FakeSource):
         def fetch_day(self, day: dt.date) -> DayPull:
             pull = super().fetch_day(day)
@@ -309,7 +315,7 @@ def test_a_pull_failing_mid_way_lands_nothing(deps: UsageDeps) -> None:
 
 
 # ---- staging from raw --------------------------------------------------------------------------
-def test_replay_from_raw_restages_without_calling_the_api(deps: UsageDeps) -> None:
+def test_replay_from_raw_restages_without_calling_the_api(deps: Resources) -> None:
     source = FakeSource({D9: [record("C1", D9, 4, 4)]})
     run_tick(NOW, source, deps, run_id="pull")
     deps.warehouse.run_sql("DELETE FROM stg.product_usage")
@@ -321,14 +327,14 @@ def test_replay_from_raw_restages_without_calling_the_api(deps: UsageDeps) -> No
     assert deps.readiness.marks[-1][2] == deps.readiness.marks[0][2]  # same content, same version
 
 
-def test_staging_refuses_an_ndjson_its_manifest_does_not_describe(deps: UsageDeps) -> None:
+def test_staging_refuses_an_ndjson_its_manifest_does_not_describe(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: [record("C1", D9)]}), deps)
     deps.blobs.blobs[(RAW, raw_ndjson_path(D9))] = json.dumps(record("C9", D9)).encode() + b"\n"
     with pytest.raises(ConcurrencyConflict):
         stage_from_raw(D9, deps, "late", NOW)
 
 
-def test_staging_needs_a_complete_landing(deps: UsageDeps) -> None:
+def test_staging_needs_a_complete_landing(deps: Resources) -> None:
     deps.blobs.write(RAW, raw_ndjson_path(D9), json.dumps(record("C1", D9)).encode())
     with pytest.raises(Exception, match="incomplete"):
         stage_from_raw(D9, deps, "r", NOW)
@@ -343,16 +349,16 @@ def test_a_watermark_never_moves_back_to_an_older_pull() -> None:
     assert load_watermarks(state)[D9]["content_hash"] == "v2"
 
 
-def test_watermarks_drive_the_catch_up(deps: UsageDeps) -> None:
+def test_watermarks_drive_the_catch_up(deps: Resources) -> None:
     for day in (dt.date(2025, 3, 4), dt.date(2025, 3, 5)):
-        save_watermark(deps.state, day, dt.datetime(2025, 3, 6), "v", 1, "old")
+        save_watermark(deps.state_table, day, dt.datetime(2025, 3, 6), "v", 1, "old")
     source = FakeSource()
     result = run_tick(NOW, source, deps)
     assert source.calls == [dt.date(2025, 3, d) for d in (6, 7, 8, 9)]
     assert result.plan.reasons[dt.date(2025, 3, 6)] == "catchup"
 
 
-def test_past_due_ticks_pull_the_same_days(deps: UsageDeps) -> None:
+def test_past_due_ticks_pull_the_same_days(deps: Resources) -> None:
     on_time, late = FakeSource(), FakeSource()
     run_tick(NOW, on_time, deps)
     run_tick(NOW + dt.timedelta(hours=5), late, deps, past_due=True)
@@ -360,7 +366,7 @@ def test_past_due_ticks_pull_the_same_days(deps: UsageDeps) -> None:
 
 
 # ---- entry point through the container ---------------------------------------------------------
-def test_the_timer_entry_point_uses_a_fresh_client_run_from_the_container(deps: UsageDeps) -> None:
+def test_the_timer_entry_point_uses_a_fresh_client_run_from_the_container(deps: Resources) -> None:
     class Client:
         runs = 0
 
@@ -368,30 +374,30 @@ def test_the_timer_entry_point_uses_a_fresh_client_run_from_the_container(deps: 
             Client.runs += 1
             return FakeSource()
 
-    services = Services(
+    resources = Resources(
         deps.settings,
         warehouse=deps.warehouse,
         blobs=deps.blobs,
-        state_table=deps.state,
+        state_table=deps.state_table,
         readiness=deps.readiness,
         alerts=deps.alerts,
         usage_api=Client(),
     )
-    result = services.run_usage_tick(NOW, past_due=False)
+    result = resources.run_usage_tick(NOW, past_due=False)
     assert Client.runs == 1 and result.by_status("staged") == [D9]
-    assert run_usage_tick(NOW, True, services).by_status("unchanged") == [D9]
+    assert run_usage_tick(NOW, True, resources).by_status("unchanged") == [D9]
 
 
-def test_a_failed_pull_is_remembered_until_a_later_tick_succeeds(deps: UsageDeps) -> None:
+def test_a_failed_pull_is_remembered_until_a_later_tick_succeeds(deps: Resources) -> None:
     run_tick(NOW, FakeSource({D9: UpstreamUnavailable("503")}), deps)
     later = NOW + dt.timedelta(days=2)
     source = FakeSource()
     run_tick(later, source, deps)
     assert source.calls == [D9, dt.date(2025, 3, 10), dt.date(2025, 3, 11)]
-    assert {m["status"] for m in load_watermarks(deps.state).values()} == {"succeeded"}
+    assert {m["status"] for m in load_watermarks(deps.state_table).values()} == {"succeeded"}
 
 
-def test_a_failed_repull_keeps_the_days_successful_watermark(deps: UsageDeps) -> None:
+def test_a_failed_repull_keeps_the_days_successful_watermark(deps: Resources) -> None:
     run_tick(NOW, FakeSource(), deps)
     run_tick(NOW, FakeSource({D9: UpstreamUnavailable("503")}), deps)
-    assert load_watermarks(deps.state)[D9]["status"] == "succeeded"
+    assert load_watermarks(deps.state_table)[D9]["status"] == "succeeded"

@@ -1,5 +1,5 @@
-"""Backfill orchestration (shared.services.operations) with fakes: planning, chunks, resuming
-after an interruption, and the progress it reports."""
+"""Backfill orchestration (shared.services.backfill) with fakes: chunks, resuming after an
+interruption, and the progress it reports."""
 
 from __future__ import annotations
 
@@ -8,14 +8,10 @@ from collections.abc import Sequence
 
 import pytest
 
-from shared.services.operations import (
-    BackfillDateState,
-    DateRange,
-    OperationStopped,
-    contiguous_chunks,
-    plan_backfill,
-    run_backfill,
-)
+from shared.rules.backfill_plan import BackfillDateState
+from shared.rules.date_ranges import DateRange
+from shared.services.backfill import run_backfill
+from shared.services.progress import OperationStopped
 
 START = dt.date(2025, 1, 1)
 
@@ -58,36 +54,6 @@ class RecordingProgress:
 
     def advance(self, dates: int, *, skipped: bool = False) -> None:
         self.events.append(("skip" if skipped else "done", "", dates))
-
-
-def test_contiguous_chunks_split_at_gaps_and_at_the_chunk_size() -> None:
-    picked = [*days(5), *days(3, dt.date(2025, 1, 10))]
-
-    assert contiguous_chunks(picked, max_days=2) == [
-        DateRange(dt.date(2025, 1, 1), dt.date(2025, 1, 2)),
-        DateRange(dt.date(2025, 1, 3), dt.date(2025, 1, 4)),
-        DateRange(dt.date(2025, 1, 5), dt.date(2025, 1, 5)),
-        DateRange(dt.date(2025, 1, 10), dt.date(2025, 1, 11)),
-        DateRange(dt.date(2025, 1, 12), dt.date(2025, 1, 12)),
-    ]
-
-
-def test_date_range_refuses_a_reversed_range() -> None:
-    with pytest.raises(ValueError, match="after"):
-        DateRange(dt.date(2025, 1, 2), dt.date(2025, 1, 1))
-
-
-def test_plan_rebuilds_dates_whose_usage_is_pulled_even_if_built_before() -> None:
-    rng = DateRange(START, START + dt.timedelta(days=3))
-    states = {
-        d: BackfillDateState(pulled=i < 2, up_to_date=i in (0, 2)) for i, d in enumerate(rng.days())
-    }  # day 2 built but not pulled: its pull will change it
-
-    plan = plan_backfill(rng, states, chunk_days=31)
-
-    assert plan.pull == days(2, START + dt.timedelta(days=2))
-    assert plan.build == [DateRange(START + dt.timedelta(days=1), START + dt.timedelta(days=3))]
-    assert plan.build_skipped == [START]
 
 
 def test_backfill_pulls_then_builds_in_chunks_of_the_given_size() -> None:
@@ -227,17 +193,3 @@ def test_ctrl_c_between_a_build_and_its_checks_is_not_swallowed_and_the_resume_r
     assert pipeline.check_calls == [days(5, START + dt.timedelta(days=5))]
     assert result.checked == days(5, START + dt.timedelta(days=5))
     assert pipeline.checked == set(rng.days())
-
-
-def test_plan_lists_built_dates_without_checks_to_check_only() -> None:
-    rng = DateRange(START, START + dt.timedelta(days=2))
-    states = {
-        START: BackfillDateState(pulled=True, up_to_date=True, checked=False),
-        START + dt.timedelta(days=1): BackfillDateState(pulled=True, up_to_date=True, checked=True),
-        START + dt.timedelta(days=2): BackfillDateState(pulled=True, up_to_date=False, checked=False),
-    }
-
-    plan = plan_backfill(rng, states, chunk_days=31)
-
-    assert plan.check == [START]
-    assert plan.build == [DateRange.single(START + dt.timedelta(days=2))]
