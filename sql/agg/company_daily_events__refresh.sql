@@ -4,11 +4,18 @@
 --   Only those days are deleted and recounted: the cost follows the days touched, not history.
 -- De-duplication: an event_id counts once, on the day of its first delivered copy (earliest
 --   loaded_at, then earliest event_ts, then lowest company_id); identical re-deliveries are
---   counted once by COUNT(DISTINCT event_id).
+--   counted once by COUNT(DISTINCT event_id). Copies are matched within @dedup_window_days
+--   days of each other's UTC day (as Amplitude's insert_id, or Segment's messageId within a day):
+--   two copies further apart count as two events. Unbounded, each refresh would look the
+--   event ids of its days up in the whole history, which DuckDB can only do by reading every
+--   event_id ever loaded; bounded, the look-up reads the days from @copies_from to
+--   @copies_through (the refreshed days widened by the window), which zone maps (DuckDB) and
+--   ix_fact_events_event's seek plus a date residual (Azure SQL) keep small.
 -- Days are UTC days: event_date is the UTC day of event_ts, set by the loader.
 -- Grain: one row per (activity_date, company_id) with at least one event.
 -- Parameters: @run_id, @now (DATETIME2, UTC: refreshed_at), @rollup_name, @loaded_through
---   (DATETIME2 or NULL: the new watermark).
+--   (DATETIME2 or NULL: the new watermark), @dedup_window_days (INT), @copies_from and
+--   @copies_through (DATE: the first refreshed day minus the window, the last plus it).
 
 -- 1. Forget the recomputed days.
 DELETE FROM agg.company_daily_events
@@ -49,6 +56,9 @@ first_copies AS (
         FROM agg.fact_events AS earlier
         WHERE
             earlier.event_id = day_events.event_id
+            AND earlier.event_date BETWEEN CAST(@copies_from AS DATE) AND CAST(@copies_through AS DATE)
+            AND earlier.event_date BETWEEN DATEADD(DAY, -@dedup_window_days, day_events.event_date)
+            AND DATEADD(DAY, @dedup_window_days, day_events.event_date)
             AND (
                 earlier.loaded_at < day_events.loaded_at
                 OR (earlier.loaded_at = day_events.loaded_at AND earlier.event_ts < day_events.event_ts)
