@@ -89,10 +89,12 @@ def refresh_company_daily_events(
     ``dry_run`` returns the days it would recompute and writes nothing."""
     now = now.astimezone(dt.UTC).replace(tzinfo=None) if now.tzinfo else now
     with log_context(run_id=run_id, step="events_rollup"):
-        (bounds,) = warehouse.run("agg/fact_events__loaded_through", {"rollup_name": rollup_name})
-        loaded_through, previous = bounds["loaded_through"], bounds["previous_loaded_through"]
+        (watermark,) = warehouse.run("agg/rollup_watermarks__loaded_through", {"rollup_name": rollup_name})
+        previous = watermark["loaded_through"]
+        (newest,) = warehouse.run("agg/fact_events__loaded_through", {"loaded_after": previous})
+        loaded_through = newest["loaded_through"] or previous
         touched: list[dt.date] = []
-        if loaded_through is not None:
+        if newest["loaded_through"] is not None:
             touched = [
                 row["activity_date"]
                 for row in warehouse.run(
