@@ -12,10 +12,6 @@ days before arriving late, and a few re-deliveries of events ten days old) and t
    least 100x faster than 1.);
 3. the reconciliation check (sql/checks/events_reconciliation.sql) for the new day.
 
-With ``--before REV`` the same refresh is also timed with the sql/ tree of git revision REV
-(e.g. the unbounded de-duplication), on the same landed day: the watermark is put back between
-the two, which run in alternating order.
-
 After each refresh the rollup rows of every recomputed day are compared with a bare recount
 of those days (de-duplicated by event_id, UTC days): a fast refresh that counted wrong fails
 the run. Repeats go one day further each (successive daily refreshes); medians are printed.
@@ -23,7 +19,6 @@ Peak RSS is this process's (generation runs in a child process of its own).
 
     PYTHONPATH=$PWD .venv/bin/python bench/events_rollup_bench.py                 # 100M events
     PYTHONPATH=$PWD .venv/bin/python bench/events_rollup_bench.py --events 2000000  # quick
-    PYTHONPATH=$PWD .venv/bin/python bench/events_rollup_bench.py --before 7d0ad95 --repeats 2
 """
 
 from __future__ import annotations
@@ -35,8 +30,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -234,35 +227,6 @@ SELECT COUNT(*) FROM ((FROM expected EXCEPT FROM actual) UNION ALL (FROM actual 
 """
 
 
-def sql_tree_of(revision: str, into: Path) -> Path:
-    """The sql/ folder of a git revision, extracted under ``into``."""
-    archive = subprocess.run(["git", "archive", revision, "sql"], cwd=REPO, check=True, capture_output=True).stdout
-    with tempfile.TemporaryFile() as handle:
-        handle.write(archive)
-        handle.seek(0)
-        with tarfile.open(fileobj=handle) as tar:
-            tar.extractall(into, filter="data")
-    return into / "sql"
-
-
-def refresh_with(wh: DuckDBWarehouse, sql_root: Path, run_id: str, now: dt.datetime) -> float:
-    """The refresh timed with another sql/ tree."""
-    current, wh.sql_root = wh.sql_root, sql_root
-    try:
-        seconds, _ = timed(lambda: refresh_company_daily_events(wh, run_id, now, LOOKBACK_DAYS))
-    finally:
-        wh.sql_root = current
-    return seconds
-
-
-def watermark(wh: DuckDBWarehouse, value: dt.datetime | None = None) -> dt.datetime:
-    """The rollup's watermark; with ``value``, first put it there (to refresh a day again)."""
-    if value is not None:
-        wh._con.execute("UPDATE agg.rollup_watermarks SET loaded_through = $value", {"value": value})
-    (mark,) = wh._con.execute("SELECT loaded_through FROM agg.rollup_watermarks").fetchone()
-    return mark
-
-
 def timed(action: Callable[[], Any]) -> tuple[float, Any]:
     started = time.perf_counter()
     result = action()
@@ -280,8 +244,6 @@ def run(path: Path, args: argparse.Namespace) -> None:
     history_rows = count_events(wh)
     full_times: list[float] = []
     refresh_times: list[float] = []
-    before_times: list[float] = []
-    before_root = sql_tree_of(args.before, path.with_name("before")) if args.before else None
     check_times: list[float] = []
     refreshed: list[int] = []
     rss_start = peak_rss_mib()
@@ -294,16 +256,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
         if repeat < args.full_repeats:
             full, (totals,) = timed(lambda: wh.run_sql(FULL_GROUP_BY))
             full_times.append(full)
-        previous = watermark(wh)
-        if before_root is not None and repeat % 2 == 0:
-            before_times.append(refresh_with(wh, before_root, f"before-{repeat}", now))
-            watermark(wh, previous)
         refresh, result = timed(lambda: refresh_company_daily_events(wh, run_id, now, LOOKBACK_DAYS))  # noqa: B023
-        if before_root is not None and repeat % 2 == 1:
-            refreshed_to = watermark(wh)
-            watermark(wh, previous)
-            before_times.append(refresh_with(wh, before_root, f"before-{repeat}", now))
-            watermark(wh, refreshed_to)
         add_api_events(wh, day)
         check, outcome = timed(lambda: evaluate(wh, reconciliation, day, now, settings))  # noqa: B023
 
@@ -318,8 +271,6 @@ def run(path: Path, args: argparse.Namespace) -> None:
             parts.append(f"full GROUP BY {full:.2f} s ({totals['company_days']:,} company-days)")
         days = ", ".join(d.isoformat() for d in result.days)
         parts.append(f"incremental {refresh:.3f} s ({len(result.days)} days: {days})")
-        if before_root is not None:
-            parts.append(f"with {args.before}'s SQL {before_times[-1]:.3f} s")
         parts.append(f"check {check:.3f} s ({outcome.status}, {outcome.offending_rows} offending)")
         print("; ".join(parts), flush=True)
     wh.close()
@@ -335,10 +286,6 @@ def run(path: Path, args: argparse.Namespace) -> None:
     print(
         f"ratio                {full_median / refresh_median:>14.0f} x   faster than the full GROUP BY (target >= 100)"
     )
-    if before_times:
-        before = statistics.median(before_times)
-        faster = full_median / before
-        print(f"same, {args.before}'s SQL {before:>10.3f} s   ({faster:.0f} x faster than the full GROUP BY)")
     print(f"reconciliation check {statistics.median(check_times):>14.3f} s   for one day")
     print(f"peak RSS             {peak_rss_mib():>14.0f} MiB (before the first repeat {rss_start:.0f} MiB)")
 
@@ -351,7 +298,6 @@ def main() -> None:
     parser.add_argument("--full-repeats", type=int, default=2, help="of those, how many also time the full GROUP BY")
     parser.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (keep the machine shareable)")
     parser.add_argument("--dir", type=Path, default=Path("/tmp/events_rollup_bench"))
-    parser.add_argument("--before", default=None, help="also time the refresh with the sql/ of this git revision")
     parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
