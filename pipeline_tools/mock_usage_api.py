@@ -4,8 +4,9 @@
 answers ``{"date", "data": [...], "next_cursor"}`` from a deterministic synthetic dataset
 (``UsageDataset``: importable, so other code can compute the expected numbers). It enforces a
 server-side rate limit (429 + ``Retry-After``) and has switchable faults that tests toggle while
-it runs: 5xx bursts, slow responses, truncated JSON, duplicate records across pages, schema drift,
-401/403. Every request is logged (path, query, status, server-clock time) for assertions.
+it runs: 5xx bursts, a seeded random share of 5xx and 429 answers, slow responses, truncated
+JSON, duplicate records across pages, schema drift, 401/403. Every request is logged (path,
+query, status, server-clock time) for assertions.
 
 Binds 127.0.0.1 only. Run it alone with
 ``python -m pipeline_tools.mock_usage_api --port 7072 --companies 1000 --start 2025-01-01 --end 2025-12-31``.
@@ -35,16 +36,26 @@ MAX_PAGE_SIZE = 10_000
 _MASK = (1 << 64) - 1
 
 
+_MIX_START = 0x9E3779B97F4A7C15
+
+
+def _mix_step(state: int, value: int) -> int:
+    """One splitmix64 step: ``state`` absorbs ``value``."""
+    state = (state ^ (value & _MASK)) & _MASK
+    state = (state + 0x9E3779B97F4A7C15) & _MASK
+    z = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
+    return z ^ (z >> 31)
+
+
 def _mix(*values: int) -> int:
-    """A deterministic 64-bit hash of integers (splitmix64 steps): fast, seedable, no RNG state."""
-    state = 0x9E3779B97F4A7C15
+    """A deterministic 64-bit hash of integers (splitmix64 steps): fast, seedable, no RNG state.
+
+    The values are absorbed left to right, so hashes sharing leading values can share the steps
+    that absorb them (``UsageDataset.scan`` does, for speed)."""
+    state = _MIX_START
     for value in values:
-        state = (state ^ (value & _MASK)) & _MASK
-        state = (state + 0x9E3779B97F4A7C15) & _MASK
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-        state = z ^ (z >> 31)
+        state = _mix_step(state, value)
     return state
 
 
@@ -90,19 +101,26 @@ class UsageDataset:
 
     def record(self, n: int, day: dt.date, version: int = 0) -> dict[str, Any] | None:
         """Company ``n``'s record for ``day``, or None when the API has none for it."""
-        ordinal = day.toordinal()
-        if _mix(self.seed, n, ordinal, 1) % 100 < self.MISSING_PERCENT:
+        return self._record(_mix_step(_mix_step(_MIX_START, self.seed), n), n, day.toordinal(), day, version)
+
+    def _record(self, company: int, n: int, ordinal: int, day: dt.date, version: int) -> dict[str, Any] | None:
+        """``record`` from ``company``, the hash state after (seed, n): every hash of a record
+        starts with those two values, so a page computes that state once per company, not per hash.
+        The same numbers as ``_mix(self.seed, n, ...)``."""
+        on_day = _mix_step(company, ordinal)
+        if _mix_step(on_day, 1) % 100 < self.MISSING_PERCENT:
             return None
-        if _mix(self.seed, n, ordinal // self.STRETCH_DAYS, 2) % 100 < self.INACTIVE_PERCENT:
+        if _mix_step(_mix_step(company, ordinal // self.STRETCH_DAYS), 2) % 100 < self.INACTIVE_PERCENT:
             active_users, events = 0, 0
         else:
-            size = 1 + _mix(self.seed, n, 3) % 50
-            active_users = _mix(self.seed, n, ordinal, 4) % (size + 1)
-            events = active_users * (1 + _mix(self.seed, n, ordinal, 5) % 20)
+            size = 1 + _mix_step(company, 3) % 50
+            active_users = _mix_step(on_day, 4) % (size + 1)
+            events = active_users * (1 + _mix_step(on_day, 5) % 20)
         for v in range(1, version + 1):
-            if _mix(self.seed, n, ordinal, v, 6) % 100 < self.CORRECTED_PERCENT:
+            corrected = _mix_step(on_day, v)
+            if _mix_step(corrected, 6) % 100 < self.CORRECTED_PERCENT:
                 active_users += 1
-                events += 1 + _mix(self.seed, n, ordinal, v, 7) % 10
+                events += 1 + _mix_step(corrected, 7) % 10
         return {"company_id": company_id(n), "date": day.isoformat(), "active_users": active_users, "events": events}
 
     def scan(self, day: dt.date, start_index: int, limit: int, version: int | None = None) -> tuple[list[dict], int]:
@@ -113,8 +131,9 @@ class UsageDataset:
         version = self.version(day) if version is None else version
         found: list[dict] = []
         index = start_index
+        seeded, ordinal = _mix_step(_MIX_START, self.seed), day.toordinal()
         while index < self.companies and len(found) < limit:
-            record = self.record(index + 1, day, version)
+            record = self._record(_mix_step(seeded, index + 1), index + 1, ordinal, day, version)
             if record is not None:
                 found.append(record)
             index += 1
@@ -169,6 +188,27 @@ class TokenBucket:
             return (1 - self._tokens) / self.rate
 
 
+@dataclass(frozen=True)
+class RandomFaults:
+    """Faults drawn per request from a seeded hash of its sequence number: a retry is a new
+    request with its own draw, and the same seed gives the same faults on every run."""
+
+    fail_rate: float = 0.0  # share of requests answered ``fail_status``
+    rate_limited_rate: float = 0.0  # share answered 429 with ``retry_after``
+    seed: int = 1
+    fail_status: int = 503
+    retry_after: str = "1"
+
+    def pick(self, seq: int) -> str | None:
+        """ "status", "rate_limit" or None for request ``seq``."""
+        draw = _mix(self.seed, seq, 8) / 2.0**64
+        if draw < self.fail_rate:
+            return "status"
+        if draw < self.fail_rate + self.rate_limited_rate:
+            return "rate_limit"
+        return None
+
+
 @dataclass
 class MockState:
     """Everything the handler threads share; guarded by ``lock``."""
@@ -183,6 +223,7 @@ class MockState:
     drift: str | None = None  # "renamed_field" | "string_counts"
     drift_every: int = 1
     auth_status: int | None = None  # 401/403 to every request
+    random_faults: RandomFaults | None = None
     faults: list[_Fault] = field(default_factory=list)
     log: list[LoggedRequest] = field(default_factory=list)
     seq: int = 0
@@ -287,6 +328,13 @@ class MockUsageApi:
         with self.state.lock:
             self.state.drift, self.state.drift_every = mode, max(1, every)
 
+    def set_random_faults(self, faults: RandomFaults | None) -> None:
+        """Answer a seeded random share of requests 5xx or 429 (None: no random faults)."""
+        if faults is not None and not 0 <= faults.fail_rate + faults.rate_limited_rate <= 1:
+            raise ValueError("fault rates must be within 0..1 together")
+        with self.state.lock:
+            self.state.random_faults = faults
+
     def deny_auth(self, status: int | None = 401) -> None:
         """Answer every request with 401/403 (None: back to normal)."""
         with self.state.lock:
@@ -303,6 +351,7 @@ class MockUsageApi:
             self.state.duplicate_across_pages = False
             self.state.drift = None
             self.state.auth_status = None
+            self.state.random_faults = None
 
     def correct(self, day: dt.date) -> int:
         """Change ``day``'s numbers, as a late correction would."""
@@ -360,6 +409,13 @@ class _UsageHandler(BaseHTTPRequestHandler):
                 return _error(fault.params["status"], "injected failure")
             if fault.kind == "rate_limit":
                 return _error(429, "rate limited", {"Retry-After": fault.params["retry_after"]})
+        random_faults = state.random_faults
+        if random_faults is not None:
+            drawn = random_faults.pick(seq)
+            if drawn == "status":
+                return _error(random_faults.fail_status, "injected failure")
+            if drawn == "rate_limit":
+                return _error(429, "rate limited", {"Retry-After": random_faults.retry_after})
         if state.limiter is not None:
             wait = state.limiter.try_take()
             if wait > 0:
@@ -467,6 +523,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--end", type=dt.date.fromisoformat, default=None)
     parser.add_argument("--key", default=DEFAULT_KEY, help="expected bearer key")
     parser.add_argument("--rate-limit", type=float, default=None, help="requests/second before 429s")
+    parser.add_argument("--fail-rate", type=float, default=0.0, help="share of requests answered --fail-status")
+    parser.add_argument("--fail-status", type=int, default=503)
+    parser.add_argument("--rate-limited-rate", type=float, default=0.0, help="share of requests answered 429")
+    parser.add_argument("--injected-retry-after", default="1", help="Retry-After of the injected 429s")
+    parser.add_argument("--fault-seed", type=int, default=1, help="seed of the random faults")
     args = parser.parse_args(argv)
     api = MockUsageApi(
         args.companies,
@@ -477,6 +538,12 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port,
         rate_limit_rps=args.rate_limit,
     )
+    if args.fail_rate or args.rate_limited_rate:
+        api.set_random_faults(
+            RandomFaults(
+                args.fail_rate, args.rate_limited_rate, args.fault_seed, args.fail_status, args.injected_retry_after
+            )
+        )
     with api:
         print(f"mock usage API on {api.base_url} ({args.companies} companies)", flush=True)
         try:

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import IO, Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -221,16 +222,25 @@ def is_transient(exc: BaseException) -> bool:
 
 
 class wait_retry_after_or_backoff(wait_base):
-    """Honour a 429's Retry-After when it has one; otherwise exponential backoff with jitter."""
+    """Honour a 429's Retry-After when it has one. A request's first ``immediate`` failures of
+    any other kind (5xx, timeout, bad body) are retried at once, which means at the rate
+    limiter's next token: a backoff there would spend seconds of the rate budget on a hiccup
+    (at 20 req/s, ~15 requests per 0.75 s wait; measured with 5 % random 503s, the backoffs
+    after two failures in a row cost more than the 429s). Past that, exponential backoff with
+    jitter, as an outage needs."""
 
-    def __init__(self, backoff: wait_base) -> None:
+    def __init__(self, backoff: wait_base, immediate: int = 2) -> None:
         self.backoff = backoff
+        self.immediate = immediate
 
     def __call__(self, retry_state: RetryCallState) -> float:
         outcome = retry_state.outcome
         exc = outcome.exception() if outcome is not None else None
-        if isinstance(exc, RateLimited) and exc.retry_after is not None:
-            return exc.retry_after
+        if isinstance(exc, RateLimited):
+            if exc.retry_after is not None:
+                return exc.retry_after
+        elif retry_state.attempt_number <= self.immediate:
+            return 0.0
         return float(self.backoff(retry_state))
 
 
@@ -405,15 +415,23 @@ class UsageApiClient:
         spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115 - owned by DayPull
         pages = records = 0
         request_ids: list[str] = []
+        # Double buffering: one thread writes page N to the spool while the next request is out.
+        # A cursor pull is sequential, so each page's client-side work adds to the time between
+        # requests; overlapped with the wait for the next page, it no longer does (the GIL is
+        # free while the socket waits). At most one page waits to be written.
+        writing: Future[None] | None = None
         try:
-            for body, request_id in self.iter_pages(day):
-                pages += 1
-                if request_id:
-                    request_ids.append(request_id)
-                for record in body["data"]:
-                    spool.write(json.dumps(record, separators=(",", ":"), sort_keys=True).encode())
-                    spool.write(b"\n")
-                    records += 1
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="usage-spool") as writer:
+                for body, request_id in self.iter_pages(day):
+                    pages += 1
+                    if request_id:
+                        request_ids.append(request_id)
+                    records += len(body["data"])
+                    if writing is not None:
+                        writing.result()
+                    writing = writer.submit(_write_ndjson, spool, body["data"])
+                if writing is not None:
+                    writing.result()
         except BaseException:
             spool.close()
             raise
@@ -427,6 +445,15 @@ class UsageApiClient:
             chunks=lambda: _read_chunks(spool),
             _spool=spool,
         )
+
+
+_NDJSON = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # one encoder, not one per record
+
+
+def _write_ndjson(spool: IO[bytes], records: list[Any]) -> None:
+    """Records as NDJSON lines, each exactly as received (keys sorted)."""
+    if records:
+        spool.write(("\n".join(map(_NDJSON.encode, records)) + "\n").encode())
 
 
 def _read_chunks(handle: IO[bytes]) -> Iterator[bytes]:

@@ -8,9 +8,11 @@ keeps one row per company-day instead and refreshes only what changed:
 - the last ``lookback_days`` days before ``now`` (inclusive of today), which absorbs rows a
   concurrent loader committed with a load time behind the watermark.
 
-Events are de-duplicated by event_id (the first delivered copy counts) and counted on their
-UTC day: ``load_fact_events`` converts timestamps with an offset to UTC and takes the day from
-that, so an event at 23:30-02:00 belongs to the next UTC day.
+Events are de-duplicated by event_id (the first delivered copy counts; copies are matched
+within ``DEDUP_WINDOW_DAYS`` of each other, so a refresh reads the days around the ones it
+recomputes, never the whole history) and counted on their UTC day: ``load_fact_events``
+converts timestamps with an offset to UTC and takes the day from that, so an event at
+23:30-02:00 belongs to the next UTC day.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from shared.services.run_history import record_run
 log = logging.getLogger(__name__)
 
 ROLLUP_NAME = "company_daily_events"
+# Copies of an event_id further apart than this (UTC days) count as two events. Producers
+# re-deliver within minutes or hours; a week is Amplitude's insert_id window.
+DEDUP_WINDOW_DAYS = 7
 _FACT_COLUMNS = ("event_id", "company_id", "event_ts", "event_date", "loaded_at")
 
 
@@ -85,10 +90,12 @@ def refresh_company_daily_events(
     ``dry_run`` returns the days it would recompute and writes nothing."""
     now = naive_utc(now)
     with log_context(run_id=run_id, step="events_rollup"):
-        (bounds,) = warehouse.run("agg/fact_events__loaded_through", {"rollup_name": rollup_name})
-        loaded_through, previous = bounds["loaded_through"], bounds["previous_loaded_through"]
+        (watermark,) = warehouse.run("agg/rollup_watermarks__loaded_through", {"rollup_name": rollup_name})
+        previous = watermark["loaded_through"]
+        (newest,) = warehouse.run("agg/fact_events__loaded_through", {"loaded_after": previous})
+        loaded_through = newest["loaded_through"] or previous
         touched: list[dt.date] = []
-        if loaded_through is not None:
+        if newest["loaded_through"] is not None:
             touched = [
                 row["activity_date"]
                 for row in warehouse.run(
@@ -102,9 +109,18 @@ def refresh_company_daily_events(
             warehouse.bulk_load(
                 "agg.company_daily_events_refresh_days", ("run_id", "activity_date"), ((run_id, d) for d in days)
             )
+            window = dt.timedelta(days=DEDUP_WINDOW_DAYS)
             warehouse.run(
                 "agg/company_daily_events__refresh",
-                {"run_id": run_id, "now": now, "rollup_name": rollup_name, "loaded_through": loaded_through},
+                {
+                    "run_id": run_id,
+                    "now": now,
+                    "rollup_name": rollup_name,
+                    "loaded_through": loaded_through,
+                    "dedup_window_days": DEDUP_WINDOW_DAYS,
+                    "copies_from": days[0] - window,
+                    "copies_through": days[-1] + window,
+                },
             )
         log.info("events rollup refreshed %d day(s) (%d touched by new events)", len(days), len(touched))
         return RefreshResult(days, loaded_through)

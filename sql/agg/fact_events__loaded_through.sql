@@ -1,10 +1,9 @@
--- Purpose: the refresh's read bounds: the newest load time in agg.fact_events (the next
---   watermark) and the watermark the previous refresh left.
+-- Purpose: the refresh's next watermark: the newest load time in agg.fact_events after
+--   @loaded_after (the watermark the previous refresh left; NULL: none yet). NULL when nothing
+--   was loaded since. Bounded below so only the rows loaded since are read (rows are appended
+--   in load order: DuckDB's zone maps skip the rest; ix_fact_events_loaded on Azure SQL).
 -- Grain: one row.
--- Parameters: @rollup_name.
-SELECT
-    (SELECT MAX(loaded_at) FROM agg.fact_events) AS loaded_through,
-    (
-        SELECT MAX(loaded_through) FROM agg.rollup_watermarks
-        WHERE rollup_name = @rollup_name
-    ) AS previous_loaded_through;
+-- Parameters: @loaded_after (DATETIME2 or NULL).
+SELECT MAX(loaded_at) AS loaded_through
+FROM agg.fact_events
+WHERE @loaded_after IS NULL OR loaded_at > CAST(@loaded_after AS DATETIME2);

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import requests
 
-from pipeline_tools.mock_usage_api import MockUsageApi, UsageDataset
+from pipeline_tools.mock_usage_api import MockUsageApi, RandomFaults, UsageDataset, _mix
 from shared.adapters.usage_api import DayPull, TokenBucketLimiter, UsageApiClient
 from shared.errors import AuthenticationFailed, PermanentError, RetryBudgetExhausted, UpstreamUnavailable
 from shared.rules.usage_records import RecordScreen, ScreenResult
@@ -130,7 +130,27 @@ def test_a_5xx_burst_mid_pagination_is_retried_with_backoff(api: MockUsageApi, f
     assert statuses(api).count(503) == 3
     assert staged_rows(screen(pull)) == expected_rows(api)
     backoffs = [s for s in fake_time.sleeps if s >= 0.01]  # limiter waits at 1000 rps are ~1 ms
-    assert len(backoffs) == 3
+    assert len(backoffs) == 1  # the first two retries go at the next token; the third backs off
+
+
+def test_a_lone_5xx_is_retried_at_the_next_token_without_backoff(api: MockUsageApi, fake_time: FakeTime) -> None:
+    api.fail_next(1, status=503, after=5)
+    pull = make_client(api, fake_time).fetch_day(DAY)
+    assert statuses(api).count(503) == 1
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    assert [s for s in fake_time.sleeps if s >= 0.01] == []
+
+
+def test_random_5xx_and_429s_lose_no_page(api: MockUsageApi, fake_time: FakeTime) -> None:
+    """5 % of requests answered 503 and 2 % 429 (seeded): every company-day arrives exactly once."""
+    api.set_random_faults(RandomFaults(fail_rate=0.05, rate_limited_rate=0.02, seed=11))
+    pull = make_client(api, fake_time, USAGE_API_PAGE_SIZE=20).fetch_day(DAY)
+    seen = statuses(api)
+    assert seen.count(503) > 0 and seen.count(429) > 0
+    assert pull.pages == seen.count(200) == len(api.requests) - seen.count(503) - seen.count(429)
+    assert pull.records == len(expected_rows(api))  # nothing received twice
+    assert staged_rows(screen(pull)) == expected_rows(api)
+    assert fake_time.sleeps.count(1.0) == seen.count(429)  # each 429's Retry-After: 1 was waited
 
 
 def test_a_slow_response_times_out_and_is_retried(api: MockUsageApi, fake_time: FakeTime) -> None:
@@ -342,6 +362,42 @@ def test_the_dataset_has_missing_days_inactive_stretches_and_corrections() -> No
     changed = sum(1 for k in before if before[k] != after[k])
     assert 0.05 * len(before) < changed < 0.2 * len(before)
     assert data.records(DAY + dt.timedelta(days=1)) == UsageDataset(2000, seed=7).records(DAY + dt.timedelta(days=1))
+
+
+def reference_record(data: UsageDataset, n: int, day: dt.date, version: int) -> tuple[int, int] | None:
+    """The dataset's rules written plainly with one ``_mix`` per number (the page code shares
+    the hashing steps of a company's leading values, for speed)."""
+    seed, ordinal = data.seed, day.toordinal()
+    if _mix(seed, n, ordinal, 1) % 100 < data.MISSING_PERCENT:
+        return None
+    if _mix(seed, n, ordinal // data.STRETCH_DAYS, 2) % 100 < data.INACTIVE_PERCENT:
+        active_users, events = 0, 0
+    else:
+        size = 1 + _mix(seed, n, 3) % 50
+        active_users = _mix(seed, n, ordinal, 4) % (size + 1)
+        events = active_users * (1 + _mix(seed, n, ordinal, 5) % 20)
+    for v in range(1, version + 1):
+        if _mix(seed, n, ordinal, v, 6) % 100 < data.CORRECTED_PERCENT:
+            active_users += 1
+            events += 1 + _mix(seed, n, ordinal, v, 7) % 10
+    return active_users, events
+
+
+def test_a_page_has_the_numbers_of_the_datasets_rules() -> None:
+    data = UsageDataset(600, seed=5)
+    for version in (0, 2):
+        expected = [(n, reference_record(data, n, DAY, version)) for n in range(1, 601)]
+        page = {r["company_id"]: (r["active_users"], r["events"]) for r in data.records(DAY, version)}
+        assert page == {f"C{n:06d}": numbers for n, numbers in expected if numbers is not None}
+
+
+def test_random_faults_are_seeded_per_request_at_about_the_rates_asked() -> None:
+    faults = RandomFaults(fail_rate=0.05, rate_limited_rate=0.01, seed=3)
+    picks = [faults.pick(seq) for seq in range(1, 20_001)]
+    assert picks == [RandomFaults(fail_rate=0.05, rate_limited_rate=0.01, seed=3).pick(s) for s in range(1, 20_001)]
+    assert 0.045 < picks.count("status") / len(picks) < 0.055
+    assert 0.007 < picks.count("rate_limit") / len(picks) < 0.013
+    assert picks != [RandomFaults(fail_rate=0.05, rate_limited_rate=0.01, seed=4).pick(s) for s in range(1, 20_001)]
 
 
 def test_the_dataset_is_empty_outside_its_date_range() -> None:

@@ -10,6 +10,7 @@ import pytest
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import RejectedInput
 from shared.services.events_rollup import (
+    DEDUP_WINDOW_DAYS,
     days_to_refresh,
     load_fact_events,
     refresh_company_daily_events,
@@ -71,6 +72,24 @@ def test_a_later_copy_on_another_day_does_not_count_twice(wh: DuckDBWarehouse) -
     load_fact_events(wh, [("e1", "acme", at(next_day, 0))], NOW + dt.timedelta(hours=1))
     refresh(wh, "r2", NOW + dt.timedelta(hours=1))
     assert rollup(wh) == {(D, "acme"): 1}  # the first delivered copy counts
+
+
+def test_a_copy_a_week_later_is_still_the_same_event(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(D, 12))], NOW)
+    refresh(wh, "r1")
+    week_later = D + dt.timedelta(days=DEDUP_WINDOW_DAYS)
+    load_fact_events(wh, [("e1", "acme", at(week_later, 12))], NOW + dt.timedelta(hours=1))
+    refresh(wh, "r2", NOW + dt.timedelta(hours=1))
+    assert rollup(wh) == {(D, "acme"): 1}
+
+
+def test_copies_further_apart_than_the_window_count_as_two_events(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(D, 12))], NOW)
+    refresh(wh, "r1")
+    beyond = D + dt.timedelta(days=DEDUP_WINDOW_DAYS + 1)
+    load_fact_events(wh, [("e1", "acme", at(beyond, 12))], NOW + dt.timedelta(hours=1))
+    refresh(wh, "r2", NOW + dt.timedelta(hours=1))
+    assert rollup(wh) == {(D, "acme"): 1, (beyond, "acme"): 1}
 
 
 def test_only_touched_days_and_the_look_back_are_recomputed(wh: DuckDBWarehouse) -> None:

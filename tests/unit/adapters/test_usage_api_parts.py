@@ -195,8 +195,22 @@ def test_wait_uses_retry_after_when_rate_limited_and_backoff_otherwise() -> None
     state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
     state.set_exception((RateLimited, RateLimited("slow down", retry_after=12.0), None))
     assert wait(state) == 12.0
+    state.set_exception((RateLimited, RateLimited("slow down", retry_after=None), None))
+    assert wait(state) == 0.5
+    state.attempt_number = 3
     state.set_exception((UpstreamUnavailable, UpstreamUnavailable("503"), None))
     assert wait(state) == 0.5
+
+
+def test_a_requests_first_two_5xx_are_retried_at_the_next_token_without_backoff() -> None:
+    wait = wait_retry_after_or_backoff(lambda _state: 0.5)  # type: ignore[arg-type, return-value]
+    state = RetryCallState(Retrying(), fn=None, args=(), kwargs={})
+    state.set_exception((UpstreamUnavailable, UpstreamUnavailable("503"), None))
+    assert wait(state) == 0.0  # the rate limiter still paces the retry
+    state.attempt_number = 2
+    assert wait(state) == 0.0
+    state.attempt_number = 3
+    assert wait(state) == 0.5  # a third failure in a row backs off
 
 
 def test_retry_budget_is_shared_across_requests_and_runs_out() -> None:

@@ -1,0 +1,315 @@
+"""Benchmark: the events rollup's incremental refresh of one new day against a full GROUP BY.
+
+SPEC section 6 at scale: 100,000,000 raw events over two years for 100,000 companies,
+generated inside DuckDB (``range()``), once, into a file under /tmp that later runs reuse.
+Each run copies that file and then, for each repeat, lands one more day of events (the hourly
+loads of that day: its own events, re-deliveries of ~1 % of them an hour later, events of two
+days before arriving late, and a few re-deliveries of events ten days old) and times:
+
+1. the bare engine: one full ``GROUP BY event_date, company_id`` with ``COUNT(DISTINCT
+   event_id)`` over the whole table (what recomputing the rollup from scratch costs);
+2. the real incremental path, ``refresh_company_daily_events`` with its look-back (target: at
+   least 100x faster than 1.);
+3. the reconciliation check (sql/checks/events_reconciliation.sql) for the new day.
+
+After each refresh the rollup rows of every recomputed day are compared with a bare recount
+of those days (de-duplicated by event_id, UTC days): a fast refresh that counted wrong fails
+the run. Repeats go one day further each (successive daily refreshes); medians are printed.
+Peak RSS is this process's (generation runs in a child process of its own).
+
+    PYTHONPATH=$PWD .venv/bin/python bench/events_rollup_bench.py                 # 100M events
+    PYTHONPATH=$PWD .venv/bin/python bench/events_rollup_bench.py --events 2000000  # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse  # noqa: E402
+from shared.services.events_rollup import refresh_company_daily_events  # noqa: E402
+from shared.services.quality import checks_named, evaluate  # noqa: E402
+from shared.settings import Settings  # noqa: E402
+
+START = dt.datetime(2024, 11, 29)  # two years of history end on 2026-11-28
+HISTORY_DAYS = 730
+LOOKBACK_DAYS = 2
+LATE_DAYS = 2  # one event in 1,000 arrives this many days late
+OLD_REDELIVERIES = 20  # re-deliveries of ten-day-old events in each new day's loads
+OLD_DAYS = 10
+
+
+def peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+# ---- the synthetic event stream -----------------------------------------------------------------
+def event_rows_sql(events: int, companies: int) -> str:
+    """DuckDB SQL for the raw events of sequence numbers [$lo, $hi): event number ``e`` happens at
+    START + e * (two years / events), so a day holds events / 730 of them in time order.
+
+    Every 100th row is a re-delivery of the row before it (same event_id, time and company,
+    loaded an hour later); one event in 1,000 is loaded LATE_DAYS late; the others are loaded by
+    the hourly load after their hour. Event ids are random-looking hex (UUID-like producers):
+    their order says nothing about time, so no zonemap can prune by event_id.
+    """
+    span_us = HISTORY_DAYS * 86_400 * 1_000_000
+    offset_us = f"CAST(CAST(e AS HUGEINT) * {span_us} // {events} AS BIGINT)"
+    at = f"TIMESTAMP '{START.isoformat(sep=' ')}' + to_microseconds({offset_us})"
+    return f"""
+        WITH numbered AS (
+            SELECT i, CASE WHEN i % 100 = 7 THEN i - 1 ELSE i END AS e
+            FROM range($lo, $hi) AS t(i)
+        ),
+        timed AS (
+            SELECT
+                i,
+                e,
+                {at} AS event_ts
+            FROM numbered
+        )
+        SELECT
+            format('{{:016x}}', hash(e)) AS event_id,
+            'C' || lpad(CAST(hash(e, 1) % {companies} + 1 AS VARCHAR), 6, '0') AS company_id,
+            event_ts,
+            CAST(event_ts AS DATE) AS event_date,
+            date_trunc('hour', event_ts) + INTERVAL 1 HOUR
+                + CASE WHEN i % 100 = 7 THEN INTERVAL 1 HOUR ELSE INTERVAL 0 HOUR END
+                + CASE WHEN e % 1000 = 3 THEN INTERVAL {LATE_DAYS} DAY ELSE INTERVAL 0 DAY END AS loaded_at
+        FROM timed
+    """
+
+
+def day_start_seq(day: dt.date, events: int) -> int:
+    """The first event sequence number on ``day``."""
+    return -(-(day - START.date()).days * events // HISTORY_DAYS)
+
+
+def generate(path: Path, events: int, companies: int, memory_limit: str) -> None:
+    """The history file: the schema, the raw events loaded up to the end of the last history day,
+    the rollup of them (the bare GROUP BY) and the watermark: the state after yesterday's refresh."""
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    wh = DuckDBWarehouse(partial, memory_limit=memory_limit)
+    wh.apply_schema(START)
+    con = wh._con  # direct DuckDB: generating 100M rows is not the pipeline's job
+    cutoff = START + dt.timedelta(days=HISTORY_DAYS)
+    started = time.perf_counter()
+    con.execute(
+        f"INSERT INTO agg.fact_events SELECT * FROM ({event_rows_sql(events, companies)}) WHERE loaded_at <= $cutoff",
+        {"lo": 0, "hi": day_start_seq(cutoff.date(), events), "cutoff": cutoff},
+    )
+    print(f"generated {count_events(wh):,} events in {time.perf_counter() - started:.0f} s", flush=True)
+    fill_rollup(wh, cutoff)
+    con.execute("CHECKPOINT")
+    wh.close()
+    partial.rename(path)
+    print(f"history file ready in {time.perf_counter() - started:.0f} s: {path}", flush=True)
+
+
+def fill_rollup(wh: DuckDBWarehouse, cutoff: dt.datetime) -> None:
+    """The rollup of the history (a bare GROUP BY: the generated copies share their day) and its
+    watermark, a month per statement: the rollup's primary key index grows with each insert, and
+    one 55M-row insert would need it all in memory at once, beside the aggregation."""
+    con = wh._con
+    month = dt.timedelta(days=30)
+    first = START.date()
+    while first < cutoff.date():
+        con.execute(
+            """
+            INSERT INTO agg.company_daily_events
+            SELECT event_date, company_id, COUNT(DISTINCT event_id), $cutoff, 'bench-history'
+            FROM agg.fact_events WHERE event_date >= $first AND event_date < $last
+            GROUP BY event_date, company_id
+            ORDER BY event_date, company_id
+            """,
+            {"cutoff": cutoff, "first": first, "last": min(first + month, cutoff.date())},
+        )
+        first += month
+    con.execute(
+        "INSERT INTO agg.rollup_watermarks VALUES ('company_daily_events', $cutoff, $cutoff, 'bench-history')",
+        {"cutoff": cutoff},
+    )
+
+
+def count_events(wh: DuckDBWarehouse) -> int:
+    return int(wh.run_sql("SELECT COUNT(*) AS n FROM agg.fact_events")[0]["n"])
+
+
+def land_day(wh: DuckDBWarehouse, day: dt.date, events: int, companies: int) -> int:
+    """Append the loads of ``day`` (loaded_at in (day, day + 1]): the raw events as they would
+    arrive, plus a few re-deliveries of ten-day-old events. Returns the rows appended."""
+    after = dt.datetime.combine(day, dt.time())
+    through = after + dt.timedelta(days=1)
+    before = count_events(wh)
+    wh._con.execute(
+        f"INSERT INTO agg.fact_events SELECT * FROM ({event_rows_sql(events, companies)}) "
+        "WHERE loaded_at > $after AND loaded_at <= $through",
+        {
+            "lo": day_start_seq(day - dt.timedelta(days=LATE_DAYS + 1), events),
+            "hi": day_start_seq(day + dt.timedelta(days=1), events),
+            "after": after,
+            "through": through,
+        },
+    )
+    old = day_start_seq(day - dt.timedelta(days=OLD_DAYS), events)
+    wh._con.execute(
+        f"""
+        INSERT INTO agg.fact_events
+        SELECT event_id, company_id, event_ts, event_date, $loaded_at
+        FROM ({event_rows_sql(events, companies)})
+        WHERE hash(event_id) % 97 = 0
+        LIMIT {OLD_REDELIVERIES}
+        """,
+        {"lo": old, "hi": old + 10_000, "loaded_at": after + dt.timedelta(hours=12)},
+    )
+    return count_events(wh) - before
+
+
+def add_api_events(wh: DuckDBWarehouse, day: dt.date) -> None:
+    """The API's daily events for ``day`` (what the reconciliation compares with): the rollup's
+    counts, one company in 50 off by one, as a real feed would be now and then."""
+    wh._con.execute(
+        """
+        INSERT INTO stg.product_usage
+        SELECT activity_date, company_id, 1,
+               event_count + CASE WHEN hash(company_id) % 50 = 0 THEN 1 ELSE 0 END, 'bench', $now, 'bench'
+        FROM agg.company_daily_events WHERE activity_date = $day
+        """,
+        {"day": day, "now": dt.datetime.combine(day, dt.time(23))},
+    )
+
+
+# ---- what is timed ----------------------------------------------------------------------------------
+FULL_GROUP_BY = """
+SELECT COUNT(*) AS company_days, SUM(event_count) AS events
+FROM (
+    SELECT event_date, company_id, COUNT(DISTINCT event_id) AS event_count
+    FROM agg.fact_events
+    GROUP BY event_date, company_id
+) AS full_rollup
+"""
+
+# A bare recount of some days with the rollup's rules (first delivered copy of an event_id, its
+# UTC day), compared with the rollup's rows both ways: zero rows back means they agree.
+VERIFY = """
+WITH day_ids AS (
+    SELECT DISTINCT event_id FROM agg.fact_events WHERE event_date IN (SELECT UNNEST($days))
+),
+first_copies AS (
+    SELECT event_id, arg_min(company_id, (loaded_at, event_ts, company_id)) AS company_id,
+           arg_min(event_date, (loaded_at, event_ts, company_id)) AS event_date
+    FROM agg.fact_events SEMI JOIN day_ids USING (event_id)
+    GROUP BY event_id
+),
+expected AS (
+    SELECT event_date AS activity_date, company_id, COUNT(*) AS event_count
+    FROM first_copies WHERE event_date IN (SELECT UNNEST($days))
+    GROUP BY ALL
+),
+actual AS (
+    SELECT activity_date, company_id, event_count FROM agg.company_daily_events
+    WHERE activity_date IN (SELECT UNNEST($days))
+)
+SELECT COUNT(*) FROM ((FROM expected EXCEPT FROM actual) UNION ALL (FROM actual EXCEPT FROM expected))
+"""
+
+
+def timed(action: Callable[[], Any]) -> tuple[float, Any]:
+    started = time.perf_counter()
+    result = action()
+    return time.perf_counter() - started, result
+
+
+def run(path: Path, args: argparse.Namespace) -> None:
+    work = path.with_name("work.duckdb")
+    shutil.copyfile(path, work)
+    wh = DuckDBWarehouse(work, memory_limit=args.memory_limit)
+    wh.apply_schema(START)  # migrations added since the history file was generated
+    wh._con.execute("SET temp_directory = $dir", {"dir": str(path.with_name("spill"))})
+    settings = Settings(events_reconciliation_tolerance=0.01)
+    (reconciliation,) = checks_named("events_reconciliation")
+    history_rows = count_events(wh)
+    full_times: list[float] = []
+    refresh_times: list[float] = []
+    check_times: list[float] = []
+    refreshed: list[int] = []
+    rss_start = peak_rss_mib()
+    for repeat in range(args.repeats):
+        day = START.date() + dt.timedelta(days=HISTORY_DAYS + repeat)
+        landed = land_day(wh, day, args.events, args.companies)
+        now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 5))
+
+        run_id = f"bench-{repeat}"
+        if repeat < args.full_repeats:
+            full, (totals,) = timed(lambda: wh.run_sql(FULL_GROUP_BY))
+            full_times.append(full)
+        refresh, result = timed(lambda: refresh_company_daily_events(wh, run_id, now, LOOKBACK_DAYS))  # noqa: B023
+        add_api_events(wh, day)
+        check, outcome = timed(lambda: evaluate(wh, reconciliation, day, now, settings))  # noqa: B023
+
+        (mismatched,) = wh._con.execute(VERIFY, {"days": result.days}).fetchone()
+        if mismatched:
+            raise SystemExit(f"the refresh of {day} disagrees with a bare recount on {mismatched} row(s)")
+        refresh_times.append(refresh)
+        check_times.append(check)
+        refreshed.append(len(result.days))
+        parts = [f"  day {day}: +{landed:,} rows"]
+        if repeat < args.full_repeats:
+            parts.append(f"full GROUP BY {full:.2f} s ({totals['company_days']:,} company-days)")
+        days = ", ".join(d.isoformat() for d in result.days)
+        parts.append(f"incremental {refresh:.3f} s ({len(result.days)} days: {days})")
+        parts.append(f"check {check:.3f} s ({outcome.status}, {outcome.offending_rows} offending)")
+        print("; ".join(parts), flush=True)
+    wh.close()
+    work.unlink()
+
+    full_median = statistics.median(full_times)
+    refresh_median = statistics.median(refresh_times)
+    print(f"raw events           {history_rows:>14,} over {HISTORY_DAYS} days, {args.companies:,} companies")
+    print(f"DuckDB memory limit  {args.memory_limit:>14}   threads: the engine's default")
+    print(f"full GROUP BY        {full_median:>14.2f} s   (bare engine, median of {len(full_times)})")
+    days = statistics.median(refreshed)
+    print(f"incremental refresh  {refresh_median:>14.3f} s   (one new day; {days:.0f} days recomputed, median)")
+    print(
+        f"ratio                {full_median / refresh_median:>14.0f} x   faster than the full GROUP BY (target >= 100)"
+    )
+    print(f"reconciliation check {statistics.median(check_times):>14.3f} s   for one day")
+    print(f"peak RSS             {peak_rss_mib():>14.0f} MiB (before the first repeat {rss_start:.0f} MiB)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000_000)
+    parser.add_argument("--companies", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3, help="new days refreshed (one each)")
+    parser.add_argument("--full-repeats", type=int, default=2, help="of those, how many also time the full GROUP BY")
+    parser.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (keep the machine shareable)")
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/events_rollup_bench"))
+    parser.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    path = args.dir / f"history_{args.events}_{args.companies}.duckdb"
+    if args.generate_only:
+        generate(path, args.events, args.companies, args.memory_limit)
+        return
+    if not path.exists():
+        # In a child process: generation's peak memory is not the refresh's.
+        subprocess.run([sys.executable, __file__, *sys.argv[1:], "--generate-only"], check=True, cwd=REPO)
+    run(path, args)
+
+
+if __name__ == "__main__":
+    main()
