@@ -60,16 +60,16 @@ first_copies AS (
     FROM day_events
     LEFT JOIN nearby_copies AS earlier
         ON
-            earlier.event_id = day_events.event_id
+            day_events.event_id = earlier.event_id
             AND earlier.event_date BETWEEN DATEADD(DAY, -@dedup_window_days, day_events.event_date)
             AND DATEADD(DAY, @dedup_window_days, day_events.event_date)
             AND (
-                earlier.loaded_at < day_events.loaded_at
-                OR (earlier.loaded_at = day_events.loaded_at AND earlier.event_ts < day_events.event_ts)
+                day_events.loaded_at > earlier.loaded_at
+                OR (day_events.loaded_at = earlier.loaded_at AND day_events.event_ts > earlier.event_ts)
                 OR (
-                    earlier.loaded_at = day_events.loaded_at
-                    AND earlier.event_ts = day_events.event_ts
-                    AND earlier.company_id < day_events.company_id
+                    day_events.loaded_at = earlier.loaded_at
+                    AND day_events.event_ts = earlier.event_ts
+                    AND day_events.company_id > earlier.company_id
                 )
             )
     WHERE earlier.event_id IS NULL
