@@ -205,6 +205,27 @@ def contiguous_ranges(dates: Iterable[dt.date]) -> list[tuple[dt.date, dt.date]]
     return ranges
 
 
+def split_ranges(ranges: Iterable[tuple[dt.date, dt.date]], max_days: int | None) -> list[tuple[dt.date, dt.date]]:
+    """The ranges cut into consecutive pieces of at most ``max_days`` days (None: as they are).
+
+    A piece is what one run of the build SQL computes at once: its memory follows its
+    company-days, so a long range is built piece by piece (in the same transaction) instead of
+    in one statement whose memory grows with the range.
+    """
+    if max_days is None:
+        return list(ranges)
+    if max_days < 1:
+        raise ValueError(f"max_days must be at least 1, not {max_days}")
+    pieces: list[tuple[dt.date, dt.date]] = []
+    for first, last in ranges:
+        start = first
+        while start <= last:
+            end = min(last, start + dt.timedelta(days=max_days - 1))
+            pieces.append((start, end))
+            start = end + dt.timedelta(days=1)
+    return pieces
+
+
 def checkpoint_refresh_from(
     stale_from: dt.date | None, last_checkpoint: dt.date | None, date_to: dt.date
 ) -> dt.date | None:

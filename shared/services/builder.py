@@ -55,6 +55,7 @@ from shared.rules.build_plan import (
     extend_beyond_window,
     parse_build_request,
     plan_build,
+    split_ranges,
 )
 from shared.rules.dates import refuse_future_dates
 from shared.services.alerts import Alert, AlertSink
@@ -66,6 +67,7 @@ STEP = "build"
 _BUILD_SQL = "analytics/company_daily_activity__build"
 _BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
 _CRM_REACH_SQL = "ops/date_builds__crm_snapshot_changed"
+_SPINE_SIZE_SQL = "analytics/company_daily_activity__spine_size"
 
 
 class VersionSource(Protocol):
@@ -393,17 +395,19 @@ def build_ranges(
 ) -> int:
     """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
 
+    Each range is built in pieces the engine can hold (``Warehouse.build_piece_company_days``),
+    all inside the one transaction: the build commits whole or not at all, whatever its length.
     Returns the number of analytics rows of the rebuilt dates.
     """
     date_to = max(end for _, end in ranges)
     with warehouse.transaction():
         refresh_derived_usage(warehouse, date_to, run_id=run_id, loaded_at=loaded_at)
-        for date_from, range_to in ranges:
-            range_started = time.monotonic()
+        for date_from, piece_to in split_ranges(ranges, piece_days(warehouse, ranges)):
+            piece_started = time.monotonic()
             warehouse.run(
-                _BUILD_SQL, {"date_from": date_from, "date_to": range_to, "run_id": run_id, "loaded_at": loaded_at}
+                _BUILD_SQL, {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at}
             )
-            log.info("built %s..%s in %.2f s", date_from, range_to, time.monotonic() - range_started)
+            log.info("built %s..%s in %.2f s", date_from, piece_to, time.monotonic() - piece_started)
         warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
         warehouse.bulk_load(
             "ops.date_builds_landing",
@@ -418,6 +422,18 @@ def build_ranges(
             for row in warehouse.run("ops/date_builds__for_range", {"date_from": first, "date_to": date_to})
             if row["activity_date"] in versions
         )
+
+
+def piece_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """How many days one run of the build SQL may cover on this engine (None: any number): its
+    company-day budget over the widest spine of the ranges (a cheap count on the dim and usage)."""
+    budget = warehouse.build_piece_company_days
+    longest = max((end - start).days + 1 for start, end in ranges)
+    if budget is None or longest == 1:
+        return None
+    first, last = min(start for start, _ in ranges), max(end for _, end in ranges)
+    companies = int(warehouse.run(_SPINE_SIZE_SQL, {"date_from": first, "date_to": last})[0]["companies"] or 0)
+    return max(1, budget // max(companies, 1))
 
 
 def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str, loaded_at: dt.datetime) -> None:

@@ -60,6 +60,10 @@ class Warehouse(abc.ABC):
     SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
     # Contained database users for Entra identities (sql/admin/); the embedded engine has none.
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = False
+    # How many company-days one build statement may compute at once, for engines whose memory is
+    # capped by a setting (the builder splits longer ranges into pieces of this size); None: no
+    # bound, the engine spills on its own (Azure SQL).
+    build_piece_company_days: int | None = None
 
     def __init__(self, sql_root: Path = SQL_ROOT) -> None:
         self.sql_root = sql_root

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import islice
@@ -32,6 +33,21 @@ _COPY_OPTIONS = (
 )
 
 
+# Peak memory of a range build per company-day it computes at once (bench/build_bench.py measures
+# it: the fan-out GROUP BY and the MERGE's join dominate), with room for the rest of the process.
+BUILD_BYTES_PER_COMPANY_DAY = 250
+_BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
+_BYTE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
+
+
+def parse_bytes(text: str) -> int:
+    """'1.5GB' -> 1500000000 (DuckDB's own units: KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]*)\s*", text)
+    if not match or match.group(2).upper() not in _BYTE_UNITS:
+        raise ConfigurationError(f"setting DUCKDB_MEMORY_LIMIT: not a size like 1.5GB or 512MB: {text!r}")
+    return int(float(match.group(1)) * _BYTE_UNITS[match.group(2).upper()])
+
+
 class DuckDBWarehouse(Warehouse):
     DIALECT: ClassVar[str] = "duckdb"
     SUPPORTS_TRANSACTIONS: ClassVar[bool] = True
@@ -44,7 +60,10 @@ class DuckDBWarehouse(Warehouse):
         self.path = str(path)
         self._con = _open(self.path)
         if memory_limit:
+            # Beyond the cap DuckDB spills joins and aggregates to <path>.tmp instead of failing,
+            # and the builder keeps each build statement to what fits in it.
             self._con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+            self.build_piece_company_days = max(1, parse_bytes(memory_limit) // BUILD_BYTES_PER_COMPANY_DAY)
 
     def _execute(self, statement: Statement, params: Mapping[str, Any]) -> list[Row] | None:
         sql = to_duckdb(statement)
