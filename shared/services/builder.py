@@ -9,9 +9,11 @@ an optional ``reason`` and ``force``. The builder
    since its build (asked of the warehouse);
 2. in ONE warehouse transaction: refreshes the derived usage tables (activity checkpoints,
    first usage) from the earliest changed usage date, adds the built dates after the windows
-   whose last activity or "known since" moved, runs the build SQL once per contiguous range
-   (set based: MERGE on (activity_date, company_id), deleting companies that left the spine)
-   and records the versions it built in ops.date_builds;
+   whose last activity or "known since" moved, runs the build SQL once per contiguous range, or
+   per piece of it when the engine's memory is capped (``Warehouse.build_piece_company_days``:
+   a piece's company-days fit the cap; set based: MERGE on (activity_date, company_id), deleting
+   companies that left the spine) and records the versions it built in ops.date_builds. The
+   transaction holds every piece: a build commits whole or not at all, however long its range;
 3. records the run in ops.pipeline_runs (step "build") and runs the data-quality checks.
 
 A malformed message is logged, alerted and dropped (returning normally, so the host does not

@@ -2,8 +2,14 @@
 --   one set-based run (SPEC section 4), derived from staging and dims only, never from earlier
 --   analytics rows, so builds in any order converge. The caller refreshes
 --   stg.company_activity_checkpoints and stg.company_first_usage first and runs this inside
---   one transaction. Writes: MERGE on (activity_date, company_id), then deletes the rebuilt
---   dates' rows of companies that left the spine.
+--   one transaction. Writes: deletes the rebuilt dates' rows of companies that left the spine,
+--   then MERGEs the computed rows on (activity_date, company_id) straight from the query: no
+--   work table, whose keyed insert and delete of every row cost more than the MERGE itself.
+--   The builder keeps a run's company-days within the engine's memory by cutting long ranges
+--   into pieces (one run of this file each, in one transaction).
+--   - No dense grid and no window frames: on DuckDB ONE window sum as a ROWS frame over a dense
+--     company x day grid costs about as much as the whole fan-out GROUP BY below with all eight
+--     sums (5,000 companies x 365 days: 3.1 s each, same run).
 --   - Spine of day D: the companies whose dim.companies version is in force on D, plus every
 --     company with a stg.product_usage row on D (unknown to CRM: attributes NULL).
 --   - Rolling values are calendar windows (D-6..D, D-27..D, D-13..D-7), missing days = 0:

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.errors import BuildError
+from shared.adapters.warehouse.duckdb_engine import BUILD_BYTES_PER_COMPANY_DAY, DuckDBWarehouse, parse_bytes
+from shared.errors import BuildError, ConfigurationError
 
 USAGE_COLUMNS = ["load_id", "activity_date", "company_id", "active_users", "events", "source_blob"]
 
@@ -135,3 +135,17 @@ def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: Duck
             "rows_in": 5,
         },
     ]
+
+
+def test_memory_limit_caps_duckdb_and_sizes_the_builds_pieces() -> None:
+    capped = DuckDBWarehouse(":memory:", memory_limit="512MB")
+    assert capped.run_sql("SELECT current_setting('memory_limit') AS v")[0]["v"] in {"488.2 MiB", "488.2MiB"}
+    assert capped.build_piece_company_days == 512_000_000 // BUILD_BYTES_PER_COMPANY_DAY
+    assert DuckDBWarehouse(":memory:").build_piece_company_days is None  # no cap: no pieces
+
+
+def test_memory_sizes_are_read_in_duckdbs_units_and_nonsense_names_the_setting() -> None:
+    assert parse_bytes("1.5GB") == 1_500_000_000
+    assert parse_bytes("2 GiB") == 2 * 1024**3
+    with pytest.raises(ConfigurationError, match="DUCKDB_MEMORY_LIMIT"):
+        parse_bytes("lots")
