@@ -226,6 +226,25 @@ def split_ranges(ranges: Iterable[tuple[dt.date, dt.date]], max_days: int | None
     return pieces
 
 
+def group_ranges(
+    ranges: Iterable[tuple[dt.date, dt.date]], max_days: int | None
+) -> list[list[tuple[dt.date, dt.date]]]:
+    """The ranges, cut to at most ``max_days`` days, packed in order into groups of at most
+    ``max_days`` days in all (None: one group): the parts a long build commits one by one."""
+    if max_days is None:
+        return [list(ranges)]
+    groups: list[list[tuple[dt.date, dt.date]]] = []
+    room = 0
+    for first, last in split_ranges(ranges, max_days):
+        days = (last - first).days + 1
+        if not groups or days > room:
+            groups.append([])
+            room = max_days
+        groups[-1].append((first, last))
+        room -= days
+    return groups
+
+
 def checkpoint_refresh_from(
     stale_from: dt.date | None, last_checkpoint: dt.date | None, date_to: dt.date
 ) -> dt.date | None:

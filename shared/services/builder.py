@@ -55,6 +55,7 @@ from shared.rules.build_plan import (
     checkpoint_refresh_from,
     contiguous_ranges,
     extend_beyond_window,
+    group_ranges,
     parse_build_request,
     plan_build,
     split_ranges,
@@ -328,7 +329,13 @@ def build(
     run_id: str,
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> BuildOutcome:
-    """Plan, then build every target range in one transaction, recording the run in ops."""
+    """Plan, then build every target range in one transaction, recording the run in ops.
+
+    A build larger than the engine's transaction budget (``Warehouse.build_transaction_company_days``)
+    commits in consecutive parts instead, in date order, each all-or-nothing with its own
+    ops.date_builds records: a failure leaves the parts before it committed and recorded, the rest
+    untouched, and the redelivered message builds what is still not up to date.
+    """
     started = time.monotonic()
     loaded_at = clock()
     window_to = request.dates[-1] + dt.timedelta(days=WINDOW_DAYS - 1)
@@ -348,7 +355,12 @@ def build(
                 return _skipped(run, plan, started)
             _log_plan(plan, request)
             target_versions = versions_to_record(plan, current, built)
-            rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
+            first, *later = group_ranges(plan.ranges, transaction_days(warehouse, plan.ranges))
+            rows = build_ranges(warehouse, first, _within(target_versions, first), run_id=run_id, loaded_at=loaded_at)
+        for part in later:  # only when the build exceeds one transaction's budget
+            log.info("committed the build up to %s; next part %s..%s", first[-1][1], part[0][0], part[-1][1])
+            rows += build_ranges(warehouse, part, _within(target_versions, part), run_id=run_id, loaded_at=loaded_at)
+            first = part
         run.rows_out = rows
     try:
         versions.record_build(target_versions, run_id, loaded_at)
@@ -427,15 +439,30 @@ def build_ranges(
 
 
 def piece_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
-    """How many days one run of the build SQL may cover on this engine (None: any number): its
-    company-day budget over the widest spine of the ranges (a cheap count on the dim and usage)."""
-    budget = warehouse.build_piece_company_days
-    longest = max((end - start).days + 1 for start, end in ranges)
-    if budget is None or longest == 1:
+    """How many days one run of the build SQL may cover on this engine (None: any number)."""
+    return _days_within(warehouse, warehouse.build_piece_company_days, ranges)
+
+
+def transaction_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """How many days one transaction of a build may write on this engine (None: any number)."""
+    return _days_within(warehouse, warehouse.build_transaction_company_days, ranges)
+
+
+def _days_within(warehouse: Warehouse, budget: int | None, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """A company-day budget in days of the ranges' spine (a cheap count on the dim and usage)."""
+    total = sum((end - start).days + 1 for start, end in ranges)
+    if budget is None or total == 1:
         return None
     first, last = min(start for start, _ in ranges), max(end for _, end in ranges)
     companies = int(warehouse.run(_SPINE_SIZE_SQL, {"date_from": first, "date_to": last})[0]["companies"] or 0)
-    return max(1, budget // max(companies, 1))
+    days = max(1, budget // max(companies, 1))
+    return None if days >= total else days
+
+
+def _within(
+    versions: Mapping[dt.date, InputVersions], ranges: Sequence[tuple[dt.date, dt.date]]
+) -> dict[dt.date, InputVersions]:
+    return {d: v for d, v in versions.items() if any(start <= d <= end for start, end in ranges)}
 
 
 def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str, loaded_at: dt.datetime) -> None:

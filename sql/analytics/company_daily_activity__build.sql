@@ -224,15 +224,16 @@ crm_spine AS (
             AND company_versions.valid_until > build_days.activity_date
 ),
 
+-- Read from the table with the range's own bounds, not from usage_rows: a CTE read twice is
+-- materialised by DuckDB (every usage row of the read copied once more before the joins).
 usage_spine AS (
     SELECT
-        usage_rows.activity_date,
-        usage_rows.company_id,
-        usage_rows.active_users,
-        usage_rows.events
-    FROM usage_rows
-    INNER JOIN bounds
-        ON usage_rows.activity_date >= bounds.date_from
+        day_rows.activity_date,
+        day_rows.company_id,
+        day_rows.active_users,
+        day_rows.events
+    FROM stg.product_usage AS day_rows
+    WHERE day_rows.activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
 ),
 
 spine AS (

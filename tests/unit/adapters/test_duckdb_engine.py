@@ -7,7 +7,12 @@ import threading
 
 import pytest
 
-from shared.adapters.warehouse.duckdb_engine import BUILD_BYTES_PER_COMPANY_DAY, DuckDBWarehouse, parse_bytes
+from shared.adapters.warehouse.duckdb_engine import (
+    BUILD_BYTES_PER_COMPANY_DAY,
+    WRITE_BYTES_PER_COMPANY_DAY,
+    DuckDBWarehouse,
+    parse_bytes,
+)
 from shared.errors import BuildError, ConfigurationError
 
 USAGE_COLUMNS = ["load_id", "activity_date", "company_id", "active_users", "events", "source_blob"]
@@ -140,8 +145,11 @@ def test_bulk_load_converts_aware_timestamps_to_utc_and_keeps_types(engine: Duck
 def test_memory_limit_caps_duckdb_and_sizes_the_builds_pieces() -> None:
     capped = DuckDBWarehouse(":memory:", memory_limit="512MB")
     assert capped.run_sql("SELECT current_setting('memory_limit') AS v")[0]["v"] in {"488.2 MiB", "488.2MiB"}
-    assert capped.build_piece_company_days == 512_000_000 // BUILD_BYTES_PER_COMPANY_DAY
-    assert DuckDBWarehouse(":memory:").build_piece_company_days is None  # no cap: no pieces
+    # Half the cap for a piece's work, half for the open transaction's writes.
+    assert capped.build_piece_company_days == 256_000_000 // BUILD_BYTES_PER_COMPANY_DAY
+    assert capped.build_transaction_company_days == 256_000_000 // WRITE_BYTES_PER_COMPANY_DAY
+    uncapped = DuckDBWarehouse(":memory:")
+    assert uncapped.build_piece_company_days is None and uncapped.build_transaction_company_days is None
 
 
 def test_memory_sizes_are_read_in_duckdbs_units_and_nonsense_names_the_setting() -> None:

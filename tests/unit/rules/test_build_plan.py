@@ -14,6 +14,7 @@ from shared.rules.build_plan import (
     add_crm_reach,
     checkpoint_refresh_from,
     contiguous_ranges,
+    group_ranges,
     parse_build_request,
     plan_build,
     split_ranges,
@@ -161,6 +162,12 @@ def test_split_ranges_cuts_each_range_into_pieces_of_at_most_max_days() -> None:
     assert split_ranges([(d(1), d(7))], None) == [(d(1), d(7))]
     with pytest.raises(ValueError):
         split_ranges([(d(1), d(2))], 0)
+
+
+def test_group_ranges_packs_pieces_in_order_into_parts_of_at_most_max_days() -> None:
+    assert group_ranges([(d(1), d(2)), (d(5), d(9))], 4) == [[(d(1), d(2))], [(d(5), d(8))], [(d(9), d(9))]]
+    assert group_ranges([(d(1), d(1)), (d(3), d(4)), (d(9), d(9))], 4) == [[(d(1), d(1)), (d(3), d(4)), (d(9), d(9))]]
+    assert group_ranges([(d(1), d(30))], None) == [[(d(1), d(30))]]
 
 
 # ---- checkpoint refresh --------------------------------------------------------------------------
