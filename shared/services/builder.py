@@ -13,7 +13,9 @@ an optional ``reason`` and ``force``. The builder
    per piece of it when the engine's memory is capped (``Warehouse.build_piece_company_days``:
    a piece's company-days fit the cap; set based: MERGE on (activity_date, company_id), deleting
    companies that left the spine) and records the versions it built in ops.date_builds. The
-   transaction holds every piece: a build commits whole or not at all, however long its range;
+   transaction holds every piece: a build commits whole or not at all, unless it writes more
+   than the engine holds uncommitted (``Warehouse.build_transaction_company_days``): then it
+   commits in date-ordered parts, each whole or not at all (see ``build``);
 3. records the run in ops.pipeline_runs (step "build") and runs the data-quality checks.
 
 A malformed message is logged, alerted and dropped (returning normally, so the host does not
@@ -410,7 +412,7 @@ def build_ranges(
     """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
 
     Each range is built in pieces the engine can hold (``Warehouse.build_piece_company_days``),
-    all inside the one transaction: the build commits whole or not at all, whatever its length.
+    all inside this one transaction: the ranges given commit whole or not at all.
     Returns the number of analytics rows of the rebuilt dates.
     """
     date_to = max(end for _, end in ranges)
