@@ -1,58 +1,52 @@
-"""Benchmark: the analytics build on DuckDB; cost versus length of history, and range throughput.
+"""Benchmark: the analytics build on DuckDB against the bare engine on the same staging.
 
-Three measurements, each on its own in-memory warehouse with staging generated inside DuckDB:
+Two measurements, each beside its own bare-engine baseline timed in the same run on the same
+warehouse file, and reported as medians of repeats with the ratio:
 
-1. build ONE day for N companies with 30 days of usage history before it;
-2. the same day with 3 years of history (target: at most 1.5x the 30-day time, because a
-   build reads at most a month of usage plus the monthly activity checkpoint, never the history);
-3. a full-year range rebuild (365 days in one set-based run): company-days per second.
+1. a range rebuild of ``--range-days`` (365) days for N companies: company-days per second of
+   the builder (plan, derived-usage refresh, build SQL in memory-bounded pieces, MERGE, ops
+   records: one transaction) versus the bare calendar-window query over a dense spine (every
+   company x every day from D-27, LEFT JOIN usage, the seven window sums as ROWS frames,
+   written to a table), both under the same ``memory_limit``. Target: >= 50 % of bare.
+2. a one-day build of the last day for N companies with 30 days and with 3 years of history
+   (analytics prefilled with the history's rows, so the MERGE meets a production-size table),
+   versus the bare one-day query (one GROUP BY over D-27..D with the seven window sums, written
+   to a table). Targets: <= 2x bare at 30 days; 3 years <= 1.1x 30 days.
 
-With ``--before REV``, the one-day builds of both histories are also timed with the build SQL
-(sql/analytics/company_daily_activity__build.sql) of git revision REV, on the same warehouses,
-interleaved with the current one (target: the current build at most 1.5x the "before" one,
-e.g. the 28-day windows against the 7-day-only build). Only that file differs: the rest of
-sql/ and the Python builder are the current ones, and the older SQL simply leaves columns it
-does not know NULL in the work table.
+Staging is generated inside DuckDB once into files under ``--data-dir`` and reused (delete
+them to regenerate). Every timed run works on a fresh copy, in its own process, so each
+reports its own peak RSS (``ru_maxrss``); bare and builder runs alternate, so load from other
+processes on a shared machine hits both alike.
 
-The history is in the steady state production reaches: checkpoints refreshed up to the day
-before, the day itself freshly staged (so each timed build also refreshes the checkpoints for
-the changed day, as the real daily build does). Each day build is timed over several runs
-(re-staging the day's pull before each), the two histories interleaved, and the medians are
-reported.
-
-    .venv/bin/python bench/build_bench.py                           # 100k companies
-    .venv/bin/python bench/build_bench.py --companies 10000 --year-companies 2000   # quick
-    .venv/bin/python bench/build_bench.py --skip-year --before 54ea269   # against the 7-day-only build
+    PYTHONPATH=$PWD .venv/bin/python bench/build_bench.py                      # 100k companies
+    PYTHONPATH=$PWD .venv/bin/python bench/build_bench.py --companies 5000 --repeats 2   # quick
+    PYTHONPATH=$PWD .venv/bin/python bench/build_bench.py --skip-day          # range only
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.adapters.warehouse.sql_files import SQL_ROOT
 from shared.rules.build_plan import BuildRequest, InputVersions
 from shared.services import builder
+from shared.settings import Settings
 
 BUILD_DAY = dt.date(2025, 6, 30)  # the end of a month: the longest month-to-date read
 LOADED_AT = dt.datetime(2025, 7, 1, 2, 0)
-BUILD_SQL = "analytics/company_daily_activity__build.sql"
-REPO = Path(__file__).resolve().parents[1]
 
 
 class NoVersions:
@@ -65,6 +59,7 @@ class NoVersions:
         return None
 
 
+# ---- staging, generated once ------------------------------------------------------------------
 def generate_staging(wh: DuckDBWarehouse, companies: int, history_days: int, active_share: float) -> int:
     """Staging for ``history_days`` days ending at BUILD_DAY, in DuckDB SQL (bench-only, not T-SQL).
 
@@ -75,7 +70,6 @@ def generate_staging(wh: DuckDBWarehouse, companies: int, history_days: int, act
     con = wh._con  # direct DuckDB: generating tens of millions of rows is not the pipeline's job
     first = BUILD_DAY - dt.timedelta(days=history_days - 1)
     midway = first + dt.timedelta(days=history_days // 2)
-    params = {"first": first, "last": BUILD_DAY, "n": companies, "share": active_share}
     con.execute(
         """
         INSERT INTO stg.crm_snapshots
@@ -111,7 +105,7 @@ def generate_staging(wh: DuckDBWarehouse, companies: int, history_days: int, act
         WHERE (h % 1000) < $share * 1000
         ORDER BY 1, 2
         """,
-        params,
+        {"first": first, "last": BUILD_DAY, "n": companies, "share": active_share},
     )
     con.execute(
         """
@@ -138,15 +132,10 @@ def prefill_analytics(wh: DuckDBWarehouse, history_days: int) -> None:
         SELECT activity_date, company_id, active_users, events, active_users, events,
                1, 0, FALSE, activity_date, '', $loaded, 'history'
         FROM stg.product_usage WHERE activity_date >= $first AND activity_date < $last
+        ORDER BY activity_date, company_id
         """,
         {"first": first, "last": BUILD_DAY, "loaded": LOADED_AT},
     )
-
-
-def settle_history(wh: DuckDBWarehouse) -> None:
-    """Production's steady state: checkpoints reflect every pull; then the build day is re-staged."""
-    builder.refresh_derived_usage(wh, BUILD_DAY, run_id="history", loaded_at=LOADED_AT)
-    restage_build_day(wh, 0)
 
 
 def restage_build_day(wh: DuckDBWarehouse, attempt: int) -> None:
@@ -157,170 +146,240 @@ def restage_build_day(wh: DuckDBWarehouse, attempt: int) -> None:
     )
 
 
-def sql_root_with_build_of(revision: str, into: Path) -> Path:
-    """A copy of sql/ whose build SQL is the one of git ``revision`` (the "before" of a comparison)."""
-    root = into / "sql"
-    shutil.copytree(SQL_ROOT, root)
-    old = subprocess.run(
-        ["git", "-C", str(REPO), "show", f"{revision}:sql/{BUILD_SQL}"], check=True, capture_output=True, text=True
-    ).stdout
-    (root / BUILD_SQL).write_text(old, encoding="utf-8")
-    return root
-
-
-@contextlib.contextmanager
-def sql_root(wh: DuckDBWarehouse, root: Path | None) -> Iterator[None]:
-    """Run the warehouse's SQL files from ``root`` for a while (None: the current sql/)."""
-    if root is None:
-        yield
-        return
-    current, wh.sql_root = wh.sql_root, root
-    try:
-        yield
-    finally:
-        wh.sql_root = current
-
-
-@dataclass
-class DayScenario:
-    """One warehouse holding ``history_days`` of staging, ready to build BUILD_DAY again and again."""
-
-    history_days: int
-    wh: DuckDBWarehouse
-    usage_rows: int
-    analytics_rows: int
-    prepare_s: float
-    timings: list[float] = field(default_factory=list)
-    before_timings: list[float] = field(default_factory=list)
-    rows_built: int = 0
-
-    @classmethod
-    def prepare(cls, companies: int, history_days: int, active_share: float, prefill: bool) -> DayScenario:
-        wh = DuckDBWarehouse(":memory:")
-        wh.apply_schema()
-        started = time.perf_counter()
-        usage_rows = generate_staging(wh, companies, history_days, active_share)
-        if prefill:
-            prefill_analytics(wh, history_days)
-        settle_history(wh)
-        analytics_rows = wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity")[0]["n"]
-        return cls(history_days, wh, usage_rows, analytics_rows, time.perf_counter() - started)
-
-    def time_one_build(self, before_root: Path | None = None) -> None:
-        """One build of BUILD_DAY after a re-staging; with ``before_root``, with that build SQL."""
-        series = self.timings if before_root is None else self.before_timings
-        attempt = len(self.timings) + len(self.before_timings) + 1
-        restage_build_day(self.wh, attempt)
-        with sql_root(self.wh, before_root):
-            t0 = time.perf_counter()
-            outcome = builder.build(
-                BuildRequest((BUILD_DAY,), force=True), warehouse=self.wh, versions=NoVersions(), run_id=f"day{attempt}"
-            )
-            series.append(time.perf_counter() - t0)
-        self.rows_built = outcome.rows_written
-
-    def report(self) -> dict[str, Any]:
-        figures = {
-            "history_days": self.history_days,
-            "usage_rows": self.usage_rows,
-            "analytics_rows_before": self.analytics_rows,
-            "rows_built": self.rows_built,
-            "prepare_s": round(self.prepare_s, 1),
-            "build_s_runs": [round(t, 3) for t in self.timings],
-            "build_s_median": round(statistics.median(self.timings), 3),
-        }
-        if self.before_timings:
-            figures["before_build_s_runs"] = [round(t, 3) for t in self.before_timings]
-            figures["before_build_s_median"] = round(statistics.median(self.before_timings), 3)
-            figures["ratio_over_before"] = round(self.ratio_over_before(), 2)
-        return figures
-
-    def ratio_over_before(self) -> float:
-        return statistics.median(self.timings) / statistics.median(self.before_timings)
-
-
-def time_day_builds(
-    companies: int, active_share: float, repeats: int, prefill: bool, before_root: Path | None
-) -> tuple[DayScenario, DayScenario]:
-    """Both histories side by side, their builds interleaved (30d, 3y, 30d, ...; with a "before"
-    SQL: 30d, 3y, 30d before, 3y before, ...): on a shared machine, load from other processes
-    then hits every series alike instead of skewing one."""
-    short = DayScenario.prepare(companies, 30, active_share, prefill)
-    long = DayScenario.prepare(companies, 3 * 365, active_share, prefill)
-    for _ in range(repeats):
-        short.time_one_build()
-        long.time_one_build()
-        if before_root is not None:
-            short.time_one_build(before_root)
-            long.time_one_build(before_root)
-    short.wh.close()
-    long.wh.close()
-    return short, long
-
-
-def time_year_rebuild(companies: int, active_share: float) -> dict[str, Any]:
-    wh = DuckDBWarehouse(":memory:")
+def prepared(data_dir: Path, companies: int, history_days: int, active_share: float, prefill: bool) -> Path:
+    """The staging file for these parameters, generated on first use: production's steady state,
+    with checkpoints refreshed up to BUILD_DAY and BUILD_DAY then re-staged."""
+    name = f"build_{companies}c_{history_days}d_{active_share}{'_prefilled' if prefill else ''}.duckdb"
+    path = data_dir / name
+    if path.exists():
+        return path
+    data_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    partial.unlink(missing_ok=True)
+    started = time.perf_counter()
+    wh = DuckDBWarehouse(partial, memory_limit="6GB")
     wh.apply_schema()
-    generate_staging(wh, companies, 365 + 31, active_share)
-    settle_history(wh)
-    first = BUILD_DAY - dt.timedelta(days=364)
-    request = BuildRequest(tuple(first + dt.timedelta(days=i) for i in range(365)), force=True)
-    t0 = time.perf_counter()
-    outcome = builder.build(request, warehouse=wh, versions=NoVersions(), run_id="year")
-    seconds = time.perf_counter() - t0
+    rows = generate_staging(wh, companies, history_days, active_share)
+    if prefill:
+        prefill_analytics(wh, history_days)
+    builder.refresh_derived_usage(wh, BUILD_DAY, run_id="history", loaded_at=LOADED_AT)
+    restage_build_day(wh, 0)
+    wh._con.execute("CHECKPOINT")
     wh.close()
+    partial.rename(path)
+    print(f"# prepared {name}: {rows:,} usage rows in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return path
+
+
+# ---- one timed run, in its own process ------------------------------------------------------------
+def open_copy(source: Path, scratch: Path, memory_limit: str) -> DuckDBWarehouse:
+    scratch.mkdir(parents=True, exist_ok=True)
+    work = scratch / "work.duckdb"
+    for stale in scratch.glob("work.duckdb*"):
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
+    shutil.copyfile(source, work)
+    return DuckDBWarehouse(work, memory_limit=memory_limit)
+
+
+def bare_range(wh: DuckDBWarehouse, first: dt.date) -> int:
+    """The bare calendar-window query over a dense spine: every company x every day from
+    first-27 (ROWS frames over a dense grid are calendar windows), rows of first..BUILD_DAY."""
+    wh._con.execute(
+        """
+        CREATE TABLE bare_range AS
+        WITH days AS (
+            SELECT d::DATE AS activity_date
+            FROM range($ctx::TIMESTAMP, $last::TIMESTAMP + INTERVAL 1 DAY, INTERVAL 1 DAY) AS t(d)
+        ),
+        companies AS (SELECT DISTINCT company_id FROM dim.companies),
+        grid AS (
+            SELECT days.activity_date, companies.company_id,
+                   COALESCE(u.active_users, 0) AS au, COALESCE(u.events, 0) AS ev
+            FROM companies CROSS JOIN days
+            LEFT JOIN stg.product_usage AS u
+                ON u.activity_date = days.activity_date AND u.company_id = companies.company_id
+                AND u.activity_date BETWEEN $ctx AND $last
+        ),
+        windowed AS (
+            SELECT activity_date, company_id, au, ev,
+                   SUM(au) OVER w7, SUM(ev) OVER w7, SUM(CASE WHEN au > 0 THEN 1 ELSE 0 END) OVER w7,
+                   SUM(ev) OVER (PARTITION BY company_id ORDER BY activity_date
+                                 ROWS BETWEEN 13 PRECEDING AND 7 PRECEDING),
+                   SUM(au) OVER w28, SUM(ev) OVER w28, SUM(CASE WHEN au > 0 THEN 1 ELSE 0 END) OVER w28
+            FROM grid
+            WINDOW w7 AS (PARTITION BY company_id ORDER BY activity_date ROWS BETWEEN 6 PRECEDING AND CURRENT ROW),
+                   w28 AS (PARTITION BY company_id ORDER BY activity_date ROWS BETWEEN 27 PRECEDING AND CURRENT ROW)
+        )
+        SELECT * FROM windowed WHERE activity_date >= $first
+        """,
+        {"ctx": first - dt.timedelta(days=27), "first": first, "last": BUILD_DAY},
+    )
+    return int(wh._con.execute("SELECT COUNT(*) FROM bare_range").fetchone()[0])  # type: ignore[index]
+
+
+def bare_day(wh: DuckDBWarehouse) -> int:
+    """The bare one-day query: the seven window sums of BUILD_DAY per company in one GROUP BY."""
+    wh._con.execute("DROP TABLE IF EXISTS bare_day")
+    wh._con.execute(
+        """
+        CREATE TABLE bare_day AS
+        SELECT company_id,
+               SUM(CASE WHEN activity_date > $d - 7 THEN active_users ELSE 0 END) AS active_users_7d,
+               SUM(CASE WHEN activity_date > $d - 7 THEN events ELSE 0 END) AS events_7d,
+               SUM(CASE WHEN activity_date > $d - 7 AND active_users > 0 THEN 1 ELSE 0 END) AS active_days_7d,
+               SUM(CASE WHEN activity_date <= $d - 7 AND activity_date > $d - 14 THEN events ELSE 0 END)
+                   AS events_prev_7d,
+               SUM(active_users) AS active_users_28d, SUM(events) AS events_28d,
+               SUM(CASE WHEN active_users > 0 THEN 1 ELSE 0 END) AS active_days_28d
+        FROM stg.product_usage
+        WHERE activity_date BETWEEN $d - 27 AND $d
+        GROUP BY company_id
+        """,
+        {"d": BUILD_DAY},
+    )
+    return int(wh._con.execute("SELECT COUNT(*) FROM bare_day").fetchone()[0])  # type: ignore[index]
+
+
+def forget_build_day(wh: DuckDBWarehouse) -> None:
+    """Untimed, before each one-day build: BUILD_DAY unbuilt again, so every timed build inserts
+    its rows as the daily build does."""
+    wh.run_sql("DELETE FROM analytics.company_daily_activity WHERE activity_date = @d", {"d": BUILD_DAY})
+    wh.run_sql("DELETE FROM ops.date_builds WHERE activity_date = @d", {"d": BUILD_DAY})
+
+
+def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_days: int, repeats: int) -> dict[str, Any]:
+    """One process's measurement: ``kind`` is range-bare, range-build, day-bare or day-build."""
+    wh = open_copy(source, scratch, memory_limit)
+    seconds: list[float] = []
+    rows = 0
+    first = BUILD_DAY - dt.timedelta(days=range_days - 1)
+    for attempt in range(1 if kind.startswith("range") else repeats):
+        if kind == "day-build":
+            forget_build_day(wh)
+        restage_build_day(wh, attempt + 1)
+        started = time.perf_counter()
+        if kind == "range-bare":
+            rows = bare_range(wh, first)
+        elif kind == "day-bare":
+            rows = bare_day(wh)
+        else:
+            dates = (
+                (BUILD_DAY,) if kind == "day-build" else tuple(first + dt.timedelta(days=i) for i in range(range_days))
+            )
+            outcome = builder.build(
+                BuildRequest(dates, force=True), warehouse=wh, versions=NoVersions(), run_id=f"bench{attempt}"
+            )
+            rows = outcome.rows_written
+        seconds.append(time.perf_counter() - started)
+    wh.close()
+    return {"kind": kind, "rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # Linux: KiB
+
+
+def in_child(kind: str, source: Path, args: argparse.Namespace) -> dict[str, Any]:
+    command = [
+        sys.executable, __file__, "--one", kind, "--source", str(source), "--data-dir", str(args.data_dir),
+        "--memory-limit", args.memory_limit, "--range-days", str(args.range_days), "--repeats", str(args.repeats),
+    ]  # fmt: skip
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+# ---- the two comparisons ------------------------------------------------------------------------
+def compare_range(args: argparse.Namespace) -> dict[str, Any]:
+    source = prepared(args.data_dir, args.companies, args.range_days + 31, args.active_share, prefill=False)
+    bare, ours = [], []
+    for _ in range(args.range_repeats):
+        bare.append(in_child("range-bare", source, args))
+        ours.append(in_child("range-build", source, args))
+    bare_rate = statistics.median(r["rows"] / r["seconds"][0] for r in bare)
+    our_rate = statistics.median(r["rows"] / r["seconds"][0] for r in ours)
     return {
-        "companies": companies,
-        "days": 365,
-        "rows_built": outcome.rows_written,
-        "build_s": round(seconds, 1),
-        "company_days_per_s": round(outcome.rows_written / seconds),
+        "range_rebuild": {
+            "companies": args.companies,
+            "days": args.range_days,
+            "memory_limit": args.memory_limit,
+            "rows_built": ours[-1]["rows"],
+            "bare_rows": bare[-1]["rows"],
+            "bare_s_runs": [round(r["seconds"][0], 1) for r in bare],
+            "build_s_runs": [round(r["seconds"][0], 1) for r in ours],
+            "bare_company_days_per_s": round(bare_rate),
+            "build_company_days_per_s": round(our_rate),
+            "ratio_build_over_bare": round(our_rate / bare_rate, 2),
+            "target": ">= 0.5",
+            "met": our_rate / bare_rate >= 0.5,
+            "bare_peak_rss_mb": max(r["peak_rss_mb"] for r in bare),
+            "build_peak_rss_mb": max(r["peak_rss_mb"] for r in ours),
+        }
     }
+
+
+def compare_day(args: argparse.Namespace) -> list[dict[str, Any]]:
+    figures: dict[int, dict[str, Any]] = {}
+    for history in (30, 3 * 365):
+        source = prepared(args.data_dir, args.companies, history, args.active_share, prefill=True)
+        bare = in_child("day-bare", source, args)
+        ours = in_child("day-build", source, args)
+        bare_s, our_s = statistics.median(bare["seconds"]), statistics.median(ours["seconds"])
+        figures[history] = {
+            "companies": args.companies,
+            "history_days": history,
+            "rows_built": ours["rows"],
+            "bare_s_runs": [round(s, 3) for s in bare["seconds"]],
+            "build_s_runs": [round(s, 3) for s in ours["seconds"]],
+            "bare_s_median": round(bare_s, 3),
+            "build_s_median": round(our_s, 3),
+            "ratio_build_over_bare": round(our_s / bare_s, 2),
+            "bare_peak_rss_mb": bare["peak_rss_mb"],
+            "build_peak_rss_mb": ours["peak_rss_mb"],
+        }
+    short, long = figures[30], figures[3 * 365]
+    over_history = long["build_s_median"] / short["build_s_median"]
+    return [
+        {
+            "one_day_30d_history": short,
+            "target": "ratio_build_over_bare <= 2",
+            "met": short["ratio_build_over_bare"] <= 2,
+        },
+        {"one_day_3y_history": long},
+        {"ratio_3y_over_30d": round(over_history, 2), "target": "<= 1.1", "met": over_history <= 1.1},
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--companies", type=int, default=100_000)
-    parser.add_argument("--year-companies", type=int, default=100_000, help="companies in the full-year rebuild")
     parser.add_argument("--active-share", type=float, default=0.4, help="share of company-days with a usage row")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--skip-year", action="store_true")
+    parser.add_argument("--range-days", type=int, default=365)
+    parser.add_argument("--repeats", type=int, default=7, help="one-day builds per process (median)")
+    parser.add_argument("--range-repeats", type=int, default=3, help="range runs of each kind (median)")
     parser.add_argument(
-        "--prefill-analytics",
-        action="store_true",
-        help="fill analytics with the history's rows first (the MERGE then meets a production-size target)",
+        "--memory-limit", default=Settings().duckdb_memory_limit, help="DuckDB memory_limit (DUCKDB_MEMORY_LIMIT)"
     )
-    parser.add_argument(
-        "--before",
-        metavar="REV",
-        help="also time the one-day builds with the build SQL of this git revision (e.g. the 7-day-only build)",
-    )
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/build_bench"))
+    parser.add_argument("--skip-range", action="store_true")
+    parser.add_argument("--skip-day", action="store_true")
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--source", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="build_bench_") as scratch:
-        before_root = sql_root_with_build_of(args.before, Path(scratch)) if args.before else None
-        short, long = time_day_builds(
-            args.companies, args.active_share, args.repeats, args.prefill_analytics, before_root
-        )
-    print(json.dumps({"one_day_30d_history": short.report()}), flush=True)
-    print(json.dumps({"one_day_3y_history": long.report()}), flush=True)
-    ratio = statistics.median(long.timings) / statistics.median(short.timings)
-    print(json.dumps({"ratio_3y_over_30d": round(ratio, 2), "target": "<= 1.5", "met": ratio <= 1.5}), flush=True)
-    if args.before:
-        over_before = long.ratio_over_before()
-        print(
-            json.dumps(
-                {
-                    "ratio_3y_over_before_3y": round(over_before, 2),
-                    "before": args.before,
-                    "target": "<= 1.5",
-                    "met": over_before <= 1.5,
-                }
-            ),
-            flush=True,
-        )
-    if not args.skip_year:
-        print(json.dumps({"full_year_rebuild": time_year_rebuild(args.year_companies, args.active_share)}), flush=True)
+    if args.one:
+        scratch = args.data_dir / "scratch" / args.one
+        print(json.dumps(run_one(args.one, args.source, scratch, args.memory_limit, args.range_days, args.repeats)))
+        return
+    print(
+        json.dumps({"machine_cores": len(__import__("os").sched_getaffinity(0)), "date": dt.date.today().isoformat()})
+    )
+    if not args.skip_day:
+        for line in compare_day(args):
+            print(json.dumps(line), flush=True)
+    if not args.skip_range:
+        print(json.dumps(compare_range(args)), flush=True)
 
 
 if __name__ == "__main__":

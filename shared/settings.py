@@ -138,6 +138,13 @@ class Settings(BaseModel):
         WarehouseEngine.DUCKDB, validation_alias=AliasChoices("WAREHOUSE_ENGINE", "warehouse_engine")
     )
     duckdb_path: str = Field(".data/warehouse.duckdb", validation_alias=AliasChoices("DUCKDB_PATH", "duckdb_path"))
+    # DuckDB's buffer pool cap (SET memory_limit; beyond it joins and aggregates spill to disk), and
+    # what the builder sizes its range pieces by. 1.5 GB fits a 2 GB Functions instance's share.
+    duckdb_memory_limit: str = Field(
+        "1.5GB",
+        pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        validation_alias=AliasChoices("DUCKDB_MEMORY_LIMIT", "duckdb_memory_limit"),
+    )
     azure_sql_connection_string: SecretStr | None = Field(
         None, validation_alias=AliasChoices("AZURE_SQL_CONNECTION_STRING", "azure_sql_connection_string")
     )

@@ -211,7 +211,7 @@ def connect_warehouse(settings: Settings) -> Warehouse:
         return AzureSqlWarehouse.from_settings(settings)
     from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 
-    return DuckDBWarehouse(settings.duckdb_path)
+    return DuckDBWarehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit)
 
 
 def provision_storage(settings: Settings) -> None:

@@ -195,6 +195,41 @@ def add_crm_reach(plan: BuildPlan, stale: Iterable[dt.date]) -> BuildPlan:
     return dataclasses.replace(plan, ranges=tuple(contiguous_ranges(plan.targets)))
 
 
+def split_ranges(ranges: Iterable[tuple[dt.date, dt.date]], max_days: int | None) -> list[tuple[dt.date, dt.date]]:
+    """The ranges cut into consecutive pieces of at most ``max_days`` days (None: as they are).
+
+    A piece is what one run of the build SQL computes at once: its memory follows its
+    company-days, so a long range is built piece by piece (in the same transaction) instead of
+    in one statement whose memory grows with the range.
+    """
+    if max_days is None:
+        return list(ranges)
+    return [
+        piece
+        for first, last in ranges
+        for piece in contiguous_ranges((first + dt.timedelta(days=n) for n in range((last - first).days + 1)), max_days)
+    ]
+
+
+def group_ranges(
+    ranges: Iterable[tuple[dt.date, dt.date]], max_days: int | None
+) -> list[list[tuple[dt.date, dt.date]]]:
+    """The ranges, cut to at most ``max_days`` days, packed in order into groups of at most
+    ``max_days`` days in all (None: one group): the parts a long build commits one by one."""
+    if max_days is None:
+        return [list(ranges)]
+    groups: list[list[tuple[dt.date, dt.date]]] = []
+    room = 0
+    for first, last in split_ranges(ranges, max_days):
+        days = (last - first).days + 1
+        if not groups or days > room:
+            groups.append([])
+            room = max_days
+        groups[-1].append((first, last))
+        room -= days
+    return groups
+
+
 def checkpoint_refresh_from(
     stale_from: dt.date | None, last_checkpoint: dt.date | None, date_to: dt.date
 ) -> dt.date | None:

@@ -9,9 +9,13 @@ an optional ``reason`` and ``force``. The builder
    since its build (asked of the warehouse);
 2. in ONE warehouse transaction: refreshes the derived usage tables (activity checkpoints,
    first usage) from the earliest changed usage date, adds the built dates after the windows
-   whose last activity or "known since" moved, runs the build SQL once per contiguous range
-   (set based: MERGE on (activity_date, company_id), deleting companies that left the spine)
-   and records the versions it built in ops.date_builds;
+   whose last activity or "known since" moved, runs the build SQL once per contiguous range, or
+   per piece of it when the engine's memory is capped (``Warehouse.build_piece_company_days``:
+   a piece's company-days fit the cap; set based: MERGE on (activity_date, company_id), deleting
+   companies that left the spine) and records the versions it built in ops.date_builds. The
+   transaction holds every piece: a build commits whole or not at all, unless it writes more
+   than the engine holds uncommitted (``Warehouse.build_transaction_company_days``): then it
+   commits in date-ordered parts, each whole or not at all (see ``build``);
 3. records the run in ops.pipeline_runs (step "build") and runs the data-quality checks.
 
 A malformed message is logged, alerted and dropped (returning normally, so the host does not
@@ -54,8 +58,10 @@ from shared.rules.build_plan import (
     checkpoint_refresh_from,
     contiguous_ranges,
     extend_beyond_window,
+    group_ranges,
     parse_build_request,
     plan_build,
+    split_ranges,
 )
 from shared.rules.dates import as_date as _as_date
 from shared.rules.dates import describe_dates as _describe_dates
@@ -71,6 +77,7 @@ STEP = "build"
 _BUILD_SQL = "analytics/company_daily_activity__build"
 _BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
 _CRM_REACH_SQL = "ops/date_builds__crm_snapshot_changed"
+_SPINE_SIZE_SQL = "analytics/company_daily_activity__spine_size"
 
 
 class VersionSource(Protocol):
@@ -318,7 +325,13 @@ def build(
     run_id: str,
     clock: Clock = utc_now,
 ) -> BuildOutcome:
-    """Plan, then build every target range in one transaction, recording the run in ops."""
+    """Plan, then build every target range in one transaction, recording the run in ops.
+
+    A build larger than the engine's transaction budget (``Warehouse.build_transaction_company_days``)
+    commits in consecutive parts instead, in date order, each all-or-nothing with its own
+    ops.date_builds records: a failure leaves the parts before it committed and recorded, the rest
+    untouched, and the redelivered message builds what is still not up to date.
+    """
     started = time.monotonic()
     loaded_at = clock()
     window_to = request.dates[-1] + dt.timedelta(days=WINDOW_DAYS - 1)
@@ -338,7 +351,12 @@ def build(
                 return _skipped(run, plan, started)
             _log_plan(plan, request)
             target_versions = versions_to_record(plan, current, built)
-            rows = build_ranges(warehouse, plan.ranges, target_versions, run_id=run_id, loaded_at=loaded_at)
+            first, *later = group_ranges(plan.ranges, transaction_days(warehouse, plan.ranges))
+            rows = build_ranges(warehouse, first, _within(target_versions, first), run_id=run_id, loaded_at=loaded_at)
+        for part in later:  # only when the build exceeds one transaction's budget
+            log.info("committed the build up to %s; next part %s..%s", first[-1][1], part[0][0], part[-1][1])
+            rows += build_ranges(warehouse, part, _within(target_versions, part), run_id=run_id, loaded_at=loaded_at)
+            first = part
         run.rows_out = rows
     try:
         versions.record_build(target_versions, run_id, loaded_at)
@@ -387,17 +405,19 @@ def build_ranges(
 ) -> int:
     """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
 
+    Each range is built in pieces the engine can hold (``Warehouse.build_piece_company_days``),
+    all inside this one transaction: the ranges given commit whole or not at all.
     Returns the number of analytics rows of the rebuilt dates.
     """
     date_to = max(end for _, end in ranges)
     with warehouse.transaction():
         refresh_derived_usage(warehouse, date_to, run_id=run_id, loaded_at=loaded_at)
-        for date_from, range_to in ranges:
-            range_started = time.monotonic()
+        for date_from, piece_to in split_ranges(ranges, piece_days(warehouse, ranges)):
+            piece_started = time.monotonic()
             warehouse.run(
-                _BUILD_SQL, {"date_from": date_from, "date_to": range_to, "run_id": run_id, "loaded_at": loaded_at}
+                _BUILD_SQL, {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at}
             )
-            log.info("built %s..%s in %.2f s", date_from, range_to, time.monotonic() - range_started)
+            log.info("built %s..%s in %.2f s", date_from, piece_to, time.monotonic() - piece_started)
         warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
         warehouse.bulk_load(
             "ops.date_builds_landing",
@@ -412,6 +432,33 @@ def build_ranges(
             for row in warehouse.run("ops/date_builds__for_range", {"date_from": first, "date_to": date_to})
             if row["activity_date"] in versions
         )
+
+
+def piece_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """How many days one run of the build SQL may cover on this engine (None: any number)."""
+    return _days_within(warehouse, warehouse.build_piece_company_days, ranges)
+
+
+def transaction_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """How many days one transaction of a build may write on this engine (None: any number)."""
+    return _days_within(warehouse, warehouse.build_transaction_company_days, ranges)
+
+
+def _days_within(warehouse: Warehouse, budget: int | None, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
+    """A company-day budget in days of the ranges' spine (a cheap count on the dim and usage)."""
+    total = sum((end - start).days + 1 for start, end in ranges)
+    if budget is None or total == 1:
+        return None
+    first, last = min(start for start, _ in ranges), max(end for _, end in ranges)
+    companies = int(warehouse.run(_SPINE_SIZE_SQL, {"date_from": first, "date_to": last})[0]["companies"] or 0)
+    days = max(1, budget // max(companies, 1))
+    return None if days >= total else days
+
+
+def _within(
+    versions: Mapping[dt.date, InputVersions], ranges: Sequence[tuple[dt.date, dt.date]]
+) -> dict[dt.date, InputVersions]:
+    return {d: v for d, v in versions.items() if any(start <= d <= end for start, end in ranges)}
 
 
 def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str, loaded_at: dt.datetime) -> None:

@@ -36,6 +36,7 @@ HOST_SETTINGS = {
 NOT_READ_IN_AZURE = {
     "PIPELINE_STORAGE": "the connection-string form; Azure uses the identity settings",
     "DUCKDB_PATH": "read only when WAREHOUSE_ENGINE=duckdb; Azure runs azure_sql",
+    "DUCKDB_MEMORY_LIMIT": "read only when WAREHOUSE_ENGINE=duckdb; Azure runs azure_sql",
 }
 # A default that points at this machine is not a safe default in Azure.
 LOCAL_ONLY = re.compile(r"127\.0\.0\.1|localhost|local-dev|UseDevelopmentStorage|\.duckdb|^duckdb$|^sql_password$")

@@ -89,7 +89,7 @@ def test_a_malformed_crm_file_alerts_once_with_the_run_id_and_records_the_reject
 def test_a_sql_error_in_the_builder_alerts_once_across_every_redelivery(resources: Resources) -> None:
     """The host redelivers a failing (forced: no inputs needed) message up to maxDequeueCount times; only the delivery
     that sends it to the poison queue alerts, and every delivery leaves a failed run in ops."""
-    resources.warehouse.run_sql("DROP TABLE analytics.company_daily_activity_build")
+    resources.warehouse.run_sql("DROP TABLE stg.company_first_usage")  # read by every build
     max_dequeue = queue_config().max_dequeue_count
 
     for delivery in range(1, max_dequeue + 1):

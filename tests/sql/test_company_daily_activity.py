@@ -754,11 +754,23 @@ def _semantic_table(world: World) -> list[dict[str, Any]]:
     return world.rows()
 
 
-@pytest.mark.parametrize("order", ["one_range", "reversed_days", "shuffled_chunks_with_duplicates"])
+@pytest.mark.parametrize(
+    "order",
+    ["one_range", "one_range_in_pieces", "one_range_in_parts", "reversed_days", "shuffled_chunks_with_duplicates"],
+)
 def test_any_build_order_gives_the_reference_table(wh: DuckDBWarehouse, order: str) -> None:
     world = World(wh)
     dates = _scenario(world)
     if order == "one_range":
+        world.build(dates)
+    elif order == "one_range_in_pieces":
+        # A memory budget of a few days of this spine: the builder cuts the range into pieces
+        # (crossing month starts and the windows' reach) inside one transaction.
+        wh.build_piece_company_days = 25
+        world.build(dates)
+    elif order == "one_range_in_parts":
+        # ... and a write budget of a week: the build commits in consecutive parts.
+        wh.build_piece_company_days, wh.build_transaction_company_days = 12, 40
         world.build(dates)
     elif order == "reversed_days":
         for d in reversed(dates):

@@ -60,6 +60,12 @@ class Warehouse(abc.ABC):
     DIALECT: ClassVar[str]
     # Contained database users for Entra identities (sql/admin/); the embedded engine has none.
     SUPPORTS_DATABASE_USERS: ClassVar[bool] = False
+    # For engines whose memory is capped by a setting: how many company-days one run of the build
+    # SQL may compute at once (the builder cuts longer ranges into pieces), and how many one
+    # transaction may write (an uncommitted write's keys stay in memory; a longer build commits in
+    # parts). None: no bound, the engine spills on its own (Azure SQL).
+    build_piece_company_days: int | None = None
+    build_transaction_company_days: int | None = None
 
     def __init__(self, sql_root: Path = SQL_ROOT) -> None:
         self.sql_root = sql_root

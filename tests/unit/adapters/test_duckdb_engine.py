@@ -7,8 +7,13 @@ import threading
 
 import pytest
 
-from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.errors import BuildError
+from shared.adapters.warehouse.duckdb_engine import (
+    BUILD_BYTES_PER_COMPANY_DAY,
+    WRITE_BYTES_PER_COMPANY_DAY,
+    DuckDBWarehouse,
+    parse_bytes,
+)
+from shared.errors import BuildError, ConfigurationError
 
 USAGE_COLUMNS = ["load_id", "activity_date", "company_id", "active_users", "events", "source_blob"]
 
@@ -152,3 +157,20 @@ def test_aware_parameters_are_stored_as_naive_utc_whatever_the_session_time_zone
         },
     )
     assert engine.run_sql("SELECT started_at FROM ops.pipeline_runs") == [{"started_at": dt.datetime(2025, 1, 1, 10)}]
+
+
+def test_memory_limit_caps_duckdb_and_sizes_the_builds_pieces() -> None:
+    capped = DuckDBWarehouse(":memory:", memory_limit="512MB")
+    assert capped.run_sql("SELECT current_setting('memory_limit') AS v")[0]["v"] in {"488.2 MiB", "488.2MiB"}
+    # Half the cap for a piece's work, half for the open transaction's writes.
+    assert capped.build_piece_company_days == 256_000_000 // BUILD_BYTES_PER_COMPANY_DAY
+    assert capped.build_transaction_company_days == 256_000_000 // WRITE_BYTES_PER_COMPANY_DAY
+    uncapped = DuckDBWarehouse(":memory:")
+    assert uncapped.build_piece_company_days is None and uncapped.build_transaction_company_days is None
+
+
+def test_memory_sizes_are_read_in_duckdbs_units_and_nonsense_names_the_setting() -> None:
+    assert parse_bytes("1.5GB") == 1_500_000_000
+    assert parse_bytes("2 GiB") == 2 * 1024**3
+    with pytest.raises(ConfigurationError, match="DUCKDB_MEMORY_LIMIT"):
+        parse_bytes("lots")

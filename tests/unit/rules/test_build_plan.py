@@ -14,8 +14,10 @@ from shared.rules.build_plan import (
     add_crm_reach,
     checkpoint_refresh_from,
     contiguous_ranges,
+    group_ranges,
     parse_build_request,
     plan_build,
+    split_ranges,
 )
 
 V1 = InputVersions("crm1", "use1")
@@ -152,6 +154,20 @@ def test_affected_only_message_is_parsed_and_excludes_force() -> None:
 def test_contiguous_ranges_group_consecutive_days() -> None:
     assert contiguous_ranges([d(5), d(1), d(2), d(3), d(9), d(10)]) == [(d(1), d(3)), (d(5), d(5)), (d(9), d(10))]
     assert contiguous_ranges([]) == []
+
+
+def test_split_ranges_cuts_each_range_into_pieces_of_at_most_max_days() -> None:
+    assert split_ranges([(d(1), d(7)), (d(9), d(9))], 3) == [(d(1), d(3)), (d(4), d(6)), (d(7), d(7)), (d(9), d(9))]
+    assert split_ranges([(d(1), d(6))], 3) == [(d(1), d(3)), (d(4), d(6))]
+    assert split_ranges([(d(1), d(7))], None) == [(d(1), d(7))]
+    with pytest.raises(ValueError):
+        split_ranges([(d(1), d(2))], 0)
+
+
+def test_group_ranges_packs_pieces_in_order_into_parts_of_at_most_max_days() -> None:
+    assert group_ranges([(d(1), d(2)), (d(5), d(9))], 4) == [[(d(1), d(2))], [(d(5), d(8))], [(d(9), d(9))]]
+    assert group_ranges([(d(1), d(1)), (d(3), d(4)), (d(9), d(9))], 4) == [[(d(1), d(1)), (d(3), d(4)), (d(9), d(9))]]
+    assert group_ranges([(d(1), d(30))], None) == [[(d(1), d(30))]]
 
 
 # ---- checkpoint refresh --------------------------------------------------------------------------
