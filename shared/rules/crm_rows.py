@@ -408,7 +408,7 @@ class CrmCsvParser:
     before a file-level problem are delivered (and counted) before it is raised.
     """
 
-    BATCH_RECORDS = 10_000
+    BATCH_RECORDS = 50000
 
     def __init__(
         self,
