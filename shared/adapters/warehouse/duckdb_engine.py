@@ -145,10 +145,13 @@ def _check_columns(columns: Sequence[str]) -> None:
 
 
 def _arrow_column(values: Sequence[Any]) -> pa.Array:
-    """One column as Arrow (its type inferred from the values), empty strings as NULL."""
+    """One column as Arrow (its type inferred from the values), empty strings as NULL and aware
+    timestamps as naive UTC, as bulk_load writes them."""
     array = pa.array(values)
     if pa.types.is_string(array.type):
         array = pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
+    elif pa.types.is_timestamp(array.type) and array.type.tz is not None:
+        array = array.cast(pa.timestamp(array.type.unit))  # keeps the UTC instant, drops the zone
     return array
 
 
