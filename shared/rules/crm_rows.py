@@ -1,7 +1,10 @@
 """Validation of a CRM snapshot CSV, streamed: bytes in, validated rows and rejections out.
 
 Pure logic (no I/O): the caller supplies an iterator of byte chunks and decides where rows
-and rejections go. Memory is bounded by one chunk plus one record, whatever the file size.
+and rejections go. Memory is bounded by one chunk plus one batch of records, whatever the file
+size. Records are validated a batch at a time, column by column (``validate_batch``); any row a
+column check doubts goes to ``validate_record``, the row rules' one definition, so the batch path
+accepts and rejects exactly what the rules do (tests/unit/rules/test_crm_batch_equivalence.py).
 
 Conventions (SPEC section 2):
 - UTF-8, with or without BOM. Invalid UTF-8 rejects the whole file (reason names the byte offset).

@@ -1,7 +1,8 @@
 """CRM snapshot staging (blob trigger): validate, stage, update dim.companies, mark the date present.
 
 One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), hashes the content
-(sha256: the snapshot's version) and streams the valid rows into the landing table. Then:
+(sha256: the snapshot's version) and streams the valid rows into the landing table, a batch of
+columns at a time (Warehouse.bulk_load_columns). Then:
 - a rejected file (no date in the name, bad encoding or header, too many bad rows, no rows) is
   quarantined with a JSON error report, alerted, and changes nothing else;
 - content already staged for the date changes nothing (the readiness mark is repeated: a no-op);
