@@ -1,7 +1,10 @@
 """Validation of a CRM snapshot CSV, streamed: bytes in, validated rows and rejections out.
 
 Pure logic (no I/O): the caller supplies an iterator of byte chunks and decides where rows
-and rejections go. Memory is bounded by one chunk plus one record, whatever the file size.
+and rejections go. Memory is bounded by one chunk plus one batch of records, whatever the file
+size. Records are validated a batch at a time, column by column (``validate_batch``); any row a
+column check doubts goes to ``validate_record``, the row rules' one definition, so the batch path
+accepts and rejects exactly what the rules do (tests/unit/rules/test_crm_batch_equivalence.py).
 
 Conventions (SPEC section 2):
 - UTF-8, with or without BOM. Invalid UTF-8 rejects the whole file (reason names the byte offset).
@@ -26,12 +29,13 @@ from __future__ import annotations
 import codecs
 import csv
 import datetime as dt
-import hashlib
 import io
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import NamedTuple
+from hashlib import sha256
+from itertools import compress, islice
+from typing import Any, NamedTuple
 
 from shared.errors import CrmFileRejected
 from shared.rules.column_limits import CRM_TEXT_LENGTHS, length_over
@@ -110,7 +114,7 @@ def attributes_hash(
     """sha256 of the attributes that make a dim.companies version; NULL differs from any value."""
     stamp = last_contact_at.isoformat() if last_contact_at is not None else _NULL
     parts = [_NULL if v is None else v for v in (company_name, country, industry_tag)]
-    return hashlib.sha256(_SEP.join((*parts, stamp)).encode("utf-8")).hexdigest()
+    return sha256(_SEP.join((*parts, stamp)).encode("utf-8")).hexdigest()
 
 
 def parse_timestamp(text: str) -> dt.datetime:
@@ -284,11 +288,135 @@ def validate_record(record: list[str], header: HeaderMap, row: int) -> CrmRow | 
     )
 
 
-class CrmCsvParser:
-    """Iterate a CRM CSV: yields ``CrmRow`` and ``RowRejection``; raises ``CrmFileRejection``.
+@dataclass
+class RowBatch:
+    """The validated rows of one batch of records, by column (what the landing table takes), and
+    the batch's rejected rows; both in row order."""
 
-    ``stats`` is filled while iterating (the header information once the header is read).
+    company_id: list[str]
+    company_name: list[str | None]
+    country: list[str | None]
+    industry_tag: list[str | None]
+    last_contact_at: list[dt.datetime | None]
+    attributes_hash: list[str]
+    source_row: list[int]
+    rejections: list[RowRejection]
+
+    def __len__(self) -> int:
+        return len(self.source_row)
+
+    def columns(self) -> tuple[list[Any], ...]:
+        """The valid rows' values in CrmRow's field order, one list per field."""
+        return (
+            self.company_id,
+            self.company_name,
+            self.country,
+            self.industry_tag,
+            self.last_contact_at,
+            self.attributes_hash,
+            self.source_row,
+        )
+
+    def items(self) -> Iterator[CrmRow | RowRejection]:
+        """Valid rows and rejections merged back into row order, one object each."""
+        rejections = iter(self.rejections)
+        pending = next(rejections, None)
+        for row in map(CrmRow._make, zip(*self.columns(), strict=True)):
+            while pending is not None and pending.row < row.source_row:
+                yield pending
+                pending = next(rejections, None)
+            yield row
+        if pending is not None:
+            yield pending
+            yield from rejections
+
+
+def validate_batch(raw: list[list[str]], rows: list[int], header: HeaderMap, may_have_control: bool) -> RowBatch:
+    """Apply the row rules to records that have the header's width, column by column.
+
+    ``raw`` holds one list per REQUIRED_COLUMNS entry (untrimmed values), ``rows`` the record
+    numbers. The rules are validate_record's, applied a column at a time: a row any check doubts
+    (a control character, an empty id, a value that may be too long, an unparsable timestamp) is
+    handed to validate_record itself, so a rejection is always the reference's own, and only rows
+    every check passes take the column path. ``may_have_control`` is False when the text these
+    records came from has no control character at all (one search per chunk instead of per row).
     """
+    doubtful: set[int] = set()
+    if may_have_control:
+        doubtful.update(
+            i for i, values in enumerate(zip(*raw, strict=True)) if _CONTROL_CHARS.search("\t".join(values))
+        )
+    ids, names, countries, industries = ([v.strip() for v in column] for column in raw[:4])
+    if "" in ids:
+        doubtful.update(i for i, v in enumerate(ids) if not v)
+    for column, values in zip(REQUIRED_COLUMNS[:4], (ids, names, countries, industries), strict=True):
+        half = MAX_LENGTHS[column] // 2  # NVARCHAR counts an astral character twice: longer may not fit
+        if max(map(len, values), default=0) > half:
+            doubtful.update(i for i, v in enumerate(values) if len(v) > half)
+    stamps, stamp_texts = _timestamps(raw[4], doubtful)
+    hashes = [
+        sha256(f"{n or _NULL}{_SEP}{c or _NULL}{_SEP}{t or _NULL}{_SEP}{s}".encode()).hexdigest()
+        for n, c, t, s in zip(names, countries, industries, stamp_texts, strict=True)
+    ]
+    batch = RowBatch(ids, _nulls(names), _nulls(countries), _nulls(industries), stamps, hashes, rows, [])
+    return _settle_doubtful(batch, raw, header, doubtful) if doubtful else batch
+
+
+def _nulls(values: list[str]) -> list[str | None]:
+    return [v or None for v in values]
+
+
+def _timestamps(texts: list[str], doubtful: set[int]) -> tuple[list[dt.datetime | None], list[str]]:
+    """parse_timestamp over a column, and each value's text in the attributes hash; a value that
+    does not parse marks its row doubtful."""
+    stamps: list[dt.datetime | None] = []
+    hashed: list[str] = []
+    add_stamp, add_text = stamps.append, hashed.append
+    for index, text in enumerate(texts):
+        text = text.strip()
+        value = None
+        if text:
+            try:
+                value = parse_timestamp(text)
+            except ValueError:
+                doubtful.add(index)
+        add_stamp(value)
+        add_text(_NULL if value is None else value.isoformat())
+    return stamps, hashed
+
+
+def _settle_doubtful(batch: RowBatch, raw: list[list[str]], header: HeaderMap, doubtful: set[int]) -> RowBatch:
+    """Run validate_record on the doubtful rows: its rejections replace them, its valid rows stay."""
+    keep = [True] * len(batch)
+    values: list[list[Any]] = list(batch.columns())
+    for index in sorted(doubtful):
+        record = [""] * header.width
+        for position, column in zip(header.positions, raw, strict=True):
+            record[position] = column[index]
+        result = validate_record(record, header, batch.source_row[index])
+        if isinstance(result, RowRejection):
+            keep[index] = False
+            batch.rejections.append(result)
+        else:
+            for field_values, value in zip(values, result, strict=True):
+                field_values[index] = value
+    company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row = (
+        list(compress(field_values, keep)) for field_values in values
+    )
+    return RowBatch(
+        company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row, batch.rejections
+    )
+
+
+class CrmCsvParser:
+    """Read a CRM CSV: ``batches()`` yields a ``RowBatch`` per ``BATCH_RECORDS`` records and
+    iterating yields ``CrmRow`` and ``RowRejection`` one by one; both raise ``CrmFileRejection``.
+
+    ``stats`` is filled while reading (the header information once the header is read). Rows
+    before a file-level problem are delivered (and counted) before it is raised.
+    """
+
+    BATCH_RECORDS = 50000
 
     def __init__(
         self,
@@ -300,14 +428,26 @@ class CrmCsvParser:
         self.max_line_bytes = max_line_bytes
         self.max_fields = max_fields
         self.stats = ParseStats()
+        self._control_seen = False
 
     def __iter__(self) -> Iterator[CrmRow | RowRejection]:
+        for batch in self.batches():
+            yield from batch.items()
+
+    def _texts(self) -> Iterator[str]:
+        """The decoded text, noting whether any control character has gone by: until one has,
+        no record can hold one and the per-row search is skipped."""
+        for text in decode_utf8(self._chunks, self.stats):
+            if not self._control_seen and _CONTROL_CHARS.search(text):
+                self._control_seen = True
+            yield text
+
+    def batches(self) -> Iterator[RowBatch]:
         # csv's own field limit (default 128 KiB) is process-wide; a record is bounded by
         # RecordBound below, so no single field can be larger than the record limit anyway.
         if csv.field_size_limit() < self.max_line_bytes:
             csv.field_size_limit(self.max_line_bytes)
-        lines = split_lines(decode_utf8(self._chunks, self.stats), self.max_line_bytes)
-        bound = RecordBound(lines, self.max_line_bytes)
+        bound = RecordBound(split_lines(self._texts(), self.max_line_bytes), self.max_line_bytes)
         reader = csv.reader(bound, strict=True)
         row = 0
         try:
@@ -318,34 +458,98 @@ class CrmCsvParser:
                 self.stats.blank_lines += 1
                 header_record = next(reader, None)
                 bound.reset()
-            if header_record is None:
-                raise CrmFileRejection("empty_file", "file is empty: no header")
-            header = map_header(header_record, self.max_fields)
-            self.stats.header = tuple(truncate(h.strip()) for h in header_record)
-            self.stats.extra_columns = header.extra_columns
-            for record in reader:
-                bound.reset()
-                row += 1
-                if not record:
-                    self.stats.blank_lines += 1
-                    continue
-                if len(record) > self.max_fields:
-                    raise CrmFileRejection(
-                        "too_many_fields",
-                        f"row {row} has {len(record)} fields, more than {self.max_fields} (CRM_MAX_FIELDS)",
-                        row=row,
-                    )
-                self.stats.data_rows += 1
-                result = validate_record(record, header, row)
-                if isinstance(result, RowRejection):
-                    self.stats.rejected_rows += 1
-                else:
-                    self.stats.valid_rows += 1
-                yield result
         except csv.Error as exc:
             raise CrmFileRejection("malformed_csv", f"malformed CSV at row {row + 1}: {exc}", row=row + 1) from None
+        if header_record is None:
+            raise CrmFileRejection("empty_file", "file is empty: no header")
+        header = map_header(header_record, self.max_fields)
+        self.stats.header = tuple(truncate(h.strip()) for h in header_record)
+        self.stats.extra_columns = header.extra_columns
+        while True:
+            read = _read_records(reader, bound, header, row + 1, self.BATCH_RECORDS, self.max_fields)
+            row = read.last_row
+            if read.rows or read.others:
+                yield self._validate(read, header)
+            if read.error is not None:
+                raise read.error
+            if read.exhausted:
+                break
         if self.stats.data_rows == 0:
             raise CrmFileRejection("no_data_rows", "file has a header but no data rows")
+
+    def _validate(self, read: _Records, header: HeaderMap) -> RowBatch:
+        batch = validate_batch(read.columns, read.rows, header, self._control_seen)
+        for row, record in read.others:
+            if not record:
+                self.stats.blank_lines += 1
+            else:
+                rejection = validate_record(record, header, row)
+                # Kept aside for their width, which validate_record always rejects.
+                assert isinstance(rejection, RowRejection)
+                batch.rejections.append(rejection)
+        if read.others:
+            batch.rejections.sort(key=lambda rejection: rejection.row)
+        self.stats.data_rows += len(read.rows) + sum(1 for _, record in read.others if record)
+        self.stats.rejected_rows += len(batch.rejections)
+        self.stats.valid_rows += len(batch)
+        return batch
+
+
+@dataclass
+class _Records:
+    """Up to one batch of records as read: those of the header's width by column, the others
+    (blank lines, wrong widths) whole, and the file-level error that ended the reading, if any."""
+
+    columns: list[list[str]]
+    rows: list[int]
+    others: list[tuple[int, list[str]]]
+    last_row: int
+    exhausted: bool = False
+    error: CrmFileRejection | None = None
+
+
+def _read_records(
+    reader: Iterator[list[str]], bound: RecordBound, header: HeaderMap, first_row: int, limit: int, max_fields: int
+) -> _Records:
+    """Read up to ``limit`` records (record numbers from ``first_row``). The loop only sorts
+    values into columns: it is the one per-record Python step of the parser."""
+    columns: list[list[str]] = [[] for _ in REQUIRED_COLUMNS]
+    rows: list[int] = []
+    others: list[tuple[int, list[str]]] = []
+    add_row, add_other = rows.append, others.append
+    adds = [column.append for column in columns]
+    (p0, a0), (p1, a1), (p2, a2), (p3, a3), (p4, a4) = zip(header.positions, adds, strict=True)
+    width = header.width
+    row = first_row - 1
+    read = _Records(columns, rows, others, row)
+    try:
+        for row, record in enumerate(islice(reader, limit), first_row):
+            bound.bytes = 0  # RecordBound.reset(), inlined: this loop is the hot path
+            if len(record) == width:
+                add_row(row)
+                a0(record[p0])
+                a1(record[p1])
+                a2(record[p2])
+                a3(record[p3])
+                a4(record[p4])
+            elif len(record) > max_fields:
+                read.error = CrmFileRejection(
+                    "too_many_fields",
+                    f"row {row} has {len(record)} fields, more than {max_fields} (CRM_MAX_FIELDS)",
+                    row=row,
+                )
+                read.last_row = row
+                return read
+            else:
+                add_other((row, record))
+        else:
+            read.exhausted = row < first_row + limit - 1
+    except csv.Error as exc:
+        read.error = CrmFileRejection("malformed_csv", f"malformed CSV at row {row + 1}: {exc}", row=row + 1)
+    except CrmFileRejection as exc:
+        read.error = exc
+    read.last_row = row
+    return read
 
 
 def exceeds_threshold(rejected_rows: int, data_rows: int, threshold: float) -> bool:

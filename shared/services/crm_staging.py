@@ -1,7 +1,8 @@
 """CRM snapshot staging (blob trigger): validate, stage, update dim.companies, mark the date present.
 
 One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), hashes the content
-(sha256: the snapshot's version) and streams the valid rows into the landing table. Then:
+(sha256: the snapshot's version) and streams the valid rows into the landing table, a batch of
+columns at a time (Warehouse.bulk_load_columns). Then:
 - a rejected file (no date in the name, bad encoding or header, too many bad rows, no rows) is
   quarantined with a JSON error report, alerted, and changes nothing else;
 - content already staged for the date changes nothing (the readiness mark is repeated: a no-op);
@@ -41,7 +42,6 @@ from shared.rules.crm_rows import (
     REPORT_VALUE_CHARS,
     CrmCsvParser,
     CrmFileRejection,
-    CrmRow,
     ParseStats,
     Problem,
     RowRejection,
@@ -483,21 +483,21 @@ class _Job:
         return None
 
     def _land(self, parser: CrmCsvParser, source: HashingChunks, rejections: RejectionLog) -> _Rejection | None:
-        """Validate while streaming valid rows into the landing table; a file-level problem is returned."""
+        """Validate while streaming valid rows into the landing table, a batch of columns at a
+        time; a file-level problem is returned."""
         assert self.snapshot_date is not None
         snapshot_date, load_id = self.snapshot_date, self.load_id
 
-        def landing_rows() -> Iterator[tuple[Any, ...]]:
-            for index, item in enumerate(parser):
-                if index % 10_000 == 0:
-                    self.beat()
-                if isinstance(item, CrmRow):
-                    yield (load_id, snapshot_date, *item)
-                else:
-                    rejections.add(item)
+        def landing_batches() -> Iterator[tuple[list[Any], ...]]:
+            for batch in parser.batches():
+                self.beat()
+                for rejection in batch.rejections:
+                    rejections.add(rejection)
+                if len(batch):
+                    yield ([load_id] * len(batch), [snapshot_date] * len(batch), *batch.columns())
 
         try:
-            self.warehouse.bulk_load(LANDING_TABLE, LANDING_COLUMNS, landing_rows())
+            self.warehouse.bulk_load_columns(LANDING_TABLE, LANDING_COLUMNS, landing_batches())
         except CrmFileRejection as exc:
             return _Rejection(exc.reason, str(exc), exc.row, exc.byte_offset)
         return None

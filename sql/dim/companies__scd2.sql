@@ -9,6 +9,11 @@
 --   load order gives the versions date order would have given. The island starting at the anchor
 --   keeps the valid_from of the version that was open there. The difference is then applied:
 --   versions that changed are deleted, new ones inserted; an unchanged company writes nothing.
+-- Settled companies: when @snapshot_date is the latest snapshot (the daily case), a company with
+--   the same attributes_hash in it and in the anchor snapshot, whose one version from the anchor
+--   on is open with that hash since the anchor or before, would be recomputed into that very
+--   version. Such companies (about 99 % of a daily file) are left out of the recomputation and of
+--   the delete, found by comparing hashes with two joins instead of windows over both snapshots.
 -- Parameters: @snapshot_date, @load_id (keys the work rows in dim.companies_rebuild), @run_id.
 
 WITH
@@ -26,6 +31,39 @@ snapshot_dates AS (
     INNER JOIN anchor AS a ON s.snapshot_date >= a.anchor_date
 ),
 
+settled AS (
+    SELECT cur.company_id
+    FROM stg.crm_companies AS cur
+    INNER JOIN anchor AS a ON a.anchor_date < @snapshot_date
+    INNER JOIN stg.crm_companies AS prev
+        ON
+            a.anchor_date = prev.snapshot_date
+            AND cur.company_id = prev.company_id
+            AND cur.attributes_hash = prev.attributes_hash
+    INNER JOIN dim.companies AS open_version
+        ON
+            cur.company_id = open_version.company_id
+            AND cur.attributes_hash = open_version.attributes_hash
+            AND open_version.valid_to IS NULL
+            AND a.anchor_date >= open_version.valid_from
+    WHERE
+        cur.snapshot_date = @snapshot_date
+        AND NOT EXISTS (
+            SELECT 1 AS later_snapshot
+            FROM stg.crm_snapshots AS later
+            WHERE later.snapshot_date > @snapshot_date
+        )
+        -- ... and no other version from the anchor on (closed after it, or a second open one).
+        AND NOT EXISTS (
+            SELECT 1 AS other_version
+            FROM dim.companies AS other
+            WHERE
+                other.company_id = cur.company_id
+                AND other.valid_from <> open_version.valid_from
+                AND (other.valid_to IS NULL OR other.valid_to > a.anchor_date)
+        )
+),
+
 company_snapshots AS (
     SELECT
         c.company_id,
@@ -38,6 +76,11 @@ company_snapshots AS (
         c.attributes_hash
     FROM stg.crm_companies AS c
     INNER JOIN snapshot_dates AS d ON c.snapshot_date = d.snapshot_date
+    WHERE NOT EXISTS (
+        SELECT 1 AS is_settled
+        FROM settled AS s
+        WHERE s.company_id = c.company_id
+    )
 ),
 
 with_previous AS (
@@ -131,7 +174,9 @@ SELECT
     attributes_hash
 FROM versions_with_history;
 
--- Versions open at the anchor or starting after it that the recomputation does not reproduce.
+-- Versions open at the anchor or starting after it that the recomputation does not reproduce,
+-- of companies that were recomputed or are gone from @snapshot_date. A company in that snapshot
+-- but not recomputed is a settled one, whose single version stays as it is.
 DELETE FROM dim.companies
 WHERE
     (
@@ -140,6 +185,18 @@ WHERE
             SELECT COALESCE(MAX(s.snapshot_date), @snapshot_date) AS anchor_date
             FROM stg.crm_snapshots AS s
             WHERE s.snapshot_date < @snapshot_date
+        )
+    )
+    AND (
+        EXISTS (
+            SELECT 1 AS recomputed
+            FROM dim.companies_rebuild AS rc
+            WHERE rc.load_id = @load_id AND rc.company_id = companies.company_id
+        )
+        OR NOT EXISTS (
+            SELECT 1 AS in_snapshot
+            FROM stg.crm_companies AS cur
+            WHERE cur.snapshot_date = @snapshot_date AND cur.company_id = companies.company_id
         )
     )
     AND NOT EXISTS (

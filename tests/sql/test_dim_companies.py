@@ -176,6 +176,20 @@ def test_replacing_a_middle_snapshot_recomputes_the_versions_after_it(warehouse:
     ]
 
 
+def test_replacing_the_latest_snapshot_to_undo_a_change_reopens_the_earlier_version(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    # c1 has the same hash in S1 and the corrected S2, but its open version (Acme Corp, from S2)
+    # does not say so: it is not left out as unchanged, the versions are recomputed.
+    load(warehouse, S1, HISTORY[S1])
+    load(warehouse, S2, HISTORY[S2])
+    load(warehouse, S2, {**HISTORY[S2], "c1": ("Acme", "DE")})
+    assert [v for v in versions(warehouse) if v[0] in ("c1", "c4")] == [
+        ("c1", S1, None, True, "Acme", "DE"),
+        ("c4", S1, None, True, "Delta", "NL"),
+    ]
+
+
 def test_reading_as_of_a_day_gives_the_latest_snapshot_on_or_before_it(warehouse: DuckDBWarehouse) -> None:
     load(warehouse, S1, HISTORY[S1])
     load(warehouse, S3, HISTORY[S3])  # no snapshot for S2: S1 stays in force that day

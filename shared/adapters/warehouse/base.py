@@ -127,6 +127,15 @@ class Warehouse(abc.ABC):
         them apart, so the others follow for identical results).
         """
 
+    def bulk_load_columns(self, table: str, columns: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]]) -> int:
+        """Append batches given by column (one equal-length sequence per name in ``columns``).
+
+        For producers that build columns (the CRM validator): an engine with a columnar load
+        overrides this; the default turns each batch into rows for ``bulk_load`` (Azure SQL:
+        ``fast_executemany`` batches), so every engine has a bulk path for it.
+        """
+        return self.bulk_load(table, columns, (row for batch in batches for row in zip(*batch, strict=True)))
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A transaction; re-entrant (an inner block joins the outer one)."""

@@ -440,6 +440,16 @@ def test_bulk_load_uses_fast_executemany_in_batches_with_empty_strings_as_null(
     assert server.commits == 2  # outside a transaction each batch commits
 
 
+def test_bulk_load_columns_turns_column_batches_into_fast_executemany_rows(
+    engine: AzureSqlWarehouse, server: FakeServer
+) -> None:
+    batches = [(["c1", "c2"], ["", "Acme"], [3, None]), (["c3"], ["x"], [0])]
+    assert engine.bulk_load_columns("stg.t", ["company_id", "name", "n"], batches) == 3
+    sent = server.connections[0].batches
+    assert all(fast for _, fast, _ in sent)
+    assert [b[2] for b in sent] == [[["c1", None, 3], ["c2", "Acme", None]], [["c3", "x", 0]]]
+
+
 def test_bulk_load_streams_one_batch_at_a_time(engine: AzureSqlWarehouse, server: FakeServer) -> None:
     produced = 0
     high_water = 0

@@ -174,3 +174,38 @@ def test_memory_sizes_are_read_in_duckdbs_units_and_nonsense_names_the_setting()
     assert parse_bytes("2 GiB") == 2 * 1024**3
     with pytest.raises(ConfigurationError, match="DUCKDB_MEMORY_LIMIT"):
         parse_bytes("lots")
+
+
+# ---- column batches (the CRM landing load) ------------------------------------------------------
+CRM_COLUMNS = [
+    "load_id",
+    "snapshot_date",
+    "company_id",
+    "company_name",
+    "last_contact_at",
+    "attributes_hash",
+    "source_row",
+]
+
+
+def test_bulk_load_columns_loads_each_batch_with_the_values_bulk_load_would() -> None:
+    by_rows, by_columns = DuckDBWarehouse(":memory:"), DuckDBWarehouse(":memory:")
+    for wh in (by_rows, by_columns):
+        wh.apply_schema()
+    berlin = dt.timezone(dt.timedelta(hours=2))
+    rows = [
+        ("L1", dt.date(2025, 1, 1), "c1", 'a,b "q"\nline', dt.datetime(2025, 1, 1, 12, 0, 0, 5), "h1", 2),
+        ("L1", dt.date(2025, 1, 1), "c2", "", None, "h2", 3),
+        ("L1", dt.date(2025, 1, 1), "c3", None, dt.datetime(2025, 1, 1, 12, 0, tzinfo=berlin), "h3", 4),
+    ]
+    by_rows.bulk_load("stg.crm_companies_landing", CRM_COLUMNS, rows)
+    batches = [list(zip(*rows[:2], strict=True)), list(zip(*rows[2:], strict=True))]
+    assert by_columns.bulk_load_columns("stg.crm_companies_landing", CRM_COLUMNS, batches) == 3
+    query = f"SELECT {', '.join(CRM_COLUMNS)} FROM stg.crm_companies_landing ORDER BY company_id"
+    assert by_columns.run_sql(query) == by_rows.run_sql(query)
+    assert by_columns.run_sql(query)[2]["last_contact_at"] == dt.datetime(2025, 1, 1, 10, 0)
+
+
+def test_bulk_load_columns_refuses_names_that_are_not_identifiers(engine: DuckDBWarehouse) -> None:
+    with pytest.raises(ValueError, match="not a column name"):
+        engine.bulk_load_columns("stg.crm_companies_landing", ["load_id; DROP"], [[["L1"]]])
