@@ -53,7 +53,7 @@ def describe_dates(dates: Sequence[dt.date]) -> str:
     return f"{dates[0].isoformat()}..{dates[-1].isoformat()} ({len(dates)} dates)"
 
 
-def utc_today(now: dt.datetime) -> dt.date:
+def utc_day_of(now: dt.datetime) -> dt.date:
     """The UTC day of ``now``; a naive datetime is taken as UTC (the pipeline's convention)."""
     if now.tzinfo is not None:
         now = now.astimezone(dt.UTC)
@@ -62,7 +62,7 @@ def utc_today(now: dt.datetime) -> dt.date:
 
 def last_buildable_date(now: dt.datetime) -> dt.date:
     """Yesterday (UTC): the newest day whose inputs can be complete. No later day is ever built."""
-    return utc_today(now) - dt.timedelta(days=1)
+    return utc_day_of(now) - dt.timedelta(days=1)
 
 
 def refuse_future_dates(dates: Iterable[dt.date], now: dt.datetime) -> None:

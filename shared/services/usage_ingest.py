@@ -46,7 +46,7 @@ from shared.errors import (
     RetryBudgetExhausted,
 )
 from shared.logs import log_context, new_run_id, redact
-from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_today
+from shared.rules.dates import PullPlan, plan_pulls, refuse_future_dates, utc_day_of
 from shared.rules.usage_records import RecordScreen, ScreenResult
 from shared.services import alert_deliveries, events_rollup, poison
 from shared.services.alerts import new_alert
@@ -166,7 +166,7 @@ def run_tick(
     with log_context(run_id=run_id, step=STEP_PULL):
         marks = load_watermarks(deps.state_table)
         plan = plan_pulls(
-            utc_today(now),
+            utc_day_of(now),
             [d for d, m in marks.items() if m.get("status") != FAILED],
             failed=[d for d, m in marks.items() if m.get("status") == FAILED],
             lookback_days=deps.settings.usage_lookback_days,

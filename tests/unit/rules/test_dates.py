@@ -7,7 +7,7 @@ import datetime as dt
 import pytest
 
 from shared.errors import FutureDateRefused
-from shared.rules.dates import last_buildable_date, plan_pulls, refuse_future_dates, utc_today
+from shared.rules.dates import last_buildable_date, plan_pulls, refuse_future_dates, utc_day_of
 
 TODAY = dt.date(2025, 3, 10)
 YESTERDAY = dt.date(2025, 3, 9)
@@ -65,10 +65,10 @@ def test_invalid_bounds_are_refused() -> None:
         plan_pulls(TODAY, [], lookback_days=0, max_catchup_days=0)
 
 
-def test_utc_today_converts_offsets_and_takes_naive_as_utc() -> None:
+def test_utc_day_of_converts_offsets_and_takes_naive_as_utc() -> None:
     late_in_new_york = dt.datetime(2025, 3, 9, 22, 30, tzinfo=dt.timezone(dt.timedelta(hours=-5)))
-    assert utc_today(late_in_new_york) == TODAY
-    assert utc_today(dt.datetime(2025, 3, 10, 0, 5)) == TODAY
+    assert utc_day_of(late_in_new_york) == TODAY
+    assert utc_day_of(dt.datetime(2025, 3, 10, 0, 5)) == TODAY
 
 
 def test_a_day_that_only_ever_failed_is_retried_even_before_the_first_success() -> None:
