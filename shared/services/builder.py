@@ -351,11 +351,26 @@ def build(
                 return _skipped(run, plan, started)
             _log_plan(plan, request)
             target_versions = versions_to_record(plan, current, built)
-            first, *later = group_ranges(plan.ranges, transaction_days(warehouse, plan.ranges))
-            rows = build_ranges(warehouse, first, _within(target_versions, first), run_id=run_id, loaded_at=loaded_at)
+            piece_days, part_days = build_budgets(warehouse, plan.ranges)
+            first, *later = group_ranges(plan.ranges, part_days)
+            rows = build_ranges(
+                warehouse,
+                first,
+                _within(target_versions, first),
+                run_id=run_id,
+                loaded_at=loaded_at,
+                piece_days=piece_days,
+            )
         for part in later:  # only when the build exceeds one transaction's budget
             log.info("committed the build up to %s; next part %s..%s", first[-1][1], part[0][0], part[-1][1])
-            rows += build_ranges(warehouse, part, _within(target_versions, part), run_id=run_id, loaded_at=loaded_at)
+            rows += build_ranges(
+                warehouse,
+                part,
+                _within(target_versions, part),
+                run_id=run_id,
+                loaded_at=loaded_at,
+                piece_days=piece_days,
+            )
             first = part
         run.rows_out = rows
     try:
@@ -402,17 +417,18 @@ def build_ranges(
     *,
     run_id: str,
     loaded_at: dt.datetime,
+    piece_days: int | None = None,
 ) -> int:
     """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
 
-    Each range is built in pieces the engine can hold (``Warehouse.build_piece_company_days``),
-    all inside this one transaction: the ranges given commit whole or not at all.
+    Each range is built in pieces of at most ``piece_days`` days (None: whole; see
+    ``build_budgets``), all inside this one transaction: the ranges given commit whole or not at all.
     Returns the number of analytics rows of the rebuilt dates.
     """
     date_to = max(end for _, end in ranges)
     with warehouse.transaction():
         refresh_derived_usage(warehouse, date_to, run_id=run_id, loaded_at=loaded_at)
-        for date_from, piece_to in split_ranges(ranges, piece_days(warehouse, ranges)):
+        for date_from, piece_to in split_ranges(ranges, piece_days):
             piece_started = time.monotonic()
             warehouse.run(
                 _BUILD_SQL, {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at}
@@ -434,25 +450,24 @@ def build_ranges(
         )
 
 
-def piece_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
-    """How many days one run of the build SQL may cover on this engine (None: any number)."""
-    return _days_within(warehouse, warehouse.build_piece_company_days, ranges)
-
-
-def transaction_days(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
-    """How many days one transaction of a build may write on this engine (None: any number)."""
-    return _days_within(warehouse, warehouse.build_transaction_company_days, ranges)
-
-
-def _days_within(warehouse: Warehouse, budget: int | None, ranges: Sequence[tuple[dt.date, dt.date]]) -> int | None:
-    """A company-day budget in days of the ranges' spine (a cheap count on the dim and usage)."""
+def build_budgets(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> tuple[int | None, int | None]:
+    """Days one run of the build SQL may cover and days one transaction may write, on this engine
+    (None: any number), from one cheap count of the ranges' spine on the dim and usage."""
     total = sum((end - start).days + 1 for start, end in ranges)
-    if budget is None or total == 1:
-        return None
+    budgets = (warehouse.build_piece_company_days, warehouse.build_transaction_company_days)
+    if total == 1 or budgets == (None, None):
+        return None, None
     first, last = min(start for start, _ in ranges), max(end for _, end in ranges)
     companies = int(warehouse.run(_SPINE_SIZE_SQL, {"date_from": first, "date_to": last})[0]["companies"] or 0)
-    days = max(1, budget // max(companies, 1))
-    return None if days >= total else days
+
+    def days_within(budget: int | None) -> int | None:
+        if budget is None:
+            return None
+        days = max(1, budget // max(companies, 1))
+        return None if days >= total else days
+
+    piece_budget, transaction_budget = budgets
+    return days_within(piece_budget), days_within(transaction_budget)
 
 
 def _within(
