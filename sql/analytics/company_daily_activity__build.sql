@@ -204,8 +204,8 @@ first_usage AS (
 -- The spine: CRM companies in force on each day, full-outer-joined with that day's usage.
 -- A version in force on every day of the range (every version, for a one-day build; nearly
 -- every one, for a range) pairs with each day by a cross join: an inequality join of all
--- versions with the days costs the engine a sort of every version (DuckDB: ~10x the read of
--- the versions for one day). Only the versions that start or end inside the range take the
+-- versions with the days costs the engine a sort of every version (DuckDB, one day: 4-10x the
+-- read of the versions). Only the versions that start or end inside the range take the
 -- inequality join. Each half reads dim.companies with its own filter: a CTE read twice would
 -- be materialised.
 crm_spine AS (
