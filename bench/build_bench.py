@@ -8,10 +8,15 @@ warehouse file, and reported as medians of repeats with the ratio:
    records: one transaction) versus the bare calendar-window query over a dense spine (every
    company x every day from D-27, LEFT JOIN usage, the seven window sums as ROWS frames,
    written to a table), both under the same ``memory_limit``. Target: >= 50 % of bare.
-2. a one-day build of the last day for N companies with 30 days and with 3 years of history
-   (analytics prefilled with the history's rows, so the MERGE meets a production-size table),
-   versus the bare one-day query (one GROUP BY over D-27..D with the seven window sums, written
-   to a table). Targets: <= 2x bare at 30 days; 3 years <= 1.1x 30 days.
+2. the daily build for N companies with 30 days and with 3 years of history (analytics
+   prefilled with the history's rows, so the MERGE meets a production-size table): the last
+   ``--repeats`` days unbuilt again (untimed), then built one day at a time in date order, as
+   the daily trigger does, each after its usage is re-staged; then the checkpoint those commits
+   left to do (DuckDB checkpoints when its WAL passes ``checkpoint_threshold``), timed and
+   spread over the builds: ``build_s_amortised`` is the honest per-day cost. Versus the bare
+   one-day query (one GROUP BY over D-27..D with the seven window sums, written to a table).
+   Wall and CPU seconds (the process's, all engine threads) per run: on a shared machine CPU
+   seconds move less with other load. Targets: <= 2x bare at 30 days; 3 years <= 1.1x 30 days.
 
 Staging is generated inside DuckDB once into files under ``--data-dir`` and reused (delete
 them to regenerate). Every timed run works on a fresh copy, in its own process, so each
@@ -138,11 +143,11 @@ def prefill_analytics(wh: DuckDBWarehouse, history_days: int) -> None:
     )
 
 
-def restage_build_day(wh: DuckDBWarehouse, attempt: int) -> None:
-    """A new pull of BUILD_DAY (same rows, new ingestion time): the build must refresh from it."""
+def restage_build_day(wh: DuckDBWarehouse, attempt: int, day: dt.date = BUILD_DAY) -> None:
+    """A new pull of ``day`` (same rows, new ingestion time): the build must refresh from it."""
     wh.run_sql(
         "UPDATE stg.usage_pulls SET ingested_at = @t WHERE activity_date = @d",
-        {"t": LOADED_AT + dt.timedelta(minutes=attempt), "d": BUILD_DAY},
+        {"t": LOADED_AT + dt.timedelta(minutes=attempt), "d": day},
     )
 
 
@@ -240,39 +245,63 @@ def bare_day(wh: DuckDBWarehouse) -> int:
     return int(wh._con.execute("SELECT COUNT(*) FROM bare_day").fetchone()[0])  # type: ignore[index]
 
 
-def forget_build_day(wh: DuckDBWarehouse) -> None:
-    """Untimed, before each one-day build: BUILD_DAY unbuilt again, so every timed build inserts
-    its rows as the daily build does."""
-    wh.run_sql("DELETE FROM analytics.company_daily_activity WHERE activity_date = @d", {"d": BUILD_DAY})
-    wh.run_sql("DELETE FROM ops.date_builds WHERE activity_date = @d", {"d": BUILD_DAY})
+def forget_days(wh: DuckDBWarehouse, first: dt.date) -> None:
+    """Untimed, before the daily builds: first..BUILD_DAY unbuilt again and checkpointed, so every
+    timed build inserts its rows as the daily build does, from a clean WAL."""
+    wh.run_sql("DELETE FROM analytics.company_daily_activity WHERE activity_date >= @d", {"d": first})
+    wh.run_sql("DELETE FROM ops.date_builds WHERE activity_date >= @d", {"d": first})
+    wh._con.execute("CHECKPOINT")
+
+
+def daily_builds(wh: DuckDBWarehouse, days: int) -> dict[str, Any]:
+    """The last ``days`` days built one at a time in date order, then the checkpoint their
+    commits deferred (timed apart, and counted in the amortised per-day figure)."""
+    first = BUILD_DAY - dt.timedelta(days=days - 1)
+    forget_days(wh, first)
+    seconds, cpu_seconds, rows = [], [], 0
+    for offset in range(days):
+        day = first + dt.timedelta(days=offset)
+        restage_build_day(wh, offset + 1, day)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        request = BuildRequest((day,), force=True)
+        outcome = builder.build(request, warehouse=wh, versions=NoVersions(), run_id=f"day{day}")
+        seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
+        rows = outcome.rows_written
+    started, cpu_started = time.perf_counter(), time.process_time()
+    wh._con.execute("CHECKPOINT")
+    deferred = (time.perf_counter() - started, time.process_time() - cpu_started)
+    return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "deferred_checkpoint": deferred}
 
 
 def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_days: int, repeats: int) -> dict[str, Any]:
     """One process's measurement: ``kind`` is range-bare, range-build, day-bare or day-build."""
     wh = open_copy(source, scratch, memory_limit)
+    if kind == "day-build":
+        measured = daily_builds(wh, repeats)
+        wh.close()
+        return {"kind": kind, **measured, "peak_rss_mb": peak_rss_mb()}
     seconds: list[float] = []
+    cpu_seconds: list[float] = []
     rows = 0
     first = BUILD_DAY - dt.timedelta(days=range_days - 1)
     for attempt in range(1 if kind.startswith("range") else repeats):
-        if kind == "day-build":
-            forget_build_day(wh)
         restage_build_day(wh, attempt + 1)
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         if kind == "range-bare":
             rows = bare_range(wh, first)
         elif kind == "day-bare":
             rows = bare_day(wh)
         else:
-            dates = (
-                (BUILD_DAY,) if kind == "day-build" else tuple(first + dt.timedelta(days=i) for i in range(range_days))
-            )
+            dates = tuple(first + dt.timedelta(days=i) for i in range(range_days))
             outcome = builder.build(
                 BuildRequest(dates, force=True), warehouse=wh, versions=NoVersions(), run_id=f"bench{attempt}"
             )
             rows = outcome.rows_written
         seconds.append(time.perf_counter() - started)
+        cpu_seconds.append(time.process_time() - cpu_started)
     wh.close()
-    return {"kind": kind, "rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb()}
+    return {"kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def peak_rss_mb() -> int:
@@ -325,29 +354,43 @@ def compare_day(args: argparse.Namespace) -> list[dict[str, Any]]:
         source = prepared(args.data_dir, args.companies, history, args.active_share, prefill=True)
         bare = in_child("day-bare", source, args)
         ours = in_child("day-build", source, args)
-        bare_s, our_s = statistics.median(bare["seconds"]), statistics.median(ours["seconds"])
+        builds = len(ours["seconds"])
+        deferred_s, deferred_cpu_s = ours["deferred_checkpoint"]
+        bare_s, bare_cpu_s = statistics.median(bare["seconds"]), statistics.median(bare["cpu_seconds"])
+        amortised_s = (sum(ours["seconds"]) + deferred_s) / builds
+        amortised_cpu_s = (sum(ours["cpu_seconds"]) + deferred_cpu_s) / builds
         figures[history] = {
             "companies": args.companies,
             "history_days": history,
             "rows_built": ours["rows"],
             "bare_s_runs": [round(s, 3) for s in bare["seconds"]],
             "build_s_runs": [round(s, 3) for s in ours["seconds"]],
+            "deferred_checkpoint_s": round(deferred_s, 3),
             "bare_s_median": round(bare_s, 3),
-            "build_s_median": round(our_s, 3),
-            "ratio_build_over_bare": round(our_s / bare_s, 2),
+            "build_s_median": round(statistics.median(ours["seconds"]), 3),
+            "build_s_amortised": round(amortised_s, 3),
+            "ratio_build_over_bare": round(amortised_s / bare_s, 2),
+            "bare_cpu_s_median": round(bare_cpu_s, 3),
+            "build_cpu_s_amortised": round(amortised_cpu_s, 3),
+            "cpu_ratio_build_over_bare": round(amortised_cpu_s / bare_cpu_s, 2),
             "bare_peak_rss_mb": bare["peak_rss_mb"],
             "build_peak_rss_mb": ours["peak_rss_mb"],
         }
     short, long = figures[30], figures[3 * 365]
-    over_history = long["build_s_median"] / short["build_s_median"]
+    over_history = long["build_s_amortised"] / short["build_s_amortised"]
     return [
         {
             "one_day_30d_history": short,
-            "target": "ratio_build_over_bare <= 2",
+            "target": "ratio_build_over_bare <= 2 (amortised: the deferred checkpoint counted)",
             "met": short["ratio_build_over_bare"] <= 2,
         },
         {"one_day_3y_history": long},
-        {"ratio_3y_over_30d": round(over_history, 2), "target": "<= 1.1", "met": over_history <= 1.1},
+        {
+            "ratio_3y_over_30d": round(over_history, 2),
+            "cpu_ratio_3y_over_30d": round(long["build_cpu_s_amortised"] / short["build_cpu_s_amortised"], 2),
+            "target": "<= 1.1",
+            "met": over_history <= 1.1,
+        },
     ]
 
 
@@ -356,7 +399,7 @@ def main() -> None:
     parser.add_argument("--companies", type=int, default=100_000)
     parser.add_argument("--active-share", type=float, default=0.4, help="share of company-days with a usage row")
     parser.add_argument("--range-days", type=int, default=365)
-    parser.add_argument("--repeats", type=int, default=7, help="one-day builds per process (median)")
+    parser.add_argument("--repeats", type=int, default=7, help="bare one-day runs; daily builds of successive days")
     parser.add_argument("--range-repeats", type=int, default=3, help="range runs of each kind (median)")
     parser.add_argument(
         "--memory-limit", default=Settings().duckdb_memory_limit, help="DuckDB memory_limit (DUCKDB_MEMORY_LIMIT)"

@@ -170,22 +170,6 @@ month_checkpoints AS (
         AND checkpoints.checkpoint_date <= CAST(@date_to AS DATE)
 ),
 
-company_versions AS (
-    SELECT
-        versions.company_id,
-        versions.valid_from,
-        COALESCE(versions.valid_to, CAST('9999-12-31' AS DATE)) AS valid_until,
-        versions.company_name,
-        versions.country,
-        versions.industry_tag,
-        versions.last_contact_at
-    FROM dim.companies AS versions
-    INNER JOIN bounds
-        ON
-            versions.valid_from <= bounds.date_to
-            AND (versions.valid_to IS NULL OR versions.valid_to > bounds.date_from)
-),
-
 snapshot_in_force AS (
     SELECT
         build_days.activity_date,
@@ -196,39 +180,67 @@ snapshot_in_force AS (
     GROUP BY build_days.activity_date
 ),
 
-known_since AS (
+-- "Known since D-6 or earlier" (churn risk) from the two first sightings, each joined on its
+-- own: a company first seen after the range's last D-6 is known on none of its days (NULL
+-- below, so no churn risk), so neither read needs the sightings after it, and no GROUP BY over
+-- the union of both is needed.
+first_crm_versions AS (
     SELECT
-        company_id,
-        MIN(known_from) AS known_since
-    FROM (
-        SELECT
-            company_id,
-            MIN(valid_from) AS known_from
-        FROM dim.companies
-        GROUP BY company_id
-        UNION ALL
-        SELECT
-            company_id,
-            first_usage_date AS known_from
-        FROM stg.company_first_usage
-    ) AS first_sightings
-    GROUP BY company_id
+        versions.company_id,
+        MIN(versions.valid_from) AS first_version_from
+    FROM dim.companies AS versions
+    WHERE versions.valid_from <= DATEADD(DAY, -6, CAST(@date_to AS DATE))
+    GROUP BY versions.company_id
+),
+
+first_usage AS (
+    SELECT
+        first_usage_rows.company_id,
+        first_usage_rows.first_usage_date
+    FROM stg.company_first_usage AS first_usage_rows
+    WHERE first_usage_rows.first_usage_date <= DATEADD(DAY, -6, CAST(@date_to AS DATE))
 ),
 
 -- The spine: CRM companies in force on each day, full-outer-joined with that day's usage.
+-- A version in force on every day of the range (every version, for a one-day build; nearly
+-- every one, for a range) pairs with each day by a cross join: an inequality join of all
+-- versions with the days costs the engine a sort of every version (DuckDB, one day: 4-10x the
+-- read of the versions). Only the versions that start or end inside the range take the
+-- inequality join. Each half reads dim.companies with its own filter: a CTE read twice would
+-- be materialised.
 crm_spine AS (
     SELECT
         build_days.activity_date,
-        company_versions.company_id,
-        company_versions.company_name,
-        company_versions.country,
-        company_versions.industry_tag,
-        company_versions.last_contact_at
-    FROM build_days
-    INNER JOIN company_versions
+        versions.company_id,
+        versions.company_name,
+        versions.country,
+        versions.industry_tag,
+        versions.last_contact_at
+    FROM dim.companies AS versions
+    CROSS JOIN build_days
+    WHERE
+        versions.valid_from <= CAST(@date_from AS DATE)
+        AND (versions.valid_to IS NULL OR versions.valid_to > CAST(@date_to AS DATE))
+    UNION ALL
+    SELECT
+        build_days.activity_date,
+        versions.company_id,
+        versions.company_name,
+        versions.country,
+        versions.industry_tag,
+        versions.last_contact_at
+    FROM dim.companies AS versions
+    INNER JOIN build_days
         ON
-            build_days.activity_date >= company_versions.valid_from
-            AND build_days.activity_date < company_versions.valid_until
+            versions.valid_from <= build_days.activity_date
+            AND (versions.valid_to IS NULL OR versions.valid_to > build_days.activity_date)
+    WHERE
+        versions.valid_from <= CAST(@date_to AS DATE)
+        AND (versions.valid_to IS NULL OR versions.valid_to > CAST(@date_from AS DATE))
+        AND (
+            versions.valid_from > CAST(@date_from AS DATE)
+            OR versions.valid_to <= CAST(@date_to AS DATE)
+        )
 ),
 
 -- Read from the table with the range's own bounds, not from usage_rows: a CTE read twice is
@@ -282,7 +294,8 @@ activity AS (
         -- The usage read covers the month to date and D-27..D: a last active day found there is
         -- the latest one; otherwise it lies before the month, in the month's checkpoint.
         COALESCE(windowed.last_active_read, month_checkpoints.last_active_date) AS last_active_date,
-        known_since.known_since,
+        first_crm_versions.first_version_from,
+        first_usage.first_usage_date,
         snapshot_in_force.crm_snapshot_date,
         spine.is_unknown_company,
         spine.is_no_usage_reported
@@ -298,8 +311,10 @@ activity AS (
             spine.company_id = month_checkpoints.company_id
             AND DATEFROMPARTS(YEAR(spine.activity_date), MONTH(spine.activity_date), 1)
             = month_checkpoints.checkpoint_date
-    LEFT JOIN known_since
-        ON spine.company_id = known_since.company_id
+    LEFT JOIN first_crm_versions
+        ON spine.company_id = first_crm_versions.company_id
+    LEFT JOIN first_usage
+        ON spine.company_id = first_usage.company_id
 ),
 
 built_rows AS (
@@ -333,7 +348,10 @@ built_rows AS (
                 WHEN
                     active_users_7d = 0
                     AND events_7d = 0
-                    AND known_since <= DATEADD(DAY, -6, activity_date)
+                    AND (
+                        first_version_from <= DATEADD(DAY, -6, activity_date)
+                        OR first_usage_date <= DATEADD(DAY, -6, activity_date)
+                    )
                     THEN 1
                 ELSE 0
             END AS BIT
