@@ -10,9 +10,9 @@
 --     already counted, so it is never the earlier copy of one and cannot lower another
 --     company-day's count. Ten-day-old re-deliveries in today's loads recount a few company-days,
 --     not their whole day.
---   Only company-days whose count changed are written (look-back days: compared with the stored
---   rows; touched company-days elsewhere are written as recounted), so the transaction's log
---   stays small: on DuckDB a log beyond checkpoint_threshold (16 MiB) would checkpoint at commit.
+--   Only company-days whose count changed are written (compared with the stored rows), so the
+--   transaction's log stays small: on DuckDB a log beyond checkpoint_threshold (16 MiB) would
+--   checkpoint at commit.
 -- De-duplication: an event_id counts once, on the day of its first delivered copy (earliest
 --   loaded_at, then earliest event_ts, then lowest company_id); identical re-deliveries are
 --   counted once by COUNT(DISTINCT event_id). Copies are matched within @dedup_window_days
@@ -124,8 +124,7 @@ daily_counts AS (
     GROUP BY event_date, company_id
 ),
 
--- The rollup's rows of the look-back days, to write only the company-days whose count differs.
--- (A touched company-day elsewhere cannot vanish or shrink: its new rows only add.)
+-- The rollup's rows of the same company-days, to write only those whose count differs.
 stored_rows AS (
     SELECT
         stored.activity_date,
@@ -137,6 +136,28 @@ stored_rows AS (
             stored.activity_date = refresh.activity_date
             AND refresh.run_id = @run_id
             AND refresh.activity_date BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    UNION ALL
+    SELECT
+        stored.activity_date,
+        stored.company_id,
+        stored.event_count
+    FROM agg.company_daily_events AS stored
+    INNER JOIN agg.company_daily_events_refresh_days AS refresh
+        ON
+            stored.activity_date = refresh.activity_date
+            AND refresh.run_id = @run_id
+            AND refresh.activity_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    WHERE
+        EXISTS (
+            SELECT 1
+            FROM agg.fact_events AS new_rows
+            WHERE
+                (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
+                AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
+                AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+                AND new_rows.event_date = stored.activity_date
+                AND new_rows.company_id = stored.company_id
+        )
 ),
 
 -- A count of 0: the company-day is in the rollup but no longer in the recount (its only events

@@ -121,8 +121,10 @@ def test_only_company_days_whose_count_changed_are_written(wh: DuckDBWarehouse) 
     load_fact_events(wh, [("e1", "acme", at(dt.date(2025, 3, 19), 1)), ("e2", "globex", at(D, 1))], NOW)
     refresh(wh, "r1")
     late = NOW + dt.timedelta(hours=1)
-    load_fact_events(wh, [("e3", "initech", at(dt.date(2025, 3, 19), 2))], late)
-    refresh(wh, "r2", late)  # recounts the look-back (18..20): acme's count is unchanged
+    # A new event in the look-back (18..20), recounted whole, and a re-delivery on day D, whose
+    # company-day is recounted: acme's and globex's counts are unchanged, so not rewritten.
+    load_fact_events(wh, [("e3", "initech", at(dt.date(2025, 3, 19), 2)), ("e2", "globex", at(D, 1))], late)
+    assert D in refresh(wh, "r2", late)
     rows = wh.run_sql("SELECT company_id, event_count, run_id FROM agg.company_daily_events ORDER BY company_id")
     assert [(r["company_id"], r["event_count"], r["run_id"]) for r in rows] == [
         ("acme", 1, "r1"),
