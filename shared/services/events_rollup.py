@@ -3,16 +3,18 @@
 Dashboards that counted raw events per company-day scanned the whole event table; the rollup
 keeps one row per company-day instead and refreshes only what changed:
 
-- the days touched by rows loaded since the last refresh (the watermark in
-  agg.rollup_watermarks), including the days of other copies of those event ids, and
-- the last ``lookback_days`` days before ``now`` (inclusive of today), which absorbs rows a
-  concurrent loader committed with a load time behind the watermark.
+- the company-days touched by rows loaded since the last refresh (the watermark in
+  agg.rollup_watermarks): a new row was loaded after every row already counted, so it can only
+  add to its own company-day; the other company-days of its day keep their counts, and
+- every company-day of the last ``lookback_days`` days before ``now`` (inclusive of today),
+  recounted whole: the look-back absorbs rows a concurrent loader committed with a load time
+  behind the watermark, which no load-time comparison can tell from rows already counted.
 
-Events are de-duplicated by event_id (the first delivered copy counts; copies are matched
-within ``DEDUP_WINDOW_DAYS`` of each other, so a refresh reads the days around the ones it
-recomputes, never the whole history) and counted on their UTC day: ``load_fact_events``
-converts timestamps with an offset to UTC and takes the day from that, so an event at
-23:30-02:00 belongs to the next UTC day.
+Only company-days whose count changed are written. Events are de-duplicated by event_id (the
+first delivered copy counts; copies are matched within ``DEDUP_WINDOW_DAYS`` of each other, so
+a refresh reads the days around the ones it recomputes, never the whole history) and counted on
+their UTC day: ``load_fact_events`` converts timestamps with an offset to UTC and takes the day
+from that, so an event at 23:30-02:00 belongs to the next UTC day.
 """
 
 from __future__ import annotations
@@ -86,8 +88,9 @@ def refresh_company_daily_events(
     *,
     dry_run: bool = False,
 ) -> RefreshResult:
-    """Recompute the touched days and the look-back window; move the watermark forward.
-    ``dry_run`` returns the days it would recompute and writes nothing."""
+    """Recount the company-days touched since the watermark and the whole look-back; move the
+    watermark forward. ``days`` are the days recounted, wholly (the look-back) or in part (the
+    company-days new rows touched); ``dry_run`` returns them and writes nothing."""
     now = naive_utc(now)
     with log_context(run_id=run_id, step="events_rollup"):
         (watermark,) = warehouse.run("agg/rollup_watermarks__loaded_through", {"rollup_name": rollup_name})
@@ -116,7 +119,10 @@ def refresh_company_daily_events(
                     "run_id": run_id,
                     "now": now,
                     "rollup_name": rollup_name,
+                    "loaded_after": previous,
                     "loaded_through": loaded_through,
+                    "lookback_from": now.date() - dt.timedelta(days=lookback_days),
+                    "today": now.date(),
                     "dedup_window_days": DEDUP_WINDOW_DAYS,
                     "copies_from": days[0] - window,
                     "copies_through": days[-1] + window,

@@ -1,7 +1,18 @@
--- Purpose: recompute agg.company_daily_events for the days listed for @run_id in
---   agg.company_daily_events_refresh_days (the touched days plus the look-back, chosen by the
---   caller), so dashboards read one small row per company-day instead of scanning raw events.
---   Only those days are recounted and merged in: the cost follows the days touched, not history.
+-- Purpose: refresh agg.company_daily_events for the days listed for @run_id in
+--   agg.company_daily_events_refresh_days (the days touched by rows loaded since the last
+--   refresh plus the look-back, chosen by the caller), so dashboards read one small row per
+--   company-day instead of scanning raw events. The cost follows the rows loaded, not history:
+--   - the look-back days (@lookback_from to @today) are recounted whole: they absorb rows a
+--     concurrent loader committed with a load time behind the watermark, which no load-time
+--     comparison can tell from rows already counted;
+--   - on the other listed days only the company-days that the new rows (loaded_at in
+--     (@loaded_after, @loaded_through]) touch are recounted: a new row was loaded after every row
+--     already counted, so it is never the earlier copy of one and cannot lower another
+--     company-day's count. Ten-day-old re-deliveries in today's loads recount a few company-days,
+--     not their whole day.
+--   Only company-days whose count changed are written (compared with the stored rows), so the
+--   transaction's log stays small: on DuckDB a log beyond checkpoint_threshold (16 MiB) would
+--   checkpoint at commit.
 -- De-duplication: an event_id counts once, on the day of its first delivered copy (earliest
 --   loaded_at, then earliest event_ts, then lowest company_id); identical re-deliveries are
 --   counted once by COUNT(DISTINCT event_id). Copies are matched within @dedup_window_days
@@ -13,19 +24,20 @@
 --   ix_fact_events_event's seek plus a date residual (Azure SQL) keep small.
 -- Days are UTC days: event_date is the UTC day of event_ts, set by the loader.
 -- Grain: one row per (activity_date, company_id) with at least one event.
--- Parameters: @run_id, @now (DATETIME2, UTC: refreshed_at), @rollup_name, @loaded_through
---   (DATETIME2 or NULL: the new watermark), @dedup_window_days (INT), @copies_from and
---   @copies_through (DATE: the first refreshed day minus the window, the last plus it).
+-- Parameters: @run_id, @now (DATETIME2, UTC: refreshed_at, the time the row's count last
+--   changed), @rollup_name, @loaded_after (DATETIME2 or NULL: the last watermark; NULL: every row
+--   is new), @loaded_through (DATETIME2 or NULL: the new watermark), @lookback_from and @today
+--   (DATE: the look-back), @dedup_window_days (INT), @copies_from and @copies_through (DATE: the
+--   first refreshed day minus the window, the last plus it).
+-- Measured (bench/events_rollup_bench.py, README Performance): against the whole-day recount
+--   merged in full, the recount reads about half the rows and the merge writes only the changes.
 
--- 1. Recount the days from the raw events, into the work table.
+-- 1. Recount, compare, and keep the changes in the work table.
 WITH
 
-refresh_days AS (
-    SELECT activity_date
-    FROM agg.company_daily_events_refresh_days
-    WHERE run_id = @run_id
-),
-
+-- Every event of the look-back days; on the other listed days, the events of the company-days
+-- that new rows touched (the new rows are found by load time: the last row groups on DuckDB,
+-- ix_fact_events_loaded on Azure SQL).
 day_events AS (
     SELECT
         events.event_id,
@@ -34,7 +46,35 @@ day_events AS (
         events.event_ts,
         events.loaded_at
     FROM agg.fact_events AS events
-    INNER JOIN refresh_days ON events.event_date = refresh_days.activity_date
+    INNER JOIN agg.company_daily_events_refresh_days AS refresh
+        ON
+            events.event_date = refresh.activity_date
+            AND refresh.run_id = @run_id
+            AND refresh.activity_date BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    UNION ALL
+    SELECT
+        events.event_id,
+        events.company_id,
+        events.event_date,
+        events.event_ts,
+        events.loaded_at
+    FROM agg.fact_events AS events
+    INNER JOIN agg.company_daily_events_refresh_days AS refresh
+        ON
+            events.event_date = refresh.activity_date
+            AND refresh.run_id = @run_id
+            AND refresh.activity_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    WHERE
+        EXISTS (
+            SELECT 1
+            FROM agg.fact_events AS new_rows
+            WHERE
+                (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
+                AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
+                AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+                AND new_rows.event_date = events.event_date
+                AND new_rows.company_id = events.company_id
+        )
 ),
 
 nearby_copies AS (
@@ -82,6 +122,58 @@ daily_counts AS (
         COUNT(DISTINCT event_id) AS event_count
     FROM first_copies
     GROUP BY event_date, company_id
+),
+
+-- The rollup's rows of the same company-days, to write only those whose count differs.
+stored_rows AS (
+    SELECT
+        stored.activity_date,
+        stored.company_id,
+        stored.event_count
+    FROM agg.company_daily_events AS stored
+    INNER JOIN agg.company_daily_events_refresh_days AS refresh
+        ON
+            stored.activity_date = refresh.activity_date
+            AND refresh.run_id = @run_id
+            AND refresh.activity_date BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    UNION ALL
+    SELECT
+        stored.activity_date,
+        stored.company_id,
+        stored.event_count
+    FROM agg.company_daily_events AS stored
+    INNER JOIN agg.company_daily_events_refresh_days AS refresh
+        ON
+            stored.activity_date = refresh.activity_date
+            AND refresh.run_id = @run_id
+            AND refresh.activity_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+    WHERE
+        EXISTS (
+            SELECT 1
+            FROM agg.fact_events AS new_rows
+            WHERE
+                (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
+                AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
+                AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+                AND new_rows.event_date = stored.activity_date
+                AND new_rows.company_id = stored.company_id
+        )
+),
+
+-- A count of 0: the company-day is in the rollup but no longer in the recount (its only events
+-- moved to another day by an earlier copy loaded late): rare; the merge deletes it.
+changes AS (
+    SELECT
+        COALESCE(daily_counts.activity_date, stored_rows.activity_date) AS activity_date,
+        COALESCE(daily_counts.company_id, stored_rows.company_id) AS company_id,
+        COALESCE(daily_counts.event_count, 0) AS event_count
+    FROM daily_counts
+    FULL OUTER JOIN stored_rows
+        ON daily_counts.activity_date = stored_rows.activity_date AND daily_counts.company_id = stored_rows.company_id
+    WHERE
+        daily_counts.event_count IS NULL
+        OR stored_rows.event_count IS NULL
+        OR daily_counts.event_count <> stored_rows.event_count
 )
 
 INSERT INTO agg.company_daily_events_refresh_counts (run_id, activity_date, company_id, event_count)
@@ -90,11 +182,11 @@ SELECT
     activity_date,
     company_id,
     event_count
-FROM daily_counts;
+FROM changes;
 
--- 2. Merge the recount in: company-days that exist are updated in place (their key, and so
---    the primary key's index, untouched), new ones inserted. On DuckDB a DELETE from the rollup
---    would load its whole key index first (see sql/schema/0013_agg_refresh_counts.sql).
+-- 2. Merge the changes in: company-days that exist are updated in place (their key, and so the
+--    primary key's index, untouched), new ones inserted, vanished ones (count 0) deleted. The
+--    delete is rare: on DuckDB it loads the key's whole index (sql/schema/0013_agg_refresh_counts.sql).
 MERGE INTO agg.company_daily_events AS target
 USING (
     SELECT
@@ -105,6 +197,7 @@ USING (
     WHERE run_id = @run_id
 ) AS source
     ON target.activity_date = source.activity_date AND target.company_id = source.company_id
+WHEN MATCHED AND source.event_count = 0 THEN DELETE
 WHEN MATCHED THEN UPDATE SET
     target.event_count = source.event_count,
     target.refreshed_at = CAST(@now AS DATETIME2),
@@ -113,25 +206,7 @@ WHEN NOT MATCHED BY TARGET THEN
     INSERT (activity_date, company_id, event_count, refreshed_at, run_id)
     VALUES (source.activity_date, source.company_id, source.event_count, CAST(@now AS DATETIME2), @run_id);
 
--- 3. Company-days of the recomputed days that the recount no longer has (their only events
---    moved to another day by an earlier copy loaded late): rare, so this deletes few rows.
-DELETE FROM agg.company_daily_events
-WHERE
-    activity_date IN (
-        SELECT refresh.activity_date
-        FROM agg.company_daily_events_refresh_days AS refresh
-        WHERE refresh.run_id = @run_id
-    )
-    AND NOT EXISTS (
-        SELECT 1
-        FROM agg.company_daily_events_refresh_counts AS counts
-        WHERE
-            counts.run_id = @run_id
-            AND counts.activity_date = company_daily_events.activity_date
-            AND counts.company_id = company_daily_events.company_id
-    );
-
--- 4. Move the watermark (only forward) and clear the work rows.
+-- 3. Move the watermark (only forward) and clear the work rows.
 MERGE INTO agg.rollup_watermarks AS target
 USING (
     SELECT

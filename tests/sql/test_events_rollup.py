@@ -105,6 +105,45 @@ def test_only_touched_days_and_the_look_back_are_recomputed(wh: DuckDBWarehouse)
     assert rollup(wh) == {(old_day, "acme"): 2, (other_old_day, "acme"): 999, (dt.date(2025, 3, 19), "globex"): 1}
 
 
+def test_on_an_older_day_only_the_company_days_new_rows_touch_are_recounted(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(D, 1)), ("e2", "globex", at(D, 1))], NOW)
+    refresh(wh, "r1")
+    # A new row can only add to its own company-day, so globex's row on the same day is not
+    # recounted: a refresh that recounted the whole day would repair the tampered count.
+    wh.run_sql("UPDATE agg.company_daily_events SET event_count = 999 WHERE company_id = 'globex'")
+    late = NOW + dt.timedelta(hours=1)
+    load_fact_events(wh, [("e3", "acme", at(D, 5)), ("e1", "acme", at(D, 1))], late)  # new event, re-delivery
+    assert D in refresh(wh, "r2", late)
+    assert rollup(wh) == {(D, "acme"): 2, (D, "globex"): 999}
+
+
+def test_only_company_days_whose_count_changed_are_written(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(dt.date(2025, 3, 19), 1)), ("e2", "globex", at(D, 1))], NOW)
+    refresh(wh, "r1")
+    late = NOW + dt.timedelta(hours=1)
+    # A new event in the look-back (18..20), recounted whole, and a re-delivery on day D, whose
+    # company-day is recounted: acme's and globex's counts are unchanged, so not rewritten.
+    load_fact_events(wh, [("e3", "initech", at(dt.date(2025, 3, 19), 2)), ("e2", "globex", at(D, 1))], late)
+    assert D in refresh(wh, "r2", late)
+    rows = wh.run_sql("SELECT company_id, event_count, run_id FROM agg.company_daily_events ORDER BY company_id")
+    assert [(r["company_id"], r["event_count"], r["run_id"]) for r in rows] == [
+        ("acme", 1, "r1"),
+        ("globex", 1, "r1"),
+        ("initech", 1, "r2"),
+    ]
+
+
+def test_a_copy_committed_behind_the_watermark_moves_the_event_within_the_look_back(wh: DuckDBWarehouse) -> None:
+    day, earlier_day = dt.date(2025, 3, 19), dt.date(2025, 3, 18)
+    load_fact_events(wh, [("e1", "acme", at(day, 1))], NOW)
+    refresh(wh, "r1")
+    # A concurrent loader's copy, stamped before the watermark but committed after the refresh:
+    # it is the first delivered copy, so the event moves to its day and acme's day 19 vanishes.
+    load_fact_events(wh, [("e1", "globex", at(earlier_day, 23))], NOW - dt.timedelta(hours=1))
+    refresh(wh, "r2")
+    assert rollup(wh) == {(earlier_day, "globex"): 1}
+
+
 def test_refreshing_twice_gives_the_same_rows_and_moves_the_watermark(wh: DuckDBWarehouse) -> None:
     loaded = NOW - dt.timedelta(hours=1)
     load_fact_events(wh, [("e1", "acme", at(D, 1)), ("e2", "globex", at(D, 1))], loaded)
