@@ -274,6 +274,24 @@ def daily_builds(wh: DuckDBWarehouse, days: int) -> dict[str, Any]:
     return {"rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "deferred_checkpoint": deferred}
 
 
+def time_steps(wh: DuckDBWarehouse) -> dict[str, float]:
+    """Seconds per SQL file and per COMMIT of what ``wh`` runs from now on (filled as it runs):
+    where a range build's time goes, beside its total."""
+    spent: dict[str, float] = {}
+    execute, commit = wh._execute, wh._commit_transaction
+
+    def timed(step: str, call: Any, *args: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return call(*args)
+        finally:
+            spent[step] = spent.get(step, 0.0) + time.perf_counter() - started
+
+    wh._execute = lambda statement, params: timed(statement.sql_file, execute, statement, params)  # type: ignore[method-assign]
+    wh._commit_transaction = lambda: timed("COMMIT", commit)  # type: ignore[method-assign]
+    return spent
+
+
 def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_days: int, repeats: int) -> dict[str, Any]:
     """One process's measurement: ``kind`` is range-bare, range-build, day-bare or day-build."""
     wh = open_copy(source, scratch, memory_limit)
@@ -281,6 +299,7 @@ def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_day
         measured = daily_builds(wh, repeats)
         wh.close()
         return {"kind": kind, **measured, "peak_rss_mb": peak_rss_mb()}
+    steps = time_steps(wh) if kind == "range-build" else {}
     seconds: list[float] = []
     cpu_seconds: list[float] = []
     rows = 0
@@ -301,7 +320,11 @@ def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_day
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
     wh.close()
-    return {"kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb()}
+    top = dict(sorted(((step, round(s, 1)) for step, s in steps.items()), key=lambda kv: -kv[1])[:4])
+    return {
+        "kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds,
+        "peak_rss_mb": peak_rss_mb(), "steps_s": top,
+    }  # fmt: skip
 
 
 def peak_rss_mb() -> int:
@@ -344,6 +367,7 @@ def compare_range(args: argparse.Namespace) -> dict[str, Any]:
             "met": our_rate / bare_rate >= 0.5,
             "bare_peak_rss_mb": max(r["peak_rss_mb"] for r in bare),
             "build_peak_rss_mb": max(r["peak_rss_mb"] for r in ours),
+            "build_s_by_step_last_run": ours[-1]["steps_s"],
         }
     }
 

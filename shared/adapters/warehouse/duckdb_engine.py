@@ -39,9 +39,13 @@ _COPY_OPTIONS = (
 # Memory of a range build per company-day: what one run of the build SQL works with (the fan-out
 # GROUP BY and the MERGE's joins), and what an uncommitted write holds until COMMIT (the primary
 # key's index entries and row data of the transaction: ~80 bytes per row in duckdb_memory(), ~120
-# in RSS, measured at 20,000 companies; DuckDB cannot spill them).
-BUILD_BYTES_PER_COMPANY_DAY = 250
-WRITE_BYTES_PER_COMPANY_DAY = 150
+# in RSS, measured at 20,000 companies; DuckDB cannot spill them). Both are set by speed, not only
+# by fit: at 1.5GB and 100,000 companies a run of 9-12 days (0.9-1.2M company-days) peaks at
+# 0.7-0.9 GB RSS and does ~145k company-days per CPU-second, while 15-30 days make the GROUP BY
+# spill and halve that (~75k); and a piece late in a transaction has the open writes beside it,
+# so a transaction holds about three pieces' rows (3M company-days at 1.5GB).
+BUILD_BYTES_PER_COMPANY_DAY = 750
+WRITE_BYTES_PER_COMPANY_DAY = 250
 _BYTE_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4}
 _BYTE_UNITS |= {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4}
 
