@@ -1,8 +1,12 @@
 """CRM snapshot staging (blob trigger): validate, stage, update dim.companies, mark the date present.
 
-One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), hashes the content
-(sha256: the snapshot's version) and streams the valid rows into the landing table, a batch of
-columns at a time (Warehouse.bulk_load_columns). Then:
+One pass over the blob's bytes validates the CSV, hashes the content (sha256: the snapshot's
+version) and streams the valid rows into the landing table, a batch of columns at a time
+(Warehouse.bulk_load_columns). The pass is the fast path (shared/rules/crm_fast.py: Arrow reads
+and validates by column) unless the file has something only the exact path
+(shared/rules/crm_rows.py) reads right: then the landed rows are discarded and a second pass
+reads the blob again with the exact path. Either way the rows, rejections and counts are the
+same. Then:
 - a rejected file (no date in the name, bad encoding or header, too many bad rows, no rows) is
   quarantined with a JSON error report, alerted, and changes nothing else;
 - content already staged for the date changes nothing (the readiness mark is repeated: a no-op);
@@ -38,6 +42,7 @@ from shared.adapters.warehouse.base import Warehouse
 from shared.clock import Clock, utc_now
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context, new_run_id
+from shared.rules.crm_fast import ArrowCsvParser, FastPathRefused
 from shared.rules.crm_rows import (
     REPORT_VALUE_CHARS,
     CrmCsvParser,
@@ -432,16 +437,25 @@ class _Job:
         if info is None:
             return self._superseded(None, "the blob was deleted before it was read")
         self.etag = info.etag
-        source = HashingChunks(
-            _pinned(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name, etag=info.etag))
+        self.source = self._read(info)
+        parser: ArrowCsvParser | CrmCsvParser = ArrowCsvParser(
+            self.source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields
         )
-        self.source = source
-        parser = CrmCsvParser(source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields)
         rejections = RejectionLog()
         try:
             file_rejection = self._name_rejection() or _encoding_rejection(info)
             if file_rejection is None:
-                file_rejection = self._land(parser, source, rejections)
+                try:
+                    file_rejection = self._land(parser, rejections)
+                except FastPathRefused as refused:
+                    log.info("CRM file read by the exact path: the fast path refused it (%s)", refused)
+                    self._discard_landing()
+                    rejections.close()
+                    rejections = RejectionLog()
+                    self.source = self._read(info)
+                    parser = CrmCsvParser(self.source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields)
+                    file_rejection = self._land(parser, rejections)
+            source = self.source
             source.drain()
             version = source.hexdigest()
             stats = parser.stats
@@ -482,9 +496,16 @@ class _Job:
             )
         return None
 
-    def _land(self, parser: CrmCsvParser, source: HashingChunks, rejections: RejectionLog) -> _Rejection | None:
+    def _read(self, info: BlobInfo) -> HashingChunks:
+        """The blob's bytes, pinned to the version ``info`` describes, hashed as they pass."""
+        return HashingChunks(
+            _pinned(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name, etag=info.etag))
+        )
+
+    def _land(self, parser: ArrowCsvParser | CrmCsvParser, rejections: RejectionLog) -> _Rejection | None:
         """Validate while streaming valid rows into the landing table, a batch of columns at a
-        time; a file-level problem is returned."""
+        time; a file-level problem is returned. The fast path (ArrowCsvParser) raises
+        FastPathRefused for a file only the exact path reads right."""
         assert self.snapshot_date is not None
         snapshot_date, load_id = self.snapshot_date, self.load_id
 

@@ -172,9 +172,9 @@ def _check_columns(columns: Sequence[str]) -> None:
 
 
 def _arrow_column(values: Sequence[Any]) -> pa.Array:
-    """One column as Arrow (its type inferred from the values), empty strings as NULL and aware
-    timestamps as naive UTC, as bulk_load writes them."""
-    array = pa.array(values)
+    """One column as Arrow (its type inferred from the values; an Arrow array is taken as it is),
+    empty strings as NULL and aware timestamps as naive UTC, as bulk_load writes them."""
+    array = values if isinstance(values, pa.Array) else pa.array(values)
     if pa.types.is_string(array.type):
         array = pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
     elif pa.types.is_timestamp(array.type) and array.type.tz is not None:

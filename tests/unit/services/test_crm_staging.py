@@ -13,6 +13,8 @@ import pytest
 from shared.adapters.blob_store import BlobInfo
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import BuildError, UpstreamUnavailable
+from shared.rules import crm_fast
+from shared.services import crm_staging
 from shared.services.alerts import RecordingAlertSink
 from shared.services.crm_staging import (
     StagingResult,
@@ -475,3 +477,33 @@ def test_ignored_extra_columns_are_recorded_in_ops(stage: Any, warehouse: DuckDB
         "snapshot_date": dt.date(2025, 11, 30),
         "column_names": "owner, tier",
     }
+
+
+def test_a_file_the_fast_path_refuses_late_is_staged_by_the_exact_path_alone(
+    stage: Any, warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small Arrow blocks: many batches land before the blank line near the end refuses the file.
+    monkeypatch.setattr(crm_fast, "_BLOCK_BYTES", 256)
+    monkeypatch.setattr(crm_fast, "_MAX_FAST_LINE_BYTES", 128)
+    lines = [f"c{i},Name {i},DE,saas,2025-11-29T10:00:00Z\n" for i in range(200)]
+    result = stage("crm_2025-11-30.csv", HEADER + "".join(lines[:150]) + "\n" + "".join(lines[150:]))
+
+    assert (result.status, result.data_rows, result.rows_staged, result.rejected_rows) == ("staged", 200, 200, 0)
+    rows = staged_rows(warehouse)
+    assert [(r[1], r[4]) for r in rows] == sorted(
+        [(f"c{i}", i + 2 if i < 150 else i + 3) for i in range(200)]  # the blank line is record 152
+    )
+    assert landing_count(warehouse) == 0
+
+
+def test_a_clean_file_is_staged_by_the_fast_path(
+    stage: Any, warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exact_path_not_expected(*_: Any, **__: Any) -> None:
+        raise AssertionError("the exact path read a clean file")
+
+    monkeypatch.setattr(crm_staging, "CrmCsvParser", exact_path_not_expected)
+    result = stage("crm_2025-11-30.csv", GOOD)
+
+    assert (result.status, result.rows_staged) == ("staged", 2)
+    assert staged_rows(warehouse) == [(D1, "c1", "Acme", "DE", 2), (D1, "c2", "Beta", "FR", 3)]
