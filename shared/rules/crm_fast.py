@@ -266,7 +266,7 @@ def validate_arrow_batch(raw: list[pa.Array], first_row: int, header: HeaderMap)
     hashes = _hashes(names, countries, industries, stamp_texts)
     columns = [trimmed[0], names, countries, industries, stamps, hashes, rows]
     if not pc.any(doubtful).as_py():
-        return RowBatch(*columns, rejections=[])  # type: ignore[arg-type]
+        return _row_batch(columns, [])
     return _settle_doubtful(columns, raw, doubtful, header)
 
 
@@ -351,7 +351,14 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
             names=_FIELDS,
         )
         table = pa.concat_tables([table, extra]).sort_by("source_row")
-    return RowBatch(*(table.column(name).combine_chunks() for name in _FIELDS), rejections=rejections)  # type: ignore[arg-type]
+    return _row_batch([table.column(name).combine_chunks() for name in _FIELDS], rejections)
+
+
+def _row_batch(columns: list[Any], rejections: list[RowRejection]) -> RowBatch:
+    company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row = columns
+    return RowBatch(
+        company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row, rejections
+    )
 
 
 _FIELDS = ["company_id", "company_name", "country", "industry_tag", "last_contact_at", "attributes_hash", "source_row"]
