@@ -31,10 +31,12 @@ import json
 import logging
 import re
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from queue import Full, Queue
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from shared import telemetry
 from shared.adapters.storage_common import StorageNotFound
@@ -87,6 +89,7 @@ _OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
 # Causes named in a file-level reason or an alert; the report lists every row.
 CAUSES_NAMED = 3
 
+_T = TypeVar("_T")
 StagingOutcome = Literal["staged", "unchanged", "rejected", "superseded"]
 # Content-Encoding values that mean "the bytes are the file".
 _PLAIN_ENCODINGS = frozenset({"", "identity"})
@@ -342,6 +345,50 @@ class HashingChunks:
         return self._sha.hexdigest()
 
 
+_DONE = object()
+
+
+def read_ahead(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
+    """``items`` produced in a thread, up to ``depth`` ahead of the consumer: the next batch is
+    read and validated (Arrow, C) while the engine loads this one, on the other core. An
+    exception of the producer is raised here, in order; a consumer that stops early stops it."""
+    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    producer = threading.Thread(target=produce, name="crm-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
 class RejectionLog:
     """Row errors spooled to a temporary file (JSON lines): memory stays flat however many."""
 
@@ -510,7 +557,7 @@ class _Job:
         snapshot_date, load_id = self.snapshot_date, self.load_id
 
         def landing_batches() -> Iterator[tuple[list[Any], ...]]:
-            for batch in parser.batches():
+            for batch in read_ahead(parser.batches()):
                 self.beat()
                 for rejection in batch.rejections:
                     rejections.add(rejection)

@@ -507,3 +507,29 @@ def test_a_clean_file_is_staged_by_the_fast_path(
 
     assert (result.status, result.rows_staged) == ("staged", 2)
     assert staged_rows(warehouse) == [(D1, "c1", "Acme", "DE", 2), (D1, "c2", "Beta", "FR", 3)]
+
+
+def test_read_ahead_keeps_the_order_raises_the_producers_error_and_stops_with_the_consumer() -> None:
+    assert list(crm_staging.read_ahead(iter(range(100)))) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise UpstreamUnavailable("gone")
+
+    seen = []
+    with pytest.raises(UpstreamUnavailable, match="gone"):
+        for item in crm_staging.read_ahead(failing()):
+            seen.append(item)
+    assert seen == [1]
+
+    produced = []
+
+    def endless() -> Iterator[int]:
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    reader = crm_staging.read_ahead(endless())
+    assert next(reader) == 0
+    reader.close()  # the consumer stops: the producer stops too (close joins it)
+    assert len(produced) <= 3
