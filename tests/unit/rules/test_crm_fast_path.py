@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shared.rules import crm_fast
 from shared.rules.crm_fast import ArrowCsvParser, FastPathRefused
 from shared.rules.crm_rows import CrmCsvParser, CrmFileRejection
 
@@ -215,3 +216,21 @@ def test_any_file_is_read_as_the_exact_path_does_or_refused(
 def test_clean_files_take_the_fast_path(rows: list[list[str]]) -> None:
     rows = [["c1", *row[1:]] for row in rows]  # a non-empty id keeps the file from "no data rows"
     assert fast_or_refused(csv_bytes(rows), 5) is not None
+
+
+def test_common_values_are_settled_by_column_without_the_per_row_rules(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Only a doubted row costs validate_record; the usual shapes must never be doubted.
+    def per_row(*_: Any) -> None:
+        raise AssertionError("a common value was handed to validate_record")
+
+    monkeypatch.setattr(crm_fast, "_settle_doubtful", per_row)
+    stamps = [
+        "",
+        "2025-01-01T00:01:00",
+        "2025-01-01T00:01:00Z",
+        "2025-06-30T23:59:59.123+02:00",
+        "2025-01-01T00:01:00.5",
+    ]
+    rows = [[f"c{i}", f"Company {i}, Ltd", "DE", "", stamps[i % 5]] for i in range(50)]
+    rows.append(["c9", " Zoë Ltd ", "FR", "saas", " 2025-01-01T00:01:00-05:30 "])  # non-ASCII inside a value
+    assert fast_or_refused(csv_bytes(rows)) is not None
