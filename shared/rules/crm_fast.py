@@ -26,6 +26,7 @@ that may be too long; any other timestamp) goes to ``validate_record``, as in th
 
 from __future__ import annotations
 
+import contextvars
 import csv
 import io
 import re
@@ -95,6 +96,9 @@ class _CheckedBytes(io.RawIOBase):
     def __init__(self, pieces: Iterator[bytes]) -> None:
         super().__init__()
         self._pieces = pieces
+        # Arrow calls readinto from its own I/O thread: the pieces (and the blob reads behind
+        # them, with their trace spans) are produced in the caller's context, as if read here.
+        self._context = contextvars.copy_context()
         self._buffer = b""
         self._offset = 0
         self.error: BaseException | None = None
@@ -107,7 +111,7 @@ class _CheckedBytes(io.RawIOBase):
             if self.error is not None:
                 return 0
             try:
-                self._buffer, self._offset = next(self._pieces), 0
+                self._buffer, self._offset = self._context.run(next, self._pieces), 0
             except StopIteration:
                 return 0
             except BaseException as exc:
@@ -168,7 +172,7 @@ class ArrowCsvParser:
                 if record_batch.num_rows:
                     yield self._validate(record_batch, header, row + 1)
                     row += record_batch.num_rows
-        except pa.ArrowInvalid as exc:
+        except pa.ArrowException as exc:  # ArrowInvalid ("Expected 5 columns"), or anything else
             if stream.error is None:
                 raise _refuse(f"Arrow's reader: {str(exc)[:200]}") from None
         if stream.error is not None:

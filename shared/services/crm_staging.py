@@ -25,6 +25,7 @@ in ops.crm_blob_versions, which is how the timer's recovery sweep finds versions
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
@@ -374,7 +375,9 @@ def read_ahead(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
             return
         put((_DONE, None))
 
-    producer = threading.Thread(target=produce, name="crm-read-ahead", daemon=True)
+    # The producer runs in a copy of this context: its logs and trace spans stay this run's.
+    context = contextvars.copy_context()
+    producer = threading.Thread(target=context.run, args=(produce,), name="crm-read-ahead", daemon=True)
     producer.start()
     try:
         while True:
