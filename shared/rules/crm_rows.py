@@ -291,7 +291,8 @@ def validate_record(record: list[str], header: HeaderMap, row: int) -> CrmRow | 
 @dataclass
 class RowBatch:
     """The validated rows of one batch of records, by column (what the landing table takes), and
-    the batch's rejected rows; both in row order."""
+    the batch's rejected rows; both in row order. The fast path (crm_fast.py) gives the columns
+    as Arrow arrays of the same values."""
 
     company_id: list[str]
     company_name: list[str | None]
@@ -321,7 +322,9 @@ class RowBatch:
         """Valid rows and rejections merged back into row order, one object each."""
         rejections = iter(self.rejections)
         pending = next(rejections, None)
-        for row in map(CrmRow._make, zip(*self.columns(), strict=True)):
+        # The fast path's columns are Arrow arrays (shared/rules/crm_fast.py).
+        columns = [values.to_pylist() if hasattr(values, "to_pylist") else values for values in self.columns()]
+        for row in map(CrmRow._make, zip(*columns, strict=True)):
             while pending is not None and pending.row < row.source_row:
                 yield pending
                 pending = next(rejections, None)

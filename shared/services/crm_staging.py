@@ -1,8 +1,12 @@
 """CRM snapshot staging (blob trigger): validate, stage, update dim.companies, mark the date present.
 
-One pass over the blob's bytes validates the CSV (shared/rules/crm_rows.py), hashes the content
-(sha256: the snapshot's version) and streams the valid rows into the landing table, a batch of
-columns at a time (Warehouse.bulk_load_columns). Then:
+One pass over the blob's bytes validates the CSV, hashes the content (sha256: the snapshot's
+version) and streams the valid rows into the landing table, a batch of columns at a time
+(Warehouse.bulk_load_columns). The pass is the fast path (shared/rules/crm_fast.py: Arrow reads
+and validates by column) unless the file has something only the exact path
+(shared/rules/crm_rows.py) reads right: then the landed rows are discarded and a second pass
+reads the blob again with the exact path. Either way the rows, rejections and counts are the
+same. Then:
 - a rejected file (no date in the name, bad encoding or header, too many bad rows, no rows) is
   quarantined with a JSON error report, alerted, and changes nothing else;
 - content already staged for the date changes nothing (the readiness mark is repeated: a no-op);
@@ -21,16 +25,19 @@ in ops.crm_blob_versions, which is how the timer's recovery sweep finds versions
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import hashlib
 import json
 import logging
 import re
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Literal, Protocol
+from queue import Full, Queue
+from typing import IO, TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from shared import telemetry
 from shared.adapters.storage_common import StorageNotFound
@@ -38,6 +45,7 @@ from shared.adapters.warehouse.base import Warehouse
 from shared.clock import Clock, utc_now
 from shared.errors import ConcurrencyConflict
 from shared.logs import log_context, new_run_id
+from shared.rules.crm_fast import ArrowCsvParser, FastPathRefused
 from shared.rules.crm_rows import (
     REPORT_VALUE_CHARS,
     CrmCsvParser,
@@ -82,6 +90,7 @@ _OBSERVED_LENGTH = re.compile(r"^too long: \d+ > (\d+) characters$")
 # Causes named in a file-level reason or an alert; the report lists every row.
 CAUSES_NAMED = 3
 
+_T = TypeVar("_T")
 StagingOutcome = Literal["staged", "unchanged", "rejected", "superseded"]
 # Content-Encoding values that mean "the bytes are the file".
 _PLAIN_ENCODINGS = frozenset({"", "identity"})
@@ -337,6 +346,52 @@ class HashingChunks:
         return self._sha.hexdigest()
 
 
+_DONE = object()
+
+
+def read_ahead(items: Iterable[_T], depth: int = 1) -> Iterator[_T]:
+    """``items`` produced in a thread, up to ``depth`` ahead of the consumer: the next batch is
+    read and validated (Arrow, C) while the engine loads this one, on the other core. An
+    exception of the producer is raised here, in order; a consumer that stops early stops it."""
+    queue: Queue[tuple[Any, BaseException | None]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        while not stop.is_set():
+            try:
+                queue.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+        except BaseException as exc:  # handed to the consumer, raised there
+            put((_DONE, exc))
+            return
+        put((_DONE, None))
+
+    # The producer runs in a copy of this context: its logs and trace spans stay this run's.
+    context = contextvars.copy_context()
+    producer = threading.Thread(target=context.run, args=(produce,), name="crm-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if error is not None:
+                raise error
+            if item is _DONE:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
 class RejectionLog:
     """Row errors spooled to a temporary file (JSON lines): memory stays flat however many."""
 
@@ -432,16 +487,25 @@ class _Job:
         if info is None:
             return self._superseded(None, "the blob was deleted before it was read")
         self.etag = info.etag
-        source = HashingChunks(
-            _pinned(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name, etag=info.etag))
+        self.source = self._read(info)
+        parser: ArrowCsvParser | CrmCsvParser = ArrowCsvParser(
+            self.source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields
         )
-        self.source = source
-        parser = CrmCsvParser(source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields)
         rejections = RejectionLog()
         try:
             file_rejection = self._name_rejection() or _encoding_rejection(info)
             if file_rejection is None:
-                file_rejection = self._land(parser, source, rejections)
+                try:
+                    file_rejection = self._land(parser, rejections)
+                except FastPathRefused as refused:
+                    log.info("CRM file read by the exact path: the fast path refused it (%s)", refused)
+                    self._discard_landing()
+                    rejections.close()
+                    rejections = RejectionLog()
+                    self.source = self._read(info)
+                    parser = CrmCsvParser(self.source, self.settings.crm_max_line_bytes, self.settings.crm_max_fields)
+                    file_rejection = self._land(parser, rejections)
+            source = self.source
             source.drain()
             version = source.hexdigest()
             stats = parser.stats
@@ -482,14 +546,21 @@ class _Job:
             )
         return None
 
-    def _land(self, parser: CrmCsvParser, source: HashingChunks, rejections: RejectionLog) -> _Rejection | None:
+    def _read(self, info: BlobInfo) -> HashingChunks:
+        """The blob's bytes, pinned to the version ``info`` describes, hashed as they pass."""
+        return HashingChunks(
+            _pinned(self.blobs.iter_chunks(self.settings.crm_container, self.blob_name, etag=info.etag))
+        )
+
+    def _land(self, parser: ArrowCsvParser | CrmCsvParser, rejections: RejectionLog) -> _Rejection | None:
         """Validate while streaming valid rows into the landing table, a batch of columns at a
-        time; a file-level problem is returned."""
+        time; a file-level problem is returned. The fast path (ArrowCsvParser) raises
+        FastPathRefused for a file only the exact path reads right."""
         assert self.snapshot_date is not None
         snapshot_date, load_id = self.snapshot_date, self.load_id
 
         def landing_batches() -> Iterator[tuple[list[Any], ...]]:
-            for batch in parser.batches():
+            for batch in read_ahead(parser.batches()):
                 self.beat()
                 for rejection in batch.rejections:
                     rejections.add(rejection)

@@ -26,11 +26,14 @@ landed AS (
     WHERE load_id = @load_id
 ),
 
-ranked AS (
+-- source_row is unique within a load, so the last occurrence is the row with the company's
+-- highest source_row: a GROUP BY and a join, cheaper than numbering every row with a window.
+last_occurrences AS (
     SELECT
-        landed.*,
-        ROW_NUMBER() OVER (PARTITION BY landed.company_id ORDER BY landed.source_row DESC) AS occurrence_from_last
+        company_id,
+        MAX(source_row) AS source_row
     FROM landed
+    GROUP BY company_id
 )
 
 INSERT INTO stg.crm_companies (
@@ -39,18 +42,21 @@ INSERT INTO stg.crm_companies (
 )
 SELECT
     @snapshot_date AS snapshot_date,
-    company_id,
-    company_name,
-    country,
-    industry_tag,
-    last_contact_at,
-    attributes_hash,
+    landed.company_id,
+    landed.company_name,
+    landed.country,
+    landed.industry_tag,
+    landed.last_contact_at,
+    landed.attributes_hash,
     @source_blob AS source_blob,
-    source_row,
+    landed.source_row,
     @ingested_at AS ingested_at,
     @run_id AS run_id
-FROM ranked
-WHERE occurrence_from_last = 1;
+FROM landed
+INNER JOIN last_occurrences
+    ON
+        landed.company_id = last_occurrences.company_id
+        AND landed.source_row = last_occurrences.source_row;
 
 DELETE FROM stg.crm_snapshots
 WHERE snapshot_date = @snapshot_date;

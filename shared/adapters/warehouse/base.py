@@ -132,9 +132,14 @@ class Warehouse(abc.ABC):
 
         For producers that build columns (the CRM validator): an engine with a columnar load
         overrides this; the default turns each batch into rows for ``bulk_load`` (Azure SQL:
-        ``fast_executemany`` batches), so every engine has a bulk path for it.
+        ``fast_executemany`` batches), so every engine has a bulk path for it. A column may be an
+        Arrow array (anything with ``to_pylist``): it is turned into Python values here.
         """
-        return self.bulk_load(table, columns, (row for batch in batches for row in zip(*batch, strict=True)))
+        return self.bulk_load(
+            table,
+            columns,
+            (row for batch in batches for row in zip(*map(_python_values, batch), strict=True)),
+        )
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
@@ -247,3 +252,9 @@ CREATE TABLE ops.schema_migrations (
     applied_at DATETIME2(6) NOT NULL
 )
 """
+
+
+def _python_values(values: Sequence[Any]) -> Sequence[Any]:
+    """A column's values as Python objects (an Arrow array's ``to_pylist``, else as given)."""
+    to_pylist = getattr(values, "to_pylist", None)
+    return to_pylist() if to_pylist is not None else values

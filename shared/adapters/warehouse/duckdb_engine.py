@@ -61,6 +61,7 @@ def parse_bytes(text: str) -> int:
 class DuckDBWarehouse(Warehouse):
     DIALECT: ClassVar[str] = "duckdb"
     BULK_BATCH_ROWS: ClassVar[int] = 100_000
+    BULK_COLUMNS_ROWS: ClassVar[int] = 4 * 122_880  # four of DuckDB's row groups
 
     def __init__(
         self, path: str | Path = ":memory:", sql_root: Path = SQL_ROOT, memory_limit: str | None = None
@@ -142,27 +143,40 @@ class DuckDBWarehouse(Warehouse):
 
     @traced_bulk_load
     def bulk_load_columns(self, table: str, columns: Sequence[str], batches: Iterable[Sequence[Sequence[Any]]]) -> int:
-        """Each batch becomes an Arrow table that DuckDB reads in place (INSERT ... SELECT): no
-        text round trip, and memory is one batch. Empty strings load as NULL, as in bulk_load."""
+        """Batches become Arrow tables that DuckDB reads in place (INSERT ... SELECT): no text
+        round trip. They are gathered up to BULK_COLUMNS_ROWS rows per INSERT: DuckDB writes an
+        insert of several row groups (122,880 rows) straight to the file instead of through the
+        write-ahead log, about twice as fast; memory is one group of batches. Empty strings load
+        as NULL, as in bulk_load."""
         table = checked_table_name(table)
         _check_columns(columns)
         insert = f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM bulk_batch"
         total = 0
+        pending: list[pa.Table] = []
         try:
             for batch in batches:
-                arrow = pa.table([_arrow_column(values) for values in batch], names=list(columns))
-                with self._lock:
-                    self._con.register("bulk_batch", arrow)
-                    try:
-                        self._con.execute(insert)
-                    finally:
-                        self._con.unregister("bulk_batch")
-                total += arrow.num_rows
+                pending.append(pa.table([_arrow_column(values) for values in batch], names=list(columns)))
+                if sum(part.num_rows for part in pending) >= self.BULK_COLUMNS_ROWS:
+                    total += self._insert_arrow(insert, pending)
+                    pending = []
+            if pending:
+                total += self._insert_arrow(insert, pending)
         except duckdb.Error as exc:
             raise BuildError(f"bulk load into {table} failed: {type(exc).__name__}: {exc}") from exc
         except RuntimeError as exc:
             raise _interrupt_or(exc) from exc
         return total
+
+    def _insert_arrow(self, insert: str, parts: list[pa.Table]) -> int:
+        # A column all NULL in one batch has Arrow's null type: "permissive" gives it the others'.
+        arrow = pa.concat_tables(parts, promote_options="permissive")
+        with self._lock:
+            self._con.register("bulk_batch", arrow)
+            try:
+                self._con.execute(insert)
+            finally:
+                self._con.unregister("bulk_batch")
+        return arrow.num_rows
 
     def close(self) -> None:
         with self._lock:
@@ -176,9 +190,9 @@ def _check_columns(columns: Sequence[str]) -> None:
 
 
 def _arrow_column(values: Sequence[Any]) -> pa.Array:
-    """One column as Arrow (its type inferred from the values), empty strings as NULL and aware
-    timestamps as naive UTC, as bulk_load writes them."""
-    array = pa.array(values)
+    """One column as Arrow (its type inferred from the values; an Arrow array is taken as it is),
+    empty strings as NULL and aware timestamps as naive UTC, as bulk_load writes them."""
+    array = values if isinstance(values, pa.Array) else pa.array(values)
     if pa.types.is_string(array.type):
         array = pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
     elif pa.types.is_timestamp(array.type) and array.type.tz is not None:

@@ -209,3 +209,29 @@ def test_bulk_load_columns_loads_each_batch_with_the_values_bulk_load_would() ->
 def test_bulk_load_columns_refuses_names_that_are_not_identifiers(engine: DuckDBWarehouse) -> None:
     with pytest.raises(ValueError, match="not a column name"):
         engine.bulk_load_columns("stg.crm_companies_landing", ["load_id; DROP"], [[["L1"]]])
+
+
+def test_bulk_load_columns_gathers_batches_of_lists_and_arrow_arrays_into_inserts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import pyarrow as pa
+
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    monkeypatch.setattr(engine, "BULK_COLUMNS_ROWS", 2)  # an INSERT per two rows: groups end mid-way
+    day = dt.date(2025, 1, 1)
+    batches = [
+        (["L1"], [day], ["c1"], [None], [None], ["h1"], [2]),  # all-NULL columns: Arrow's null type
+        (["L1"], [day], pa.array(["c2"]), pa.array(["B"]), pa.array([dt.datetime(2025, 1, 1)]), ["h2"], [3]),
+        (["L1", "L1"], [day, day], ["c3", "c4"], ["", "D"], [None, dt.datetime(2025, 1, 2)], ["h3", "h4"], [4, 5]),
+    ]
+    assert engine.bulk_load_columns("stg.crm_companies_landing", CRM_COLUMNS, batches) == 4
+    rows = engine.run_sql(
+        "SELECT company_id, company_name, last_contact_at, source_row FROM stg.crm_companies_landing ORDER BY 1"
+    )
+    assert [tuple(r.values()) for r in rows] == [
+        ("c1", None, None, 2),
+        ("c2", "B", dt.datetime(2025, 1, 1), 3),
+        ("c3", None, None, 4),
+        ("c4", "D", dt.datetime(2025, 1, 2), 5),
+    ]

@@ -13,6 +13,8 @@ import pytest
 from shared.adapters.blob_store import BlobInfo
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import BuildError, UpstreamUnavailable
+from shared.rules import crm_fast
+from shared.services import crm_staging
 from shared.services.alerts import RecordingAlertSink
 from shared.services.crm_staging import (
     StagingResult,
@@ -475,3 +477,59 @@ def test_ignored_extra_columns_are_recorded_in_ops(stage: Any, warehouse: DuckDB
         "snapshot_date": dt.date(2025, 11, 30),
         "column_names": "owner, tier",
     }
+
+
+def test_a_file_the_fast_path_refuses_late_is_staged_by_the_exact_path_alone(
+    stage: Any, warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Small Arrow blocks: many batches land before the blank line near the end refuses the file.
+    monkeypatch.setattr(crm_fast, "_BLOCK_BYTES", 256)
+    monkeypatch.setattr(crm_fast, "_MAX_FAST_LINE_BYTES", 128)
+    lines = [f"c{i},Name {i},DE,saas,2025-11-29T10:00:00Z\n" for i in range(200)]
+    result = stage("crm_2025-11-30.csv", HEADER + "".join(lines[:150]) + "\n" + "".join(lines[150:]))
+
+    assert (result.status, result.data_rows, result.rows_staged, result.rejected_rows) == ("staged", 200, 200, 0)
+    rows = staged_rows(warehouse)
+    assert [(r[1], r[4]) for r in rows] == sorted(
+        [(f"c{i}", i + 2 if i < 150 else i + 3) for i in range(200)]  # the blank line is record 152
+    )
+    assert landing_count(warehouse) == 0
+
+
+def test_a_clean_file_is_staged_by_the_fast_path(
+    stage: Any, warehouse: DuckDBWarehouse, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def exact_path_not_expected(*_: Any, **__: Any) -> None:
+        raise AssertionError("the exact path read a clean file")
+
+    monkeypatch.setattr(crm_staging, "CrmCsvParser", exact_path_not_expected)
+    result = stage("crm_2025-11-30.csv", GOOD)
+
+    assert (result.status, result.rows_staged) == ("staged", 2)
+    assert staged_rows(warehouse) == [(D1, "c1", "Acme", "DE", 2), (D1, "c2", "Beta", "FR", 3)]
+
+
+def test_read_ahead_keeps_the_order_raises_the_producers_error_and_stops_with_the_consumer() -> None:
+    assert list(crm_staging.read_ahead(iter(range(100)))) == list(range(100))
+
+    def failing() -> Iterator[int]:
+        yield 1
+        raise UpstreamUnavailable("gone")
+
+    seen = []
+    with pytest.raises(UpstreamUnavailable, match="gone"):
+        for item in crm_staging.read_ahead(failing()):
+            seen.append(item)
+    assert seen == [1]
+
+    produced = []
+
+    def endless() -> Iterator[int]:
+        for i in range(10**9):
+            produced.append(i)
+            yield i
+
+    reader = crm_staging.read_ahead(endless())
+    assert next(reader) == 0
+    reader.close()  # the consumer stops: the producer stops too (close joins it)
+    assert len(produced) <= 3
