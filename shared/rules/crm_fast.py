@@ -49,6 +49,7 @@ from shared.rules.crm_rows import (
     MAX_LENGTHS,
     REQUIRED_COLUMNS,
     CrmFileRejection,
+    CrmRow,
     HeaderMap,
     ParseStats,
     RowBatch,
@@ -79,10 +80,6 @@ _MAX_FAST_LINE_BYTES = _BLOCK_BYTES // 2
 
 class FastPathRefused(Exception):
     """The file has something only the exact path reproduces (the message says what)."""
-
-
-def _refuse(what: str) -> FastPathRefused:
-    return FastPathRefused(what)
 
 
 class _CheckedBytes(io.RawIOBase):
@@ -147,7 +144,7 @@ class ArrowCsvParser:
         try:
             header = map_header(header_record, self.max_fields)
         except CrmFileRejection as exc:
-            raise _refuse(f"header: {exc.reason}") from None
+            raise FastPathRefused(f"header: {exc.reason}") from None
         self.stats.header = tuple(truncate(h.strip()) for h in header_record)
         self.stats.extra_columns = header.extra_columns
         stream = _CheckedBytes(self._pieces(rest, chunks))
@@ -174,11 +171,11 @@ class ArrowCsvParser:
                     row += record_batch.num_rows
         except pa.ArrowException as exc:  # ArrowInvalid ("Expected 5 columns"), or anything else
             if stream.error is None:
-                raise _refuse(f"Arrow's reader: {str(exc)[:200]}") from None
+                raise FastPathRefused(f"Arrow's reader: {str(exc)[:200]}") from None
         if stream.error is not None:
             raise stream.error
         if self.stats.data_rows == 0:
-            raise _refuse("no data rows")
+            raise FastPathRefused("no data rows")
 
     def _header_line(self, chunks: Iterator[bytes]) -> tuple[bytes, bytes]:
         """The header's line (BOM and line ending removed) and the bytes after it."""
@@ -191,7 +188,7 @@ class ArrowCsvParser:
                 return buffer[:end].removeprefix(_BOM_BYTES).removesuffix(b"\r"), buffer[end + 1 :]
             if len(buffer) > self._line_bound:
                 break
-        raise _refuse("no complete header line")
+        raise FastPathRefused("no complete header line")
 
     def _pieces(self, rest: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The data bytes, in pieces that start a line and end one (the last piece: the file),
@@ -204,17 +201,17 @@ class ArrowCsvParser:
                 # Arrow's reader drops a BOM at the start of its stream, which here is the first
                 # data row: a company_id of U+FEFF would lose it (the exact path keeps it).
                 if buffer.startswith(_BOM_BYTES):
-                    raise _refuse("a BOM at the start of the first data row")
+                    raise FastPathRefused("a BOM at the start of the first data row")
                 first = False
             cut = buffer.rfind(b"\n") + 1
             carry = buffer[cut:]
             if len(carry) >= self._line_bound:
-                raise _refuse("a line of CRM_MAX_LINE_BYTES or more")
+                raise FastPathRefused("a line of CRM_MAX_LINE_BYTES or more")
             if cut:
                 yield self._checked(buffer[:cut])
         if carry:
             if first and carry.startswith(_BOM_BYTES):
-                raise _refuse("a BOM at the start of the first data row")
+                raise FastPathRefused("a BOM at the start of the first data row")
             yield self._checked(carry, last=True)
 
     def _counted(self, chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -227,23 +224,23 @@ class ArrowCsvParser:
             try:
                 piece.decode("utf-8")
             except UnicodeDecodeError:
-                raise _refuse("invalid UTF-8") from None
+                raise FastPathRefused("invalid UTF-8") from None
         if piece.translate(None, _NOT_CONTROL):  # what is left once all but controls are deleted
-            raise _refuse("a control character")
+            raise FastPathRefused("a control character")
         has_cr = b"\r" in piece
         if has_cr and piece.count(b"\r") != piece.count(b"\r\n"):
-            raise _refuse("a CR without LF")
+            raise FastPathRefused("a CR without LF")
         if b"\n\n" in piece or (has_cr and b"\n\r\n" in piece) or piece.startswith((b"\n", b"\r\n")):
-            raise _refuse("a blank line")
+            raise FastPathRefused("a blank line")
         # A line of _line_bound bytes holds a whole window of half that at a multiple of it: a
         # window without a line end refuses (lines of half the bound may be refused: that is safe).
         window = max(1, self._line_bound // 2)
         if any(piece.find(b"\n", start, start + window) < 0 for start in range(0, len(piece) - window + 1, window)):
-            raise _refuse("a line of CRM_MAX_LINE_BYTES or more")
+            raise FastPathRefused("a line of CRM_MAX_LINE_BYTES or more")
         if b'"' in piece:
             whole = piece if not last else piece + b"\n"
             if _LINES.fullmatch(whole) is None:
-                raise _refuse("quoting outside strict RFC 4180, or a line break inside quotes")
+                raise FastPathRefused("quoting outside strict RFC 4180, or a line break inside quotes")
         return piece
 
     def _validate(self, record_batch: pa.RecordBatch, header: HeaderMap, first_row: int) -> RowBatch:
@@ -257,12 +254,12 @@ class ArrowCsvParser:
 def _header_record(line: bytes) -> list[str]:
     """The header as csv.reader reads it from its one line (which the exact path would too)."""
     if _CONTROL_BYTES.search(line) is not None or b"\r" in line or not line:
-        raise _refuse("header line")
+        raise FastPathRefused("header line")
     try:
         text = line.decode("utf-8")
         return next(csv.reader([text], strict=True))
     except (UnicodeDecodeError, csv.Error, StopIteration):
-        raise _refuse("header line") from None
+        raise FastPathRefused("header line") from None
 
 
 # ---- the row rules by column ------------------------------------------------------------------
@@ -285,7 +282,7 @@ def validate_arrow_batch(raw: list[pa.Array], first_row: int, header: HeaderMap)
     hashes = _hashes(names, countries, industries, stamp_texts)
     columns = [trimmed[0], names, countries, industries, stamps, hashes, rows]
     if not pc.any(doubtful).as_py():
-        return _row_batch(columns, [])
+        return RowBatch.from_columns(columns, [])
     return _settle_doubtful(columns, raw, doubtful, header)
 
 
@@ -386,10 +383,7 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
     rejections: list[RowRejection] = []
     settled: list[tuple[Any, ...]] = []
     for row, values in zip(rows, zip(*raw_values, strict=True), strict=True):
-        record = [""] * header.width
-        for position, value in zip(header.positions, values, strict=True):
-            record[position] = value
-        result = validate_record(record, header, row)
+        result = validate_record(header.record(values), header, row)
         if isinstance(result, RowRejection):
             rejections.append(result)
         else:
@@ -402,14 +396,7 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
             names=_FIELDS,
         )
         table = pa.concat_tables([table, extra]).sort_by("source_row")
-    return _row_batch([table.column(name).combine_chunks() for name in _FIELDS], rejections)
+    return RowBatch.from_columns([table.column(name).combine_chunks() for name in _FIELDS], rejections)
 
 
-def _row_batch(columns: list[Any], rejections: list[RowRejection]) -> RowBatch:
-    company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row = columns
-    return RowBatch(
-        company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row, rejections
-    )
-
-
-_FIELDS = ["company_id", "company_name", "country", "industry_tag", "last_contact_at", "attributes_hash", "source_row"]
+_FIELDS = list(CrmRow._fields)  # RowBatch's columns, in the same order

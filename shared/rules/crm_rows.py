@@ -31,7 +31,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from itertools import compress, islice
@@ -225,6 +225,14 @@ class HeaderMap:
     width: int
     extra_columns: tuple[str, ...]
 
+    def record(self, values: Iterable[str]) -> list[str]:
+        """A record of the header's width holding the REQUIRED_COLUMNS ``values`` at their
+        positions (extra columns empty): what validate_record reads."""
+        record = [""] * self.width
+        for position, value in zip(self.positions, values, strict=True):
+            record[position] = value
+        return record
+
 
 def map_header(header: list[str], max_fields: int = DEFAULT_MAX_FIELDS) -> HeaderMap:
     if len(header) > max_fields:
@@ -302,6 +310,14 @@ class RowBatch:
     attributes_hash: list[str]
     source_row: list[int]
     rejections: list[RowRejection]
+
+    @classmethod
+    def from_columns(cls, columns: Sequence[Any], rejections: list[RowRejection]) -> RowBatch:
+        """A batch from its columns in CrmRow's field order (lists, or Arrow arrays)."""
+        company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row = columns
+        return cls(
+            company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row, rejections
+        )
 
     def __len__(self) -> int:
         return len(self.source_row)
@@ -393,9 +409,7 @@ def _settle_doubtful(batch: RowBatch, raw: list[list[str]], header: HeaderMap, d
     keep = [True] * len(batch)
     values: list[list[Any]] = list(batch.columns())
     for index in sorted(doubtful):
-        record = [""] * header.width
-        for position, column in zip(header.positions, raw, strict=True):
-            record[position] = column[index]
+        record = header.record(column[index] for column in raw)
         result = validate_record(record, header, batch.source_row[index])
         if isinstance(result, RowRejection):
             keep[index] = False
@@ -403,12 +417,7 @@ def _settle_doubtful(batch: RowBatch, raw: list[list[str]], header: HeaderMap, d
         else:
             for field_values, value in zip(values, result, strict=True):
                 field_values[index] = value
-    company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row = (
-        list(compress(field_values, keep)) for field_values in values
-    )
-    return RowBatch(
-        company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, source_row, batch.rejections
-    )
+    return RowBatch.from_columns([list(compress(field_values, keep)) for field_values in values], batch.rejections)
 
 
 class CrmCsvParser:
