@@ -35,9 +35,23 @@
 -- 1. Recount, compare, and keep the changes in the work table.
 WITH
 
--- Every event of the look-back days; on the other listed days, the events of the company-days
--- that new rows touched (the new rows are found by load time: the last row groups on DuckDB,
--- ix_fact_events_loaded on Azure SQL).
+-- The company-days outside the look-back that rows loaded since the last refresh touched (the
+-- new rows are found by load time: the last row groups on DuckDB, ix_fact_events_loaded on
+-- Azure SQL). Defined once for both reads below: the events recounted and the stored rows
+-- compared with them.
+touched_company_days AS (
+    SELECT DISTINCT
+        new_rows.event_date AS activity_date,
+        new_rows.company_id
+    FROM agg.fact_events AS new_rows
+    WHERE
+        (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
+        AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
+        AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
+),
+
+-- Every event of the look-back days; on the other listed days, the events of the touched
+-- company-days.
 day_events AS (
     SELECT
         events.event_id,
@@ -64,17 +78,8 @@ day_events AS (
             events.event_date = refresh.activity_date
             AND refresh.run_id = @run_id
             AND refresh.activity_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
-    WHERE
-        EXISTS (
-            SELECT 1
-            FROM agg.fact_events AS new_rows
-            WHERE
-                (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
-                AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
-                AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
-                AND new_rows.event_date = events.event_date
-                AND new_rows.company_id = events.company_id
-        )
+    INNER JOIN touched_company_days AS touched
+        ON events.event_date = touched.activity_date AND events.company_id = touched.company_id
 ),
 
 nearby_copies AS (
@@ -147,17 +152,8 @@ stored_rows AS (
             stored.activity_date = refresh.activity_date
             AND refresh.run_id = @run_id
             AND refresh.activity_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
-    WHERE
-        EXISTS (
-            SELECT 1
-            FROM agg.fact_events AS new_rows
-            WHERE
-                (@loaded_after IS NULL OR new_rows.loaded_at > CAST(@loaded_after AS DATETIME2))
-                AND new_rows.loaded_at <= CAST(@loaded_through AS DATETIME2)
-                AND new_rows.event_date NOT BETWEEN CAST(@lookback_from AS DATE) AND CAST(@today AS DATE)
-                AND new_rows.event_date = stored.activity_date
-                AND new_rows.company_id = stored.company_id
-        )
+    INNER JOIN touched_company_days AS touched
+        ON stored.activity_date = touched.activity_date AND stored.company_id = touched.company_id
 ),
 
 -- A count of 0: the company-day is in the rollup but no longer in the recount (its only events
