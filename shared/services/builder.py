@@ -78,8 +78,6 @@ _BUILD_SQL = "analytics/company_daily_activity__build"
 _BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
 _CRM_REACH_SQL = "ops/date_builds__crm_snapshot_changed"
 _SPINE_SIZE_SQL = "analytics/company_daily_activity__spine_size"
-_WINDOWS_SQL = "analytics/company_daily_activity_windows__compute"
-_WINDOWS_DISCARD_SQL = "analytics/company_daily_activity_windows__discard"
 
 
 class VersionSource(Protocol):
@@ -354,9 +352,6 @@ def build(
             _log_plan(plan, request)
             target_versions = versions_to_record(plan, current, built)
             piece_days, part_days = build_budgets(warehouse, plan.ranges)
-            windows = piece_days is not None  # a range longer than one run: windows once, beforehand
-            if windows:
-                compute_windows(warehouse, plan.ranges, run_id=run_id)
             first, *later = group_ranges(plan.ranges, part_days)
             rows = build_ranges(
                 warehouse,
@@ -365,24 +360,18 @@ def build(
                 run_id=run_id,
                 loaded_at=loaded_at,
                 piece_days=piece_days,
-                windows_precomputed=windows,
             )
-        try:
-            for part in later:  # only when the build exceeds one transaction's budget
-                log.info("committed the build up to %s; next part %s..%s", first[-1][1], part[0][0], part[-1][1])
-                rows += build_ranges(
-                    warehouse,
-                    part,
-                    _within(target_versions, part),
-                    run_id=run_id,
-                    loaded_at=loaded_at,
-                    piece_days=piece_days,
-                    windows_precomputed=windows,
-                )
-                first = part
-        finally:
-            if windows:
-                discard_windows(warehouse, run_id)
+        for part in later:  # only when the build exceeds one transaction's budget
+            log.info("committed the build up to %s; next part %s..%s", first[-1][1], part[0][0], part[-1][1])
+            rows += build_ranges(
+                warehouse,
+                part,
+                _within(target_versions, part),
+                run_id=run_id,
+                loaded_at=loaded_at,
+                piece_days=piece_days,
+            )
+            first = part
         run.rows_out = rows
     try:
         versions.record_build(target_versions, run_id, loaded_at)
@@ -429,7 +418,6 @@ def build_ranges(
     run_id: str,
     loaded_at: dt.datetime,
     piece_days: int | None = None,
-    windows_precomputed: bool = False,
 ) -> int:
     """The warehouse part of a build, atomically: refresh derived usage, build, record versions.
 
@@ -443,14 +431,7 @@ def build_ranges(
         for date_from, piece_to in split_ranges(ranges, piece_days):
             piece_started = time.monotonic()
             warehouse.run(
-                _BUILD_SQL,
-                {
-                    "date_from": date_from,
-                    "date_to": piece_to,
-                    "run_id": run_id,
-                    "loaded_at": loaded_at,
-                    "windows_precomputed": int(windows_precomputed),
-                },
+                _BUILD_SQL, {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at}
             )
             log.info("built %s..%s in %.2f s", date_from, piece_to, time.monotonic() - piece_started)
         warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
@@ -467,24 +448,6 @@ def build_ranges(
             for row in warehouse.run("ops/date_builds__for_range", {"date_from": first, "date_to": date_to})
             if row["activity_date"] in versions
         )
-
-
-def compute_windows(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]], *, run_id: str) -> None:
-    """The rolling windows of every day of ``ranges``, once per range, into the build's rows of
-    the window work table (the build SQL's runs read them with ``windows_precomputed``)."""
-    for date_from, date_to in ranges:
-        started = time.monotonic()
-        warehouse.run(_WINDOWS_SQL, {"run_id": run_id, "date_from": date_from, "date_to": date_to})
-        log.info("computed the windows of %s..%s in %.2f s", date_from, date_to, time.monotonic() - started)
-
-
-def discard_windows(warehouse: Warehouse, run_id: str) -> None:
-    """Delete the build's rows of the window work table (committed with its first part). A failure
-    here only leaves them to the sweep of dead runs (``run_history``), so it never fails the build."""
-    try:
-        warehouse.run(_WINDOWS_DISCARD_SQL, {"run_id": run_id})
-    except Exception as exc:
-        log.warning("could not delete the build's window rows; the dead-run sweep will (%s)", type(exc).__name__)
 
 
 def build_budgets(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> tuple[int | None, int | None]:

@@ -32,8 +32,7 @@
 --     usage row) since D-6 or earlier.
 -- Grain: one row per (activity_date, company_id).
 -- Parameters: @date_from, @date_to (DATE, the range to rebuild), @run_id, @loaded_at
---   (the build's record_loaded_at: no clock in SQL), @windows_precomputed (1: read the rolling
---   windows from @run_id's rows of analytics.company_daily_activity_windows; 0: compute them).
+--   (the build's record_loaded_at: no clock in SQL).
 
 -- 1. Delete the rebuilt dates' rows of companies that left the spine (neither a CRM version
 --    in force nor a usage row on the day). Not MERGE ... WHEN NOT MATCHED BY SOURCE: that
@@ -111,7 +110,7 @@ window_days AS (
 -- Usage of the days the build reads: from the earlier of the first day's month start and its
 -- D-27 up to the last day. The bounds are written out from the parameters (not joined from
 -- `bounds`) so the engine skips the rest of history when it scans: a build's cost must not
--- grow with history. None when the windows were computed beforehand (@windows_precomputed).
+-- grow with history.
 usage_rows AS (
     SELECT
         usage_rows.activity_date,
@@ -120,8 +119,7 @@ usage_rows AS (
         usage_rows.events
     FROM stg.product_usage AS usage_rows
     WHERE
-        @windows_precomputed = 0
-        AND usage_rows.activity_date <= CAST(@date_to AS DATE)
+        usage_rows.activity_date <= CAST(@date_to AS DATE)
         AND usage_rows.activity_date >= CASE
             WHEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1) < DATEADD(DAY, -27, CAST(@date_from AS DATE))
                 THEN DATEFROMPARTS(YEAR(@date_from), MONTH(@date_from), 1)
@@ -131,9 +129,6 @@ usage_rows AS (
 
 -- Calendar-window sums per build day and company with usage in the window; missing days add
 -- nothing, so they count as 0. Companies without any usage row in a window get zeros below.
--- A long range build computes them once for the whole range beforehand
--- (sql/analytics/company_daily_activity_windows__compute.sql, @windows_precomputed = 1): then
--- the fan-out reads no usage and this run reads its dates' rows of the build's work table.
 windowed AS (
     SELECT
         window_days.activity_date,
@@ -160,23 +155,6 @@ windowed AS (
     -- A reported day without activity adds nothing to a sum and is not an active day.
     WHERE usage_rows.active_users <> 0 OR usage_rows.events <> 0
     GROUP BY window_days.activity_date, usage_rows.company_id
-    UNION ALL
-    SELECT
-        precomputed.activity_date,
-        precomputed.company_id,
-        precomputed.active_users_7d,
-        precomputed.events_7d,
-        precomputed.active_days_7d,
-        precomputed.events_prev_7d,
-        precomputed.active_users_28d,
-        precomputed.events_28d,
-        precomputed.active_days_28d,
-        precomputed.last_active_read
-    FROM analytics.company_daily_activity_windows AS precomputed
-    WHERE
-        @windows_precomputed = 1
-        AND precomputed.run_id = @run_id
-        AND precomputed.activity_date BETWEEN CAST(@date_from AS DATE) AND CAST(@date_to AS DATE)
 ),
 
 -- Last active day before each build day's month (the months of the range; the caller's

@@ -1,6 +1,6 @@
 -- Purpose: how many landing rows belong to loads whose run is no longer running (finished,
 --   failed or abandoned): debris of a killed process, which no swap will ever read.
--- Grain: one row per landing table (and the range build's window work table).
+-- Grain: one row per landing table.
 -- Parameters: none.
 WITH live_runs AS (
     SELECT DISTINCT run_id
@@ -24,12 +24,6 @@ builds AS (
     SELECT COUNT(*) AS row_count
     FROM ops.date_builds_landing
     WHERE run_id NOT IN (SELECT live_runs.run_id FROM live_runs)
-),
-
-build_windows AS (
-    SELECT COUNT(*) AS row_count
-    FROM analytics.company_daily_activity_windows
-    WHERE run_id NOT IN (SELECT live_runs.run_id FROM live_runs)
 )
 
 SELECT
@@ -45,9 +39,4 @@ UNION ALL
 SELECT
     'ops.date_builds_landing' AS landing_table,
     builds.row_count
-FROM builds
-UNION ALL
-SELECT
-    'analytics.company_daily_activity_windows' AS landing_table,
-    build_windows.row_count
-FROM build_windows;
+FROM builds;

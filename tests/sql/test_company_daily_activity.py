@@ -23,8 +23,7 @@ from hypothesis import strategies as st
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.rules.build_plan import WINDOW_DAYS, BuildRequest, InputVersions
-from shared.services import builder, run_history
-from shared.services.alerts import RecordingAlertSink
+from shared.services import builder
 
 Attrs = tuple[str | None, str | None, str | None]  # name, country, industry_tag
 Usage = tuple[int, int]  # active_users, events
@@ -277,26 +276,9 @@ def as_far_as_the_plan_reaches(rows: list[dict[str, Any]]) -> list[dict[str, Any
     return [{k: v for k, v in row.items() if k not in WIDE_WINDOW_COLUMNS} for row in rows]
 
 
-# The two ways a build computes its rolling windows (shared/services/builder.py): the build SQL's
-# own fan-out GROUP BY, or once for the whole range beforehand on a dense grid (a range longer
-# than one piece: forced here by a piece budget of a few company-days). Both must give the same
-# rows, so every oracle test runs on both.
-WINDOW_PATHS = {"fan_out": None, "windows_beforehand": 6}
-
-
-def use_window_path(wh: DuckDBWarehouse, path: str) -> DuckDBWarehouse:
-    wh.build_piece_company_days = WINDOW_PATHS[path]
-    return wh
-
-
-@pytest.fixture(params=sorted(WINDOW_PATHS))
-def window_path(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
 @pytest.fixture
-def world(wh: DuckDBWarehouse, window_path: str) -> World:
-    return World(use_window_path(wh, window_path))
+def world(wh: DuckDBWarehouse) -> World:
+    return World(wh)
 
 
 # ---- rolling windows, churn, days since last activity ------------------------------------------
@@ -804,36 +786,6 @@ def test_any_build_order_gives_the_reference_table(wh: DuckDBWarehouse, order: s
     assert _semantic_table(world) == reference_rows(world, dates)
 
 
-def test_a_long_build_deletes_its_window_rows_and_the_sweep_deletes_a_dead_builds(wh: DuckDBWarehouse) -> None:
-    world = World(wh)
-    dates = _scenario(world)
-    wh.build_piece_company_days, wh.build_transaction_company_days = 12, 40  # windows beforehand, in parts
-    calls: list[str] = []
-    run = wh.run
-    wh.run = lambda name, params=None: calls.append(name) or run(name, params)  # type: ignore[method-assign]
-    world.build(dates)
-    wh.run = run  # type: ignore[method-assign]
-    assert calls.count("analytics/company_daily_activity_windows__compute") == 1
-    assert wh.run_sql("SELECT COUNT(*) AS n FROM analytics.company_daily_activity_windows") == [{"n": 0}]
-
-    # A killed build's rows stay until the sweep of dead runs; a running build's are left alone.
-    now = dt.datetime(2031, 2, 1)
-    wh.run(
-        "ops/pipeline_runs__start",
-        {"run_id": "live", "step": "build", "run_date": None, "trigger_name": None, "started_at": now},
-    )
-    for run_id in ("live", "killed"):
-        wh.run_sql(
-            "INSERT INTO analytics.company_daily_activity_windows VALUES (@r, @d, 'a', 1, 1, 1, 0, 1, 1, 1, @d)",
-            {"r": run_id, "d": dates[0]},
-        )
-    report = run_history.recover_abandoned_runs(
-        wh, RecordingAlertSink(), pipeline="p", lease=dt.timedelta(minutes=30), now=now, run_id="sweep"
-    )
-    assert report.landing_rows_removed == {"analytics.company_daily_activity_windows": 1}
-    assert wh.run_sql("SELECT run_id FROM analytics.company_daily_activity_windows") == [{"run_id": "live"}]
-
-
 # ---- property: any staging history and build order converge to the reference ----------------
 _COMPANIES = ["a", "b", "c"]
 _START = dt.date(2024, 12, 20)  # 50 days cross two month boundaries (checkpoints are monthly)
@@ -862,7 +814,6 @@ snapshot_days = st.dictionaries(
     chunk_seed=st.integers(0, 10_000),
 )
 def test_property_any_history_and_build_order_converges_to_the_reference(
-    window_path: str,
     first_usage: dict[int, dict[str, Usage]],
     corrections: dict[int, dict[str, Usage]],
     snapshots: dict[int, dict[str, str]],
@@ -874,7 +825,7 @@ def test_property_any_history_and_build_order_converges_to_the_reference(
     engine = DuckDBWarehouse(":memory:")
     engine.apply_schema()
     try:
-        world = World(use_window_path(engine, window_path))
+        world = World(engine)
         for offset, companies in sorted(snapshots.items()):
             world.stage_snapshot(_START + dt.timedelta(days=offset), companies)
         for offset, rows in sorted(first_usage.items()):
@@ -1016,7 +967,6 @@ def test_a_first_appearance_moved_earlier_makes_later_days_churn_risk(world: Wor
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first_usage=usage_days, corrections=usage_days, snapshots=snapshot_days)
 def test_property_rebuilding_only_the_restaged_dates_converges_to_the_reference(
-    window_path: str,
     first_usage: dict[int, dict[str, Usage]],
     corrections: dict[int, dict[str, Usage]],
     snapshots: dict[int, dict[str, str]],
@@ -1026,7 +976,7 @@ def test_property_rebuilding_only_the_restaged_dates_converges_to_the_reference(
     engine = DuckDBWarehouse(":memory:")
     engine.apply_schema()
     try:
-        world = World(use_window_path(engine, window_path))
+        world = World(engine)
         for offset, companies in sorted(snapshots.items()):
             world.stage_snapshot(_START + dt.timedelta(days=offset), companies)
         for offset, rows in sorted(first_usage.items()):

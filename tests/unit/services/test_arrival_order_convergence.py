@@ -357,17 +357,10 @@ def worlds(draw: st.DrawFn) -> list[Action]:
 
 
 # ---- the property ------------------------------------------------------------------------------------
-# The two ways a build computes its rolling windows (shared/services/builder.py): the build SQL's
-# own fan-out, or once for the whole range beforehand on a dense grid (forced by a piece budget of
-# a few company-days: every multi-day build is "long"). The reference always uses the fan-out.
-@pytest.mark.parametrize("piece_company_days", [None, 6], ids=["fan_out", "windows_beforehand"])
 @settings(PROFILE)
 @given(actions=worlds())
-def test_any_arrival_order_gives_the_table_one_full_rebuild_gives(
-    piece_company_days: int | None, actions: list[Action]
-) -> None:
+def test_any_arrival_order_gives_the_table_one_full_rebuild_gives(actions: list[Action]) -> None:
     pipeline = Pipeline()
-    pipeline.warehouse.build_piece_company_days = piece_company_days
     for action in actions:
         pipeline.play(action)
     pipeline.settle()
