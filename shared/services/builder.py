@@ -484,7 +484,13 @@ def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str
     """
     status = warehouse.run("stg/company_activity_refreshed_pulls__status")[0]
     stale_from, last_checkpoint = status["stale_from"], status["last_checkpoint_date"]
-    refresh_from = checkpoint_refresh_from(stale_from, last_checkpoint, date_to)
+    refresh_from = checkpoint_refresh_from(
+        stale_from,
+        last_checkpoint,
+        date_to,
+        first_pull=status["first_pull_date"],
+        last_pull=status["last_pull_date"],
+    )
     if refresh_from is not None:
         warehouse.run(
             "stg/company_activity_checkpoints__refresh", {"refresh_from": refresh_from, "refresh_to": date_to}
