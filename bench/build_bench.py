@@ -17,6 +17,8 @@ warehouse file, and reported as medians of repeats with the ratio:
    one-day query (one GROUP BY over D-27..D with the seven window sums, written to a table).
    Wall and CPU seconds (the process's, all engine threads) per run: on a shared machine CPU
    seconds move less with other load. Targets: <= 2x bare at 30 days; 3 years <= 1.1x 30 days.
+   ``build_wall_cpu_s_by_step``: where a build's time goes (per SQL file and COMMIT, per build);
+   the SQL is translated before the first timed build, as in a warm worker.
 
 Staging is generated inside DuckDB once into files under ``--data-dir`` and reused (delete
 them to regenerate). Every timed run works on a fresh copy, in its own process, so each
