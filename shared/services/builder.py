@@ -78,6 +78,7 @@ _BUILD_SQL = "analytics/company_daily_activity__build"
 _BEYOND_WINDOW_SQL = "analytics/company_daily_activity__dates_beyond_window"
 _CRM_REACH_SQL = "ops/date_builds__crm_snapshot_changed"
 _SPINE_SIZE_SQL = "analytics/company_daily_activity__spine_size"
+_ROWS_IN_RANGE_SQL = "analytics/company_daily_activity__any_row_in_range"
 
 
 class VersionSource(Protocol):
@@ -431,7 +432,9 @@ def build_ranges(
         for date_from, piece_to in split_ranges(ranges, piece_days):
             piece_started = time.monotonic()
             warehouse.run(
-                _BUILD_SQL, {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at}
+                _BUILD_SQL,
+                {"date_from": date_from, "date_to": piece_to, "run_id": run_id, "loaded_at": loaded_at},
+                new_keys_only=not holds_rows(warehouse, date_from, piece_to),
             )
             log.info("built %s..%s in %.2f s", date_from, piece_to, time.monotonic() - piece_started)
         warehouse.run("ops/date_builds__discard_landing", {"run_id": run_id})
@@ -448,6 +451,13 @@ def build_ranges(
             for row in warehouse.run("ops/date_builds__for_range", {"date_from": first, "date_to": date_to})
             if row["activity_date"] in versions
         )
+
+
+def holds_rows(warehouse: Warehouse, date_from: dt.date, date_to: dt.date) -> bool:
+    """Whether analytics holds any row of the range. A range without (the daily build; dates
+    never built) is written by the build SQL's INSERT branch instead of its MERGE: the same rows
+    for less (no join with the target, no comparison of the matched branch)."""
+    return bool(warehouse.run(_ROWS_IN_RANGE_SQL, {"date_from": date_from, "date_to": date_to}))
 
 
 def build_budgets(warehouse: Warehouse, ranges: Sequence[tuple[dt.date, dt.date]]) -> tuple[int | None, int | None]:
@@ -484,7 +494,13 @@ def refresh_derived_usage(warehouse: Warehouse, date_to: dt.date, *, run_id: str
     """
     status = warehouse.run("stg/company_activity_refreshed_pulls__status")[0]
     stale_from, last_checkpoint = status["stale_from"], status["last_checkpoint_date"]
-    refresh_from = checkpoint_refresh_from(stale_from, last_checkpoint, date_to)
+    refresh_from = checkpoint_refresh_from(
+        stale_from,
+        last_checkpoint,
+        date_to,
+        first_pull=status["first_pull_date"],
+        last_pull=status["last_pull_date"],
+    )
     if refresh_from is not None:
         warehouse.run(
             "stg/company_activity_checkpoints__refresh", {"refresh_from": refresh_from, "refresh_to": date_to}

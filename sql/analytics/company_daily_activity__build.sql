@@ -5,6 +5,10 @@
 --   one transaction. Writes: deletes the rebuilt dates' rows of companies that left the spine,
 --   then MERGEs the computed rows on (activity_date, company_id) straight from the query: no
 --   work table, whose keyed insert and delete of every row cost more than the MERGE itself.
+--   A range with no row yet (the daily build) is written by the MERGE's WHEN NOT MATCHED
+--   INSERT alone (the builder asks, then Warehouse.run(new_keys_only=True)): the same rows,
+--   without the join with the target and the matched branch's comparisons (DuckDB, one day of
+--   100,000 companies: ~0.15 CPU-s less, about a quarter of this file's cost).
 --   The builder keeps a run's company-days within the engine's memory by cutting long ranges
 --   into pieces (one run of this file each, in one transaction).
 --   - No dense grid and no window frames: on DuckDB ONE window sum as a ROWS frame over a dense

@@ -8,16 +8,18 @@
 DELETE FROM stg.company_first_usage
 WHERE first_usage_date >= CAST(@refresh_from AS DATE);
 
+-- The companies without a first day left are found by a LEFT JOIN ... IS NULL (an anti join):
+-- written as NOT EXISTS, DuckDB decorrelates it through a join of every usage row read back to
+-- the distinct companies, about twice the cost of this statement (0.05 vs 0.03 s for one day of
+-- 100,000 companies, 0.17 vs 0.09 s for seven).
 INSERT INTO stg.company_first_usage (company_id, first_usage_date)
 SELECT
     usage_rows.company_id,
     MIN(usage_rows.activity_date) AS first_usage_date
 FROM stg.product_usage AS usage_rows
+LEFT JOIN stg.company_first_usage AS known
+    ON usage_rows.company_id = known.company_id
 WHERE
     usage_rows.activity_date >= CAST(@refresh_from AS DATE)
-    AND NOT EXISTS (
-        SELECT 1
-        FROM stg.company_first_usage AS known
-        WHERE known.company_id = usage_rows.company_id
-    )
+    AND known.company_id IS NULL
 GROUP BY usage_rows.company_id;

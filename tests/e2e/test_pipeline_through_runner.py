@@ -124,10 +124,10 @@ class RefusesBuilds:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def run(self, name: str, params: Any = None) -> Any:
+    def run(self, name: str, params: Any = None, **kwargs: Any) -> Any:
         if name.startswith("analytics/company_daily_activity__build"):
             raise RuntimeError("the warehouse refuses this build")
-        return self._inner.run(name, params)
+        return self._inner.run(name, params, **kwargs)
 
 
 def _decoded(pipeline: Pipeline, queue: str) -> list[dict[str, Any]]:

@@ -36,10 +36,10 @@ class Outage:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def run(self, name: str, params: Any = None) -> Any:
+    def run(self, name: str, params: Any = None, **kwargs: Any) -> Any:
         if self.down or (self.builds_down and name.startswith("analytics/company_daily_activity__build")):
             raise WarehouseTransientError("warehouse unreachable (connection dropped)")
-        return self._inner.run(name, params)
+        return self._inner.run(name, params, **kwargs)
 
     def bulk_load(self, *args: Any, **kwargs: Any) -> Any:
         if self.down:

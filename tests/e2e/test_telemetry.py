@@ -159,10 +159,10 @@ class RefusesBuilds:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
 
-    def run(self, name: str, params: Any = None) -> Any:
+    def run(self, name: str, params: Any = None, **kwargs: Any) -> Any:
         if name.startswith("analytics/company_daily_activity__build"):
             raise RuntimeError("the warehouse refuses this build")
-        return self._inner.run(name, params)
+        return self._inner.run(name, params, **kwargs)
 
 
 def test_poisoned_build_messages_are_counted_and_their_traces_failed(

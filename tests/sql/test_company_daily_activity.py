@@ -736,6 +736,34 @@ def test_same_message_twice_changes_nothing_and_skips_the_second_build(world: Wo
     assert _full_table(world) == first  # unchanged rows keep even their run_id and load time
 
 
+def test_dates_without_rows_are_inserted_by_the_merge_insert_branch_with_the_rows_the_merge_writes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    dates = _scenario(world)
+    asked: list[bool] = []
+    holds_rows = builder.holds_rows
+
+    def spied(wh: Any, date_from: dt.date, date_to: dt.date) -> bool:
+        asked.append(holds_rows(wh, date_from, date_to))
+        return asked[-1]
+
+    monkeypatch.setattr(builder, "holds_rows", spied)
+    world.build(dates[:20])
+    world.build(dates[20:])
+    inserted = _full_table(world)
+    assert asked == [False, False]  # both ranges were new: the INSERT branch wrote them
+
+    world.wh.run_sql("DELETE FROM analytics.company_daily_activity")
+    world.wh.run_sql("DELETE FROM ops.date_builds")
+    monkeypatch.setattr(builder, "holds_rows", lambda *_: True)  # the MERGE, as for a rebuild
+    world.build(dates[:20], run_id=inserted[0]["run_id"])
+    world.build(dates[20:], run_id=inserted[-1]["run_id"])
+
+    merged = _full_table(world)
+    assert [{**r, "record_loaded_at": None} for r in merged] == [{**r, "record_loaded_at": None} for r in inserted]
+    assert world.rows() == reference_rows(world, dates)
+
+
 def _scenario(world: World) -> list[dt.date]:
     rng = random.Random(7)
     companies = ["a", "b", "c", "d"]

@@ -8,7 +8,7 @@ from decimal import Decimal
 import pytest
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
-from shared.adapters.warehouse.sql_files import split_statements
+from shared.adapters.warehouse.sql_files import merge_as_insert, split_statements
 from shared.adapters.warehouse.translate import to_duckdb
 from shared.errors import TranslationError
 
@@ -109,6 +109,60 @@ def test_semicolons_inside_strings_and_comments_do_not_split() -> None:
 def test_parameters_are_listed_in_order_with_repeats() -> None:
     (statement,) = split_statements("SELECT @a AS x, '@not_a_param' AS y, @b AS z, @a AS w", "x.sql")
     assert statement.parameters == ("a", "b", "a")
+
+
+MERGE_WITH_CTE = """WITH rows_in AS (
+    -- computed rows
+    SELECT k, v FROM s.src WHERE k >= @k_from
+)
+MERGE INTO s.t AS target
+USING rows_in AS source
+    ON target.k = source.k
+WHEN MATCHED AND target.v <> source.v THEN UPDATE SET target.v = source.v, target.run_id = @run_id
+WHEN NOT MATCHED BY TARGET THEN INSERT (k, v, run_id) VALUES (source.k, source.v, @run_id)"""
+
+
+def test_a_merge_runs_as_the_insert_of_its_not_matched_branch_with_its_ctes_as_written() -> None:
+    (statement,) = split_statements(MERGE_WITH_CTE, "golden.sql")
+    derived = merge_as_insert(statement)
+
+    assert derived.text.startswith(MERGE_WITH_CTE[: MERGE_WITH_CTE.index("MERGE")])  # the CTEs as written
+    assert " ".join(derived.text[derived.text.index("INSERT") :].split()) == (
+        "INSERT INTO s.t ( k, v, run_id ) SELECT source.k, source.v, @run_id FROM rows_in AS source"
+    )
+    assert derived.parameters == ("k_from", "run_id")
+    assert to_duckdb(derived) == (
+        "WITH rows_in AS (/* computed rows */ SELECT k, v FROM s.src WHERE k >= $k_from) "
+        "INSERT INTO s.t (k, v, run_id) SELECT source.k, source.v, $run_id FROM rows_in AS source"
+    )
+    (plain,) = split_statements("DELETE FROM s.t WHERE k < @k_from", "golden.sql")
+    assert merge_as_insert(plain) is plain
+
+
+def test_a_merge_without_one_insert_branch_or_with_a_by_source_branch_cannot_run_as_an_insert() -> None:
+    (statement,) = split_statements(
+        "MERGE INTO s.t AS target USING s.src AS source ON target.k = source.k WHEN MATCHED THEN DELETE", "golden.sql"
+    )
+    with pytest.raises(ValueError, match="no single WHEN NOT MATCHED INSERT"):
+        merge_as_insert(statement)
+    (statement,) = split_statements(MERGE_WITH_CTE + " WHEN NOT MATCHED BY SOURCE THEN DELETE", "golden.sql")
+    with pytest.raises(ValueError, match="BY SOURCE"):
+        merge_as_insert(statement)
+
+
+def test_a_merge_run_as_its_insert_writes_the_rows_the_merge_writes_into_an_empty_target() -> None:
+    results = []
+    for new_keys_only in (False, True):
+        engine = DuckDBWarehouse(":memory:")
+        engine.run_sql("CREATE SCHEMA s")
+        engine.run_sql("CREATE TABLE s.src (k INT NOT NULL, v INT NOT NULL)")
+        engine.run_sql("CREATE TABLE s.t (k INT NOT NULL PRIMARY KEY, v INT NOT NULL, run_id NVARCHAR(10) NOT NULL)")
+        engine.run_sql("INSERT INTO s.src (k, v) VALUES (1, 10), (2, 20), (3, 30)")
+        (statement,) = split_statements(MERGE_WITH_CTE, "golden.sql")
+        run = merge_as_insert(statement) if new_keys_only else statement
+        engine._run_statements([run], {"k_from": 2, "run_id": "r1"})
+        results.append(engine.run_sql("SELECT k, v, run_id FROM s.t ORDER BY k"))
+    assert results[0] == results[1] == [{"k": 2, "v": 20, "run_id": "r1"}, {"k": 3, "v": 30, "run_id": "r1"}]
 
 
 def test_translated_semantics_run_on_duckdb() -> None:

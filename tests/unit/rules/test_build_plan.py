@@ -171,15 +171,47 @@ def test_group_ranges_packs_pieces_in_order_into_parts_of_at_most_max_days() -> 
 
 
 # ---- checkpoint refresh --------------------------------------------------------------------------
+# Usage staged since January 2024, up to the build day d(10) (2025-03-10) unless a test says so.
+PULLS = {"first_pull": dt.date(2024, 1, 1), "last_pull": d(10)}
+
+
 def test_checkpoints_refresh_from_the_earliest_changed_usage_date() -> None:
-    assert checkpoint_refresh_from(dt.date(2024, 2, 3), dt.date(2025, 3, 1), d(10)) == dt.date(2024, 2, 3)
+    assert checkpoint_refresh_from(dt.date(2024, 2, 3), dt.date(2025, 3, 1), d(10), **PULLS) == dt.date(2024, 2, 3)
 
 
 def test_checkpoints_are_left_alone_when_current_and_covering_the_build_month() -> None:
-    assert checkpoint_refresh_from(None, dt.date(2025, 3, 1), d(10)) is None
-    assert checkpoint_refresh_from(None, dt.date(2025, 4, 1), d(10)) is None
+    assert checkpoint_refresh_from(None, dt.date(2025, 3, 1), d(10), **PULLS) is None
+    assert checkpoint_refresh_from(None, dt.date(2025, 4, 1), d(10), **PULLS) is None
 
 
 def test_checkpoints_are_extended_when_they_stop_before_the_build_month() -> None:
-    assert checkpoint_refresh_from(None, dt.date(2025, 2, 1), d(10)) == d(10)
-    assert checkpoint_refresh_from(None, None, d(10)) == d(10)
+    assert checkpoint_refresh_from(None, dt.date(2025, 2, 1), d(10), **PULLS) == d(10)
+    assert checkpoint_refresh_from(None, None, d(10), **PULLS) == d(10)
+
+
+def test_a_change_in_the_month_of_the_newest_checkpoint_refreshes_nothing() -> None:
+    # The daily case: yesterday's usage re-staged, the month's checkpoint exists and summarises
+    # the months before it: the refresh would delete and compute no month.
+    assert checkpoint_refresh_from(d(9), dt.date(2025, 3, 1), d(9), **PULLS) is None
+
+
+def test_a_change_refreshes_when_a_later_checkpoint_or_month_depends_on_it() -> None:
+    # A checkpoint after the changed month summarises it.
+    assert checkpoint_refresh_from(dt.date(2025, 2, 27), dt.date(2025, 3, 1), d(10), **PULLS) == dt.date(2025, 2, 27)
+    # Usage staged in a later month than the newest checkpoint needs that month's checkpoint.
+    later = {"first_pull": dt.date(2024, 1, 1), "last_pull": dt.date(2025, 4, 2)}
+    assert checkpoint_refresh_from(d(9), dt.date(2025, 3, 1), d(9), **later) == d(9)
+    # So does a build in a later month.
+    assert checkpoint_refresh_from(d(9), dt.date(2025, 3, 1), dt.date(2025, 4, 2), **PULLS) == d(9)
+
+
+def test_without_checkpoints_a_refresh_runs_only_when_usage_precedes_the_last_month() -> None:
+    # No checkpoint row yet and all usage in the build's month: no company was active before it.
+    march = {"first_pull": dt.date(2025, 3, 1), "last_pull": d(10)}
+    assert checkpoint_refresh_from(d(10), None, d(10), **march) is None
+    assert checkpoint_refresh_from(None, None, d(10), **march) is None
+    assert checkpoint_refresh_from(None, None, d(10), first_pull=None, last_pull=None) is None
+    # Usage in February: March's checkpoint may hold companies active then.
+    february = {"first_pull": dt.date(2025, 2, 28), "last_pull": d(10)}
+    assert checkpoint_refresh_from(d(10), None, d(10), **february) == d(10)
+    assert checkpoint_refresh_from(None, None, d(10), **february) == d(10)

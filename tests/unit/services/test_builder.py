@@ -43,10 +43,10 @@ class FakeVersions:
 class FailingWarehouse(DuckDBWarehouse):
     """Fails the build SQL, like a warehouse outage or a broken statement would."""
 
-    def run(self, name: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def run(self, name: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> list[dict[str, Any]]:
         if name == "analytics/company_daily_activity__build":
             raise BuildError("analytics/company_daily_activity__build: statement 2 failed: boom")
-        return super().run(name, params)
+        return super().run(name, params, **kwargs)
 
 
 def _stage(wh: DuckDBWarehouse) -> None:
