@@ -40,7 +40,7 @@
 WITH
 
 -- The rows loaded since the look-back before the watermark: the last row groups on DuckDB
--- (rows are appended in load order), ix_fact_events_loaded on Azure SQL.
+-- (rows are appended in load order), ix_fact_events_loaded_rows on Azure SQL.
 recent_rows AS (
     SELECT
         recent.event_id,

@@ -7,7 +7,7 @@
 --   at or before @watermark, so it stays earlier than every new row and keeps its day's count;
 --   a band row can only be earlier than rows loaded after it, which are band or new rows too.
 --   Looking the copies up would read the event_id of the whole history (no index can serve a
---   join on DuckDB), while the load-time range alone is one index range (ix_fact_events_loaded)
+--   join on DuckDB), while the load-time range alone is one index range (ix_fact_events_loaded_rows)
 --   or a few row groups (DuckDB's zone maps: rows are appended in load order).
 -- Grain: one row per activity_date.
 -- Parameters: @recount_after, @watermark (DATETIME2 or NULL), @loaded_through (DATETIME2).

@@ -6,3 +6,12 @@
 --   0 = event_count replaces it (0: the company-day is deleted). NULL only for rows written
 --   before this migration, none of which outlive their refresh.
 ALTER TABLE agg.company_daily_events_refresh_counts ADD is_increment BIT NULL;
+
+-- The refresh reads the rows loaded since the look-back before the watermark in full (the new
+-- rows are counted from them), so on Azure SQL the load-time index covers every column; it
+-- replaces ix_fact_events_loaded (loaded_at, event_id, event_date), which served only the days
+-- they touch.
+CREATE INDEX ix_fact_events_loaded_rows
+ON agg.fact_events (loaded_at, event_id, event_date, company_id, event_ts);
+
+DROP INDEX ix_fact_events_loaded ON agg.fact_events;

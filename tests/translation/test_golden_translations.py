@@ -75,6 +75,7 @@ def translate(tsql: str) -> str | None:
             "SELECT IIF(a > 0, 1, 0) AS p FROM s.t", "SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END AS p FROM s.t", id="iif"
         ),
         pytest.param("CREATE INDEX ix_t_a ON s.t (a, b)", None, id="secondary-index-skipped"),
+        pytest.param("DROP INDEX ix_t_a ON s.t", None, id="secondary-index-drop-skipped"),
     ],
 )
 def test_golden_translation(tsql: str, duckdb: str | None) -> None:
