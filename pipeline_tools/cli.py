@@ -588,20 +588,29 @@ def events() -> None:
     pass
 
 
-@events.command("refresh", help="Recompute the days touched by newly loaded events plus the look-back window.")
+@events.command(
+    "refresh", help="Count newly loaded events; recount the company-days of rows loaded within the look-back."
+)
 @click.option(
-    "--lookback-days", type=click.IntRange(min=0), default=None, help="Default: the EVENTS_LOOKBACK_DAYS setting."
+    "--lookback-minutes",
+    type=click.IntRange(min=0),
+    default=None,
+    help="How far behind the watermark to recount. Default: the EVENTS_LOOKBACK_MINUTES setting.",
 )
 @dry_run_option
 @json_option
 @pass_cli
-def events_refresh(obj: CliContext, lookback_days: int | None, dry_run: bool) -> None:
-    obj.resume_args = ["events", "refresh", *([] if lookback_days is None else ["--lookback-days", str(lookback_days)])]
+def events_refresh(obj: CliContext, lookback_minutes: int | None, dry_run: bool) -> None:
+    obj.resume_args = [
+        "events",
+        "refresh",
+        *([] if lookback_minutes is None else ["--lookback-minutes", str(lookback_minutes)]),
+    ]
     settings = obj.resources.settings
-    lookback = settings.events_lookback_days if lookback_days is None else lookback_days
+    minutes = settings.events_lookback_minutes if lookback_minutes is None else lookback_minutes
     run_id = None if dry_run else new_run_id()
     result = events_rollup.refresh_company_daily_events(
-        obj.resources.warehouse, run_id or "dry-run", utc_now(), lookback, dry_run=dry_run
+        obj.resources.warehouse, run_id or "dry-run", utc_now(), dt.timedelta(minutes=minutes), dry_run=dry_run
     )
     first, last = (result.days[0], result.days[-1]) if result.days else (None, None)
     if obj.as_json:

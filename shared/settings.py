@@ -181,8 +181,8 @@ class Settings(BaseModel):
     freshness_lookback_days: int = Field(
         7, ge=1, le=60, validation_alias=AliasChoices("FRESHNESS_LOOKBACK_DAYS", "freshness_lookback_days")
     )
-    events_lookback_days: int = Field(
-        2, ge=0, validation_alias=AliasChoices("EVENTS_LOOKBACK_DAYS", "events_lookback_days")
+    events_lookback_minutes: int = Field(
+        60, ge=0, validation_alias=AliasChoices("EVENTS_LOOKBACK_MINUTES", "events_lookback_minutes")
     )
     events_reconciliation_tolerance: float = Field(
         0.01,

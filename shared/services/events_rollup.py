@@ -1,18 +1,20 @@
 """Fact-events rollup: raw events (agg.fact_events) into agg.company_daily_events, incrementally.
 
 Dashboards that counted raw events per company-day scanned the whole event table; the rollup
-keeps one row per company-day instead and refreshes only what changed:
+keeps one row per company-day instead and refreshes only what changed, reading rows by load
+time from the watermark (agg.rollup_watermarks) minus a look-back:
 
-- the company-days touched by rows loaded since the last refresh (the watermark in
-  agg.rollup_watermarks): a new row was loaded after every row already counted, so it can only
-  add to its own company-day; the other company-days of its day keep their counts, and
-- every company-day of the last ``lookback_days`` days before ``now`` (inclusive of today),
-  recounted whole: the look-back absorbs rows a concurrent loader committed with a load time
-  behind the watermark, which no load-time comparison can tell from rows already counted.
+- rows loaded since the last refresh add their first copies to their company-days' counts: a
+  new row was loaded after every row already counted, so it can change no other count, and
+- the company-days touched by rows loaded within ``lookback`` before the watermark are recounted
+  whole: a concurrent loader may have committed such a row after the last refresh moved the
+  watermark past its load time, which no load-time comparison can tell from rows already counted.
+  A row committed further behind than that is never counted (a refresh with a longer look-back,
+  e.g. ``events refresh --lookback-minutes``, recounts it).
 
 Only company-days whose count changed are written. Events are de-duplicated by event_id (the
 first delivered copy counts; copies are matched within ``DEDUP_WINDOW_DAYS`` of each other, so
-a refresh reads the days around the ones it recomputes, never the whole history) and counted on
+a refresh reads the days around the ones it counts on, never the whole history) and counted on
 their UTC day: ``load_fact_events`` converts timestamps with an offset to UTC and takes the day
 from that, so an event at 23:30-02:00 belongs to the next UTC day.
 """
@@ -24,7 +26,7 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from shared.adapters.warehouse.base import Warehouse
+from shared.adapters.warehouse.base import Row, Warehouse
 from shared.clock import naive_utc
 from shared.errors import RejectedInput
 from shared.logs import log_context
@@ -42,7 +44,7 @@ _FACT_COLUMNS = ("event_id", "company_id", "event_ts", "event_date", "loaded_at"
 
 @dataclass(frozen=True)
 class RefreshResult:
-    days: list[dt.date]  # the days recomputed
+    days: list[dt.date]  # the days whose company-days were counted (increments or recounts)
     loaded_through: dt.datetime | None  # the new watermark
 
 
@@ -73,44 +75,44 @@ def load_fact_events(
     return warehouse.bulk_load("agg.fact_events", _FACT_COLUMNS, rows())
 
 
-def days_to_refresh(touched: Iterable[dt.date], today: dt.date, lookback_days: int) -> list[dt.date]:
-    """Touched days plus today and the ``lookback_days`` days before it, sorted, unique."""
-    recent = {today - dt.timedelta(days=back) for back in range(lookback_days + 1)}
-    return sorted(set(touched) | recent)
+def recount_from(watermark: dt.datetime | None, lookback: dt.timedelta) -> dt.datetime | None:
+    """The load time after which rows are read: ``lookback`` before the watermark, or None (every
+    row) before the first refresh."""
+    return None if watermark is None else watermark - lookback
 
 
 def refresh_company_daily_events(
     warehouse: Warehouse,
     run_id: str,
     now: dt.datetime,
-    lookback_days: int,
+    lookback: dt.timedelta,
     rollup_name: str = ROLLUP_NAME,
     *,
     dry_run: bool = False,
 ) -> RefreshResult:
-    """Recount the company-days touched since the watermark and the whole look-back; move the
-    watermark forward. ``days`` are the days recounted, wholly (the look-back) or in part (the
-    company-days new rows touched); ``dry_run`` returns them and writes nothing."""
+    """Count the rows loaded since the watermark onto the rollup, recount the company-days of
+    rows loaded within ``lookback`` before it, and move the watermark forward. ``days`` are the
+    days of those rows; ``dry_run`` returns them and writes nothing."""
     now = naive_utc(now)
     with log_context(run_id=run_id, step="events_rollup"):
         (watermark,) = warehouse.run("agg/rollup_watermarks__loaded_through", {"rollup_name": rollup_name})
         previous = watermark["loaded_through"]
         (newest,) = warehouse.run("agg/fact_events__loaded_through", {"loaded_after": previous})
         loaded_through = newest["loaded_through"] or previous
-        touched: list[dt.date] = []
-        if newest["loaded_through"] is not None:
-            touched = [
-                row["activity_date"]
-                for row in warehouse.run(
-                    "agg/fact_events__touched_days", {"loaded_after": previous, "loaded_through": loaded_through}
-                )
-            ]
-        days = days_to_refresh(touched, now.date(), lookback_days)
-        if dry_run:
+        recount_after = recount_from(previous, lookback)
+        touched: list[Row] = []
+        if loaded_through is not None:
+            touched = warehouse.run(
+                "agg/fact_events__touched_days",
+                {"recount_after": recount_after, "watermark": previous, "loaded_through": loaded_through},
+            )
+        days = [row["activity_date"] for row in touched]
+        if dry_run or not days:
             return RefreshResult(days, loaded_through)
+        recounted = [row["activity_date"] for row in touched if row["recounted"]]
         with warehouse.transaction():
             warehouse.bulk_load(
-                "agg.company_daily_events_refresh_days", ("run_id", "activity_date"), ((run_id, d) for d in days)
+                "agg.company_daily_events_refresh_days", ("run_id", "activity_date"), ((run_id, d) for d in recounted)
             )
             window = dt.timedelta(days=DEDUP_WINDOW_DAYS)
             warehouse.run(
@@ -119,16 +121,15 @@ def refresh_company_daily_events(
                     "run_id": run_id,
                     "now": now,
                     "rollup_name": rollup_name,
-                    "loaded_after": previous,
+                    "watermark": previous,
+                    "recount_after": recount_after,
                     "loaded_through": loaded_through,
-                    "lookback_from": now.date() - dt.timedelta(days=lookback_days),
-                    "today": now.date(),
                     "dedup_window_days": DEDUP_WINDOW_DAYS,
                     "copies_from": days[0] - window,
                     "copies_through": days[-1] + window,
                 },
             )
-        log.info("events rollup refreshed %d day(s) (%d touched by new events)", len(days), len(touched))
+        log.info("events rollup counted rows on %d day(s), recounting company-days on %d", len(days), len(recounted))
         return RefreshResult(days, loaded_through)
 
 
@@ -136,13 +137,13 @@ STEP = "events_rollup"
 
 
 def refresh_on_schedule(
-    warehouse: Warehouse, alerts: AlertSink, pipeline: str, run_id: str, now: dt.datetime, lookback_days: int
+    warehouse: Warehouse, alerts: AlertSink, pipeline: str, run_id: str, now: dt.datetime, lookback: dt.timedelta
 ) -> RefreshResult | None:
     """The scheduled refresh (after each usage tick): recorded in ops, alerted on failure, never
     raised — the usage the tick staged must not be undone or retried because of the rollup."""
     try:
         with record_run(warehouse, step=STEP, run_id=run_id, run_date=now.date()) as run:
-            result = refresh_company_daily_events(warehouse, run_id, now, lookback_days)
+            result = refresh_company_daily_events(warehouse, run_id, now, lookback)
             run.rows_out = len(result.days)
             return result
     except Exception as exc:

@@ -144,7 +144,7 @@ def run_usage_tick(now: dt.datetime, past_due: bool, resources: TickResources) -
         resources.settings.pipeline_name,
         result.run_id,
         now,
-        resources.settings.events_lookback_days,
+        dt.timedelta(minutes=resources.settings.events_lookback_minutes),
     )
     # Alert deliveries that failed earlier are tried again on each tick (never fails the tick).
     alert_deliveries.retry_on_schedule(resources, now)

@@ -1,18 +1,23 @@
-"""Events rollup on DuckDB: UTC days, de-duplication by event_id, only touched days plus the
-look-back recomputed, and the reconciliation check against the API's daily events."""
+"""Events rollup on DuckDB: UTC days, de-duplication by event_id, new rows counted onto the
+stored counts, the company-days of the load-time look-back recounted, and the reconciliation
+check against the API's daily events."""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import defaultdict
+from typing import NamedTuple
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import RejectedInput
 from shared.services.events_rollup import (
     DEDUP_WINDOW_DAYS,
-    days_to_refresh,
     load_fact_events,
+    recount_from,
     refresh_company_daily_events,
     utc_event_time,
 )
@@ -20,16 +25,35 @@ from shared.services.quality import CheckResult, checks_named, evaluate
 from shared.settings import Settings
 
 D = dt.date(2025, 3, 10)
-NOW = dt.datetime(2025, 3, 20, 2, 0)  # today 2025-03-20: with a 2-day look-back, 18..20 always refresh
+NOW = dt.datetime(2025, 3, 20, 2, 0)
+LOOKBACK = dt.timedelta(hours=1)
+
+
+# The company and day of unrelated rows that move the watermark on (left out of rollup()).
+OTHER, OTHER_DAY = "zz-other", D - dt.timedelta(days=30)
 
 
 def rollup(wh: DuckDBWarehouse) -> dict[tuple[dt.date, str], int]:
-    rows = wh.run_sql("SELECT activity_date, company_id, event_count FROM agg.company_daily_events")
+    rows = wh.run_sql(
+        "SELECT activity_date, company_id, event_count FROM agg.company_daily_events WHERE company_id <> @other",
+        {"other": OTHER},
+    )
     return {(r["activity_date"], r["company_id"]): r["event_count"] for r in rows}
 
 
-def refresh(wh: DuckDBWarehouse, run_id: str, now: dt.datetime = NOW) -> list[dt.date]:
-    return refresh_company_daily_events(wh, run_id, now, lookback_days=2).days
+def pass_the_look_back(wh: DuckDBWarehouse, after: dt.datetime) -> dt.datetime:
+    """Load and count an unrelated row two look-backs after ``after``, so the rows loaded up to
+    ``after`` are behind the look-back from then on; returns its load time."""
+    later = after + 2 * LOOKBACK
+    load_fact_events(wh, [("tick", OTHER, at(OTHER_DAY, 0))], later)
+    refresh_company_daily_events(wh, "tick", later, LOOKBACK)
+    return later
+
+
+def refresh(
+    wh: DuckDBWarehouse, run_id: str, now: dt.datetime = NOW, lookback: dt.timedelta = LOOKBACK
+) -> list[dt.date]:
+    return refresh_company_daily_events(wh, run_id, now, lookback).days
 
 
 def at(day: dt.date, hour: int) -> str:
@@ -45,9 +69,9 @@ def test_event_times_with_an_offset_are_converted_to_utc() -> None:
         utc_event_time("yesterday")
 
 
-def test_days_to_refresh_are_the_touched_days_and_the_look_back() -> None:
-    today = dt.date(2025, 3, 20)
-    assert days_to_refresh([D, dt.date(2025, 3, 19)], today, 2) == [D, *(dt.date(2025, 3, d) for d in (18, 19, 20))]
+def test_rows_are_read_from_the_look_back_before_the_watermark_or_all_before_the_first_refresh() -> None:
+    assert recount_from(NOW, LOOKBACK) == NOW - LOOKBACK
+    assert recount_from(None, LOOKBACK) is None
 
 
 # ---- refresh ----------------------------------------------------------------------------------
@@ -92,29 +116,31 @@ def test_copies_further_apart_than_the_window_count_as_two_events(wh: DuckDBWare
     assert rollup(wh) == {(D, "acme"): 1, (beyond, "acme"): 1}
 
 
-def test_only_touched_days_and_the_look_back_are_recomputed(wh: DuckDBWarehouse) -> None:
+def test_only_the_company_days_of_new_rows_are_counted(wh: DuckDBWarehouse) -> None:
     old_day, other_old_day = D, D - dt.timedelta(days=3)
     load_fact_events(wh, [("e1", "acme", at(old_day, 1)), ("e2", "acme", at(other_old_day, 1))], NOW)
     refresh(wh, "r1")
+    late = pass_the_look_back(wh, NOW) + dt.timedelta(hours=1)
     # Tamper with an untouched day: a refresh that rescanned history would repair it.
     wh.run_sql("UPDATE agg.company_daily_events SET event_count = 999 WHERE activity_date = @d", {"d": other_old_day})
-    late = NOW + dt.timedelta(hours=1)
     load_fact_events(wh, [("e3", "acme", at(old_day, 5)), ("e4", "globex", at(dt.date(2025, 3, 19), 5))], late)
-    days = refresh(wh, "r2", late)
-    assert days == [old_day, dt.date(2025, 3, 18), dt.date(2025, 3, 19), dt.date(2025, 3, 20)]
+    # The tick's row is in the look-back, its day among those counted on.
+    assert refresh(wh, "r2", late) == [OTHER_DAY, old_day, dt.date(2025, 3, 19)]
     assert rollup(wh) == {(old_day, "acme"): 2, (other_old_day, "acme"): 999, (dt.date(2025, 3, 19), "globex"): 1}
 
 
-def test_on_an_older_day_only_the_company_days_new_rows_touch_are_recounted(wh: DuckDBWarehouse) -> None:
+def test_new_rows_add_their_first_copies_to_the_stored_count(wh: DuckDBWarehouse) -> None:
     load_fact_events(wh, [("e1", "acme", at(D, 1)), ("e2", "globex", at(D, 1))], NOW)
     refresh(wh, "r1")
-    # A new row can only add to its own company-day, so globex's row on the same day is not
-    # recounted: a refresh that recounted the whole day would repair the tampered count.
+    late = pass_the_look_back(wh, NOW) + dt.timedelta(hours=1)
+    # A new row was loaded after every counted row, so it can only add to its own company-day:
+    # the stored counts are trusted, not recounted, and globex's is not even read.
+    wh.run_sql("UPDATE agg.company_daily_events SET event_count = 10 WHERE company_id = 'acme'")
     wh.run_sql("UPDATE agg.company_daily_events SET event_count = 999 WHERE company_id = 'globex'")
-    late = NOW + dt.timedelta(hours=1)
-    load_fact_events(wh, [("e3", "acme", at(D, 5)), ("e1", "acme", at(D, 1))], late)  # new event, re-delivery
-    assert D in refresh(wh, "r2", late)
-    assert rollup(wh) == {(D, "acme"): 2, (D, "globex"): 999}
+    # A new event loaded twice (identical copies), and a re-delivery of one already counted.
+    load_fact_events(wh, [("e3", "acme", at(D, 5)), ("e1", "acme", at(D, 1)), ("e3", "acme", at(D, 5))], late)
+    assert refresh(wh, "r2", late) == [OTHER_DAY, D]
+    assert rollup(wh) == {(D, "acme"): 11, (D, "globex"): 999}
 
 
 def test_only_company_days_whose_count_changed_are_written(wh: DuckDBWarehouse) -> None:
@@ -139,21 +165,130 @@ def test_a_copy_committed_behind_the_watermark_moves_the_event_within_the_look_b
     refresh(wh, "r1")
     # A concurrent loader's copy, stamped before the watermark but committed after the refresh:
     # it is the first delivered copy, so the event moves to its day and acme's day 19 vanishes.
-    load_fact_events(wh, [("e1", "globex", at(earlier_day, 23))], NOW - dt.timedelta(hours=1))
+    load_fact_events(wh, [("e1", "globex", at(earlier_day, 23))], NOW - LOOKBACK / 2)
     refresh(wh, "r2")
     assert rollup(wh) == {(earlier_day, "globex"): 1}
+
+
+def test_a_row_committed_behind_the_watermark_is_counted_whatever_its_day(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(dt.date(2025, 3, 19), 1))], NOW)
+    refresh(wh, "r1")
+    long_ago = dt.date(2025, 1, 5)
+    load_fact_events(wh, [("e2", "globex", at(long_ago, 8))], NOW - LOOKBACK / 2)  # committed after r1
+    assert long_ago in refresh(wh, "r2", NOW + dt.timedelta(hours=3))
+    assert rollup(wh) == {(dt.date(2025, 3, 19), "acme"): 1, (long_ago, "globex"): 1}
+
+
+def test_a_row_committed_further_behind_than_the_look_back_needs_a_longer_one(wh: DuckDBWarehouse) -> None:
+    load_fact_events(wh, [("e1", "acme", at(D, 1))], NOW)
+    refresh(wh, "r1")
+    load_fact_events(wh, [("e2", "globex", at(D, 2))], NOW - 2 * LOOKBACK)
+    refresh(wh, "r2")
+    assert rollup(wh) == {(D, "acme"): 1}  # the documented limit
+    refresh(wh, "r3", lookback=3 * LOOKBACK)  # what an operator runs to recount further back
+    assert rollup(wh) == {(D, "acme"): 1, (D, "globex"): 1}
+
+
+def test_copies_loaded_together_count_on_the_earlier_timestamp_then_the_lower_company(wh: DuckDBWarehouse) -> None:
+    next_day = D + dt.timedelta(days=1)
+    load_fact_events(
+        wh,
+        [
+            ("e1", "acme", at(next_day, 1)),  # same load time: the earlier timestamp is the first copy
+            ("e1", "acme", at(D, 23)),
+            ("e2", "initech", at(D, 5)),  # same load time and timestamp: the lower company_id
+            ("e2", "globex", at(D, 5)),
+        ],
+        NOW,
+    )
+    refresh(wh, "r1")
+    assert rollup(wh) == {(D, "acme"): 1, (D, "globex"): 1}
 
 
 def test_refreshing_twice_gives_the_same_rows_and_moves_the_watermark(wh: DuckDBWarehouse) -> None:
     loaded = NOW - dt.timedelta(hours=1)
     load_fact_events(wh, [("e1", "acme", at(D, 1)), ("e2", "globex", at(D, 1))], loaded)
-    first = refresh_company_daily_events(wh, "r1", NOW, lookback_days=2)
+    first = refresh_company_daily_events(wh, "r1", NOW, LOOKBACK)
     before = rollup(wh)
-    second = refresh_company_daily_events(wh, "r2", NOW, lookback_days=2)
+    second = refresh_company_daily_events(wh, "r2", NOW, LOOKBACK)
     assert rollup(wh) == before == {(D, "acme"): 1, (D, "globex"): 1}
     assert first.loaded_through == second.loaded_through == loaded
-    assert D in first.days and D not in second.days  # nothing new since the watermark
+    # Nothing new: the rows of the look-back are recounted again, and nothing is rewritten.
+    assert first.days == second.days == [D]
+    assert {r["run_id"] for r in wh.run_sql("SELECT run_id FROM agg.company_daily_events")} == {"r1"}
     assert wh.run_sql("SELECT COUNT(*) AS n FROM agg.company_daily_events_refresh_days")[0]["n"] == 0
+    assert wh.run_sql("SELECT COUNT(*) AS n FROM agg.company_daily_events_refresh_counts")[0]["n"] == 0
+
+
+# ---- the rollup against a reference -------------------------------------------------------------
+class Row(NamedTuple):
+    event_id: str
+    company_id: str
+    event_ts: dt.datetime
+    loaded_at: dt.datetime
+
+
+def reference_rollup(rows: list[Row]) -> dict[tuple[dt.date, str], int]:
+    """The rule read literally: a row counts, on its UTC day, unless another copy within the
+    window was delivered first (earlier load time, then timestamp, then company); an event id
+    counts once per company-day."""
+    counted: dict[tuple[dt.date, str], set[str]] = defaultdict(set)
+    for row in rows:
+        day = row.event_ts.date()
+        first = (row.loaded_at, row.event_ts, row.company_id)
+        if not any(
+            other.event_id == row.event_id
+            and abs((other.event_ts.date() - day).days) <= DEDUP_WINDOW_DAYS
+            and (other.loaded_at, other.event_ts, other.company_id) < first
+            for other in rows
+        ):
+            counted[(day, row.company_id)].add(row.event_id)
+    return {key: len(ids) for key, ids in counted.items()}
+
+
+_event = st.tuples(
+    st.sampled_from(["e1", "e2", "e3", "e4", "e5"]),
+    st.sampled_from(["acme", "globex"]),
+    st.integers(0, 12),  # day
+    st.sampled_from([0, 12, 23]),  # hour
+)
+# A load: its events, and how it is stamped: 0 = after the watermark (1-3 hours later), else a
+# concurrent loader's commit that many minutes behind the watermark (within the look-back).
+_loads = st.lists(
+    st.tuples(st.lists(_event, min_size=1, max_size=6), st.integers(1, 3), st.sampled_from([0, 0, 0, 10, 59])),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(loads=_loads)
+def test_property_refreshing_after_every_load_gives_the_rule_over_every_row(
+    loads: list[tuple[list[tuple[str, str, int, int]], int, int]],
+) -> None:
+    """Loads (re-deliveries, copies days apart, identical copies, loads committed behind the
+    watermark within the look-back), each followed by a refresh: the rollup always equals the
+    rule applied to every row loaded so far."""
+    engine = DuckDBWarehouse(":memory:")
+    engine.apply_schema()
+    try:
+        rows: list[Row] = []
+        watermark = NOW
+        for i, (events, hours_later, minutes_behind) in enumerate(loads):
+            if minutes_behind and rows:
+                loaded_at = watermark - dt.timedelta(minutes=minutes_behind)
+            else:
+                watermark = loaded_at = watermark + dt.timedelta(hours=hours_later)
+            batch = [
+                Row(e, c, dt.datetime.combine(D + dt.timedelta(days=day), dt.time(hour)), loaded_at)
+                for e, c, day, hour in events
+            ]
+            load_fact_events(engine, [(r.event_id, r.company_id, r.event_ts) for r in batch], loaded_at)
+            rows += batch
+            refresh_company_daily_events(engine, f"r{i}", watermark, LOOKBACK)
+            assert rollup(engine) == reference_rollup(rows)
+    finally:
+        engine.close()
 
 
 # ---- reconciliation check ---------------------------------------------------------------------

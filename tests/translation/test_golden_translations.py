@@ -56,6 +56,18 @@ def translate(tsql: str) -> str | None:
             id="merge-set-targets-unqualified",
         ),
         pytest.param(
+            "MERGE INTO s.t AS tgt USING s.u AS src ON tgt.a = src.a "
+            "WHEN MATCHED AND src.f = 0 AND src.b = 0 THEN DELETE "
+            "WHEN MATCHED THEN UPDATE SET tgt.b = CASE WHEN src.f = 1 THEN tgt.b + src.b ELSE src.b END;",
+            "MERGE INTO s.t AS tgt USING s.u AS src ON tgt.a = src.a "
+            "WHEN MATCHED AND src.f = 0 AND src.b = 0 THEN DELETE "
+            "WHEN MATCHED THEN UPDATE SET b = CASE WHEN src.f = 1 THEN tgt.b + src.b ELSE src.b END",
+            id="merge-set-value-keeps-target-qualified",
+        ),
+        pytest.param(
+            "ALTER TABLE s.t ADD flag BIT NULL", "ALTER TABLE s.t ADD COLUMN flag BOOLEAN NULL", id="alter-add-bit"
+        ),
+        pytest.param(
             "SELECT TOP 5 a FROM s.t ORDER BY a", "SELECT a FROM s.t ORDER BY a NULLS FIRST LIMIT 5", id="top"
         ),
         pytest.param("SELECT ISNULL(a, 0) AS a FROM s.t", "SELECT COALESCE(a, 0) AS a FROM s.t", id="isnull"),
@@ -63,6 +75,7 @@ def translate(tsql: str) -> str | None:
             "SELECT IIF(a > 0, 1, 0) AS p FROM s.t", "SELECT CASE WHEN a > 0 THEN 1 ELSE 0 END AS p FROM s.t", id="iif"
         ),
         pytest.param("CREATE INDEX ix_t_a ON s.t (a, b)", None, id="secondary-index-skipped"),
+        pytest.param("DROP INDEX ix_t_a ON s.t", None, id="secondary-index-drop-skipped"),
     ],
 )
 def test_golden_translation(tsql: str, duckdb: str | None) -> None:
@@ -177,6 +190,20 @@ def test_translated_semantics_run_on_duckdb() -> None:
         "SELECT DATEADD(DAY, -1, a) AS prev, flag, x, DATEDIFF(DAY, a, @d) AS gap FROM s.t", {"d": "2025-03-31"}
     )
     assert row == {"prev": dt.date(2025, 2, 28), "flag": True, "x": 0.30000000000000004, "gap": 30}
+
+
+def test_a_bit_flag_set_and_compared_as_1_and_0_runs_as_a_boolean_on_duckdb() -> None:
+    """T-SQL writes BIT flags as 1/0 (CASE ... THEN 1 ELSE 0 END, flag = 1); DuckDB's BOOLEAN
+    takes and compares them the same way."""
+    engine = DuckDBWarehouse(":memory:")
+    engine.run_sql("CREATE SCHEMA s")
+    engine.run_sql("CREATE TABLE s.t (n INT NOT NULL)")
+    engine.run_sql("ALTER TABLE s.t ADD flag BIT NULL")
+    engine.run_sql(
+        "INSERT INTO s.t (n, flag) SELECT n, CASE WHEN n > 1 THEN 1 ELSE 0 END FROM (VALUES (1), (2)) AS v (n)"
+    )
+    rows = engine.run_sql("SELECT n, flag FROM s.t WHERE flag = 1 OR (flag = 0 AND n = 1) ORDER BY n")
+    assert rows == [{"n": 1, "flag": False}, {"n": 2, "flag": True}]
 
 
 def test_binary_collation_is_dropped_for_duckdb_which_compares_binary() -> None:

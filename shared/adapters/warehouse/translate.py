@@ -20,6 +20,7 @@ Rewrites (each has a golden test in tests/translation/):
   binary. Any other collation is refused: we would not know its DuckDB meaning.
 - ``CREATE INDEX``: skipped; DuckDB's zone maps serve our range filters, and ART indexes would
   only slow bulk loads and hold memory. (Primary keys are kept: they enforce the grain.)
+  ``DROP INDEX`` is skipped with it: the index never existed on DuckDB.
 Refused with a clear error: reading the clock (SYSUTCDATETIME, GETDATE, CURRENT_TIMESTAMP:
 the run date and load time are parameters), IF/WHILE blocks, DECLARE, IDENTITY columns,
 ``DELETE alias FROM ...``, recursive CTEs, temp tables (#t).
@@ -50,7 +51,7 @@ def to_duckdb(statement: Statement) -> str | None:
         raise TranslationError(statement.sql_file, statement.index, "expected exactly one statement")
     tree = parsed[0]
     _refuse_unsupported(tree, statement)
-    if isinstance(tree, exp.Create) and str(tree.args.get("kind", "")).upper() == "INDEX":
+    if isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "INDEX":
         return None
     rewritten = tree.transform(_rewrite)
     if rewritten is None:  # _rewrite drops only column constraints, never a whole statement

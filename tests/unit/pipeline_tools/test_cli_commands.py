@@ -528,7 +528,7 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(resources: Resources
         warehouse, [("e1", "acme", stamp), ("e1", "acme", stamp), ("e2", "acme", stamp)], dt.datetime(2030, 1, 1)
     )
 
-    planned = invoke(resources, "events", "refresh", "--lookback-days", "0", "--dry-run", "--json")
+    planned = invoke(resources, "events", "refresh", "--lookback-minutes", "0", "--dry-run", "--json")
     assert json.loads(planned.stdout) | {"loaded_through": None} == {
         "run_id": None,
         "dry_run": True,
@@ -538,7 +538,7 @@ def test_events_refresh_rolls_up_loaded_events_deduplicated(resources: Resources
     }
     assert count(warehouse, "agg.company_daily_events") == 0
 
-    result = invoke(resources, "events", "refresh", "--lookback-days", "0")
+    result = invoke(resources, "events", "refresh", "--lookback-minutes", "0")
 
     assert result.exit_code == 0, result.output
     assert "refreshed 1 day(s)" in result.output

@@ -26,7 +26,7 @@ def test_scheduled_refresh_rolls_up_and_records_the_run(warehouse: DuckDBWarehou
     events_rollup.load_fact_events(warehouse, [("e1", "acme", "2025-03-09T23:30:00-02:00")], NOW)
     alerts = RecordingAlertSink()
 
-    result = events_rollup.refresh_on_schedule(warehouse, alerts, "p", "run-1", NOW, lookback_days=1)
+    result = events_rollup.refresh_on_schedule(warehouse, alerts, "p", "run-1", NOW, dt.timedelta(hours=1))
 
     assert result is not None and dt.date(2025, 3, 10) in result.days
     rows = warehouse.run_sql("SELECT activity_date, event_count FROM agg.company_daily_events")
@@ -44,7 +44,7 @@ def test_scheduled_refresh_failure_alerts_once_and_does_not_raise(
     monkeypatch.setattr(events_rollup, "refresh_company_daily_events", broken)
     alerts = RecordingAlertSink()
 
-    assert events_rollup.refresh_on_schedule(warehouse, alerts, "p", "run-2", NOW, lookback_days=1) is None
+    assert events_rollup.refresh_on_schedule(warehouse, alerts, "p", "run-2", NOW, dt.timedelta(hours=1)) is None
 
     assert [a.title for a in alerts.alerts] == ["events_rollup failed: BuildError"]
     assert alerts.alerts[0].run_id == "run-2"
@@ -61,17 +61,19 @@ def test_usage_tick_refreshes_the_rollup_after_staging(
         calls.append("usage")
         return tick
 
-    def fake_refresh(wh: Any, alerts: Any, pipeline: str, run_id: str, now: dt.datetime, lookback: int) -> None:
+    def fake_refresh(
+        wh: Any, alerts: Any, pipeline: str, run_id: str, now: dt.datetime, lookback: dt.timedelta
+    ) -> None:
         calls.append(f"rollup {run_id} lookback={lookback}")
 
     monkeypatch.setattr(usage_ingest, "run_tick", fake_tick)
     monkeypatch.setattr(events_rollup, "refresh_on_schedule", fake_refresh)
     resources = SimpleNamespace(
-        settings=Settings(events_lookback_days=4),
+        settings=Settings(events_lookback_minutes=90),
         warehouse=warehouse,
         alerts=RecordingAlertSink(),
         usage_api=SimpleNamespace(for_run=lambda: None),
     )
 
     assert usage_ingest.run_usage_tick(NOW, False, resources) is tick
-    assert calls == ["usage", "rollup run-3 lookback=4"]
+    assert calls == ["usage", "rollup run-3 lookback=1:30:00"]
