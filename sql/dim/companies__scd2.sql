@@ -9,11 +9,12 @@
 --   load order gives the versions date order would have given. The island starting at the anchor
 --   keeps the valid_from of the version that was open there. The difference is then applied:
 --   versions that changed are deleted, new ones inserted; an unchanged company writes nothing.
--- Settled companies: when @snapshot_date is the latest snapshot (the daily case), a company with
---   the same attributes_hash in it and in the anchor snapshot, whose one version from the anchor
---   on is open with that hash since the anchor or before, would be recomputed into that very
---   version. Such companies (about 99 % of a daily file) are left out of the recomputation and of
---   the delete, found by comparing hashes with two joins instead of windows over both snapshots.
+-- The daily case: when @snapshot_date is the latest snapshot and has an anchor before it, only
+--   companies whose row there does not carry the hash of their version open since the anchor or
+--   before (changed, new, gone) are recomputed: about 1 % of a daily file. dim.companies is the
+--   SCD2 of the snapshots staged before this load (each load's transaction keeps it so), so such
+--   an open version already is the company's one version from the anchor on, recomputed or not.
+--   One join on company_id of the snapshot with the open versions finds them.
 -- Parameters: @snapshot_date, @load_id (keys the work rows in dim.companies_rebuild), @run_id.
 
 WITH
@@ -31,37 +32,48 @@ snapshot_dates AS (
     INNER JOIN anchor AS a ON s.snapshot_date >= a.anchor_date
 ),
 
-settled AS (
-    SELECT cur.company_id
-    FROM stg.crm_companies AS cur
-    INNER JOIN anchor AS a ON a.anchor_date < @snapshot_date
-    INNER JOIN stg.crm_companies AS prev
-        ON
-            a.anchor_date = prev.snapshot_date
-            AND cur.company_id = prev.company_id
-            AND cur.attributes_hash = prev.attributes_hash
-    INNER JOIN dim.companies AS open_version
-        ON
-            cur.company_id = open_version.company_id
-            AND cur.attributes_hash = open_version.attributes_hash
-            AND open_version.valid_to IS NULL
-            AND a.anchor_date >= open_version.valid_from
+-- The daily case: @snapshot_date is the latest snapshot and has one before it (the anchor).
+daily AS (
+    SELECT a.anchor_date
+    FROM anchor AS a
     WHERE
-        cur.snapshot_date = @snapshot_date
+        a.anchor_date < @snapshot_date
         AND NOT EXISTS (
             SELECT 1 AS later_snapshot
             FROM stg.crm_snapshots AS later
             WHERE later.snapshot_date > @snapshot_date
         )
-        -- ... and no other version from the anchor on (closed after it, or a second open one).
-        AND NOT EXISTS (
-            SELECT 1 AS other_version
-            FROM dim.companies AS other
-            WHERE
-                other.company_id = cur.company_id
-                AND other.valid_from <> open_version.valid_from
-                AND (other.valid_to IS NULL OR other.valid_to > a.anchor_date)
-        )
+),
+
+current_rows AS (
+    SELECT
+        company_id,
+        attributes_hash
+    FROM stg.crm_companies
+    WHERE snapshot_date = @snapshot_date
+),
+
+open_versions AS (
+    SELECT
+        company_id,
+        valid_from,
+        attributes_hash
+    FROM dim.companies
+    WHERE valid_to IS NULL
+),
+
+-- In the daily case, the companies whose versions can change: in @snapshot_date or open, but not
+-- both with the same hash and a version open since the anchor or before.
+changed AS (
+    SELECT COALESCE(cur.company_id, open_version.company_id) AS company_id
+    FROM current_rows AS cur
+    FULL OUTER JOIN open_versions AS open_version ON cur.company_id = open_version.company_id
+    CROSS JOIN daily AS d
+    WHERE
+        cur.company_id IS NULL
+        OR open_version.company_id IS NULL
+        OR cur.attributes_hash <> open_version.attributes_hash
+        OR open_version.valid_from > d.anchor_date
 ),
 
 company_snapshots AS (
@@ -76,11 +88,9 @@ company_snapshots AS (
         c.attributes_hash
     FROM stg.crm_companies AS c
     INNER JOIN snapshot_dates AS d ON c.snapshot_date = d.snapshot_date
-    WHERE NOT EXISTS (
-        SELECT 1 AS is_settled
-        FROM settled AS s
-        WHERE s.company_id = c.company_id
-    )
+    WHERE
+        NOT EXISTS (SELECT 1 AS is_daily FROM daily)
+        OR c.company_id IN (SELECT changed.company_id FROM changed)
 ),
 
 with_previous AS (
@@ -175,8 +185,11 @@ SELECT
 FROM versions_with_history;
 
 -- Versions open at the anchor or starting after it that the recomputation does not reproduce,
--- of companies that were recomputed or are gone from @snapshot_date. A company in that snapshot
--- but not recomputed is a settled one, whose single version stays as it is.
+-- of companies that were recomputed or are gone from @snapshot_date. A gone company that was not
+-- recomputed has no row from the anchor on any more: its version reached past the anchor only
+-- through the replaced rows of @snapshot_date, so it starts there (a company of the anchor's
+-- snapshot or of a later one has rows from the anchor on). A company in @snapshot_date but not
+-- recomputed is an unchanged one of the daily case, whose version stays as it is.
 DELETE FROM dim.companies
 WHERE
     (
@@ -193,10 +206,13 @@ WHERE
             FROM dim.companies_rebuild AS rc
             WHERE rc.load_id = @load_id AND rc.company_id = companies.company_id
         )
-        OR NOT EXISTS (
-            SELECT 1 AS in_snapshot
-            FROM stg.crm_companies AS cur
-            WHERE cur.snapshot_date = @snapshot_date AND cur.company_id = companies.company_id
+        OR (
+            companies.valid_from = @snapshot_date
+            AND NOT EXISTS (
+                SELECT 1 AS in_snapshot
+                FROM stg.crm_companies AS cur
+                WHERE cur.snapshot_date = @snapshot_date AND cur.company_id = companies.company_id
+            )
         )
     )
     AND NOT EXISTS (

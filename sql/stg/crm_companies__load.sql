@@ -12,27 +12,17 @@
 DELETE FROM stg.crm_companies
 WHERE snapshot_date = @snapshot_date;
 
-WITH
-landed AS (
-    SELECT
-        company_id,
-        company_name,
-        country,
-        industry_tag,
-        last_contact_at,
-        attributes_hash,
-        source_row
-    FROM stg.crm_companies_landing
-    WHERE load_id = @load_id
-),
-
 -- source_row is unique within a load, so the last occurrence is the row with the company's
 -- highest source_row: a GROUP BY and a join, cheaper than numbering every row with a window.
+-- The landing table is read twice rather than through a CTE of all its rows (DuckDB would
+-- materialise that CTE: a copy of the whole load).
+WITH
 last_occurrences AS (
     SELECT
         company_id,
         MAX(source_row) AS source_row
-    FROM landed
+    FROM stg.crm_companies_landing
+    WHERE load_id = @load_id
     GROUP BY company_id
 )
 
@@ -52,11 +42,12 @@ SELECT
     landed.source_row,
     @ingested_at AS ingested_at,
     @run_id AS run_id
-FROM landed
+FROM stg.crm_companies_landing AS landed
 INNER JOIN last_occurrences
     ON
         landed.company_id = last_occurrences.company_id
-        AND landed.source_row = last_occurrences.source_row;
+        AND landed.source_row = last_occurrences.source_row
+WHERE landed.load_id = @load_id;
 
 DELETE FROM stg.crm_snapshots
 WHERE snapshot_date = @snapshot_date;

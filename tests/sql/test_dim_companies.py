@@ -190,6 +190,18 @@ def test_replacing_the_latest_snapshot_to_undo_a_change_reopens_the_earlier_vers
     ]
 
 
+def test_replacing_the_latest_snapshot_without_a_company_new_in_it_removes_that_company(
+    warehouse: DuckDBWarehouse,
+) -> None:
+    # c5 appeared only in the first S2: with no row from the anchor (S1) on, it is not recomputed;
+    # its version, which starts at S2, is deleted. c1's version from S1 stays untouched.
+    first_run = load(warehouse, S1, {"c1": ("Acme", "DE")})
+    load(warehouse, S2, {"c1": ("Acme", "DE"), "c5": ("Epsilon", "SE")})
+    load(warehouse, S2, {"c1": ("Acme", "DE")})
+    assert versions(warehouse) == [("c1", S1, None, True, "Acme", "DE")]
+    assert warehouse.run_sql("SELECT run_id FROM dim.companies") == [{"run_id": first_run}]
+
+
 def test_reading_as_of_a_day_gives_the_latest_snapshot_on_or_before_it(warehouse: DuckDBWarehouse) -> None:
     load(warehouse, S1, HISTORY[S1])
     load(warehouse, S3, HISTORY[S3])  # no snapshot for S2: S1 stays in force that day

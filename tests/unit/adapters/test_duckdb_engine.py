@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -204,6 +205,25 @@ def test_bulk_load_columns_loads_each_batch_with_the_values_bulk_load_would() ->
     query = f"SELECT {', '.join(CRM_COLUMNS)} FROM stg.crm_companies_landing ORDER BY company_id"
     assert by_columns.run_sql(query) == by_rows.run_sql(query)
     assert by_columns.run_sql(query)[2]["last_contact_at"] == dt.datetime(2025, 1, 1, 10, 0)
+
+
+def test_bulk_load_columns_writes_row_groups_uncompressed_and_leaves_compression_as_it_was(
+    tmp_path: Path,
+) -> None:
+    import pyarrow as pa
+
+    engine = DuckDBWarehouse(tmp_path / "w.duckdb")
+    engine.apply_schema()
+    rows = 122_880  # one row group: written to the file by the INSERT itself
+    names = pa.array([f"Company {i % 7}" for i in range(rows)])
+    batch = (["L1"] * rows, [dt.date(2025, 1, 1)] * rows, names, names, [None] * rows, names, list(range(rows)))
+    assert engine.bulk_load_columns("stg.crm_companies_landing", CRM_COLUMNS, [batch]) == rows
+    assert engine.run_sql("SELECT current_setting('force_compression') AS c") == [{"c": "auto"}]
+    methods = engine.run_sql(
+        "SELECT DISTINCT compression AS c FROM pragma_storage_info('stg.crm_companies_landing') "
+        "WHERE column_name = 'company_name' AND segment_type = 'VARCHAR'"
+    )
+    assert methods == [{"c": "Uncompressed"}]  # seven distinct names: a dictionary otherwise
 
 
 def test_bulk_load_columns_refuses_names_that_are_not_identifiers(engine: DuckDBWarehouse) -> None:
