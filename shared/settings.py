@@ -283,6 +283,7 @@ class Settings(BaseModel):
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> Settings:
         """Build from a mapping of setting names (as in local.settings.json); clear errors."""
+        refuse_retired(values)
         try:
             return cls.model_validate(dict(values))
         except ValidationError as exc:
@@ -292,6 +293,7 @@ class Settings(BaseModel):
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """What the Functions host gives us: app settings as environment variables."""
         env = os.environ if environ is None else environ
+        refuse_retired(env)
         known = _known_names()
         return cls.from_values({k: v for k, v in env.items() if k.lower() in known})
 
@@ -360,6 +362,21 @@ def connection_string_credentials(connection_string: str) -> list[str]:
             if value.startswith("{") and value.endswith("}"):
                 found.append(value[1:-1].replace("}}", "}"))
     return found
+
+
+# Settings that were replaced, with what replaced them. Unknown names are otherwise ignored (the
+# host sets many of its own), so a retired one would silently fall back to its successor's default.
+RETIRED_SETTINGS = {
+    "EVENTS_LOOKBACK_DAYS": "EVENTS_LOOKBACK_MINUTES (the look-back is load time since issue 17's third round)",
+}
+
+
+def refuse_retired(names: Mapping[str, Any]) -> None:
+    """A ConfigurationError naming each retired setting that is still set, and its replacement."""
+    retired = sorted(name for name in names if name.upper() in RETIRED_SETTINGS)
+    if retired:
+        replacements = "; ".join(f"{name} is replaced by {RETIRED_SETTINGS[name.upper()]}" for name in retired)
+        raise ConfigurationError(f"retired setting(s) still set: {replacements}; remove them")
 
 
 def setting_names() -> list[str]:

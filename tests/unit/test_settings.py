@@ -56,6 +56,15 @@ def test_malformed_setting_gives_one_clear_error_naming_it(values: dict[str, str
         Settings.from_values(values)
 
 
+def test_a_retired_setting_still_set_is_refused_naming_its_replacement() -> None:
+    # Silently ignored, EVENTS_LOOKBACK_DAYS=5 would run the rollup with the 60-minute default.
+    with pytest.raises(ConfigurationError, match="EVENTS_LOOKBACK_DAYS is replaced by EVENTS_LOOKBACK_MINUTES"):
+        Settings.from_environment({"EVENTS_LOOKBACK_DAYS": "5"})
+    with pytest.raises(ConfigurationError, match="events_lookback_days is replaced by EVENTS_LOOKBACK_MINUTES"):
+        Settings.from_values({"events_lookback_days": "5", "EVENTS_LOOKBACK_MINUTES": "90"})
+    assert Settings.from_environment({"EVENTS_LOOKBACK_MINUTES": "90"}).events_lookback_minutes == 90
+
+
 def test_empty_setting_means_not_set() -> None:
     assert (
         Settings.from_values({"AZURE_SQL_CONNECTION_STRING": "", "DUCKDB_PATH": " "}).azure_sql_connection_string
