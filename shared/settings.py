@@ -292,19 +292,14 @@ class Settings(BaseModel):
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """What the Functions host gives us: app settings as environment variables."""
-        env = os.environ if environ is None else environ
-        refuse_retired(env)
-        known = _known_names()
-        return cls.from_values({k: v for k, v in env.items() if k.lower() in known})
+        return cls.from_values(_app_settings(os.environ if environ is None else environ))
 
     @classmethod
     def from_local_settings(cls, path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
         """local.settings.json Values, overridden by the environment (as Core Tools does); see
         ``read_local_settings`` for which file is read."""
-        env = os.environ if environ is None else environ
-        known = _known_names()
         values: dict[str, Any] = read_local_settings(path)
-        values.update({k: v for k, v in env.items() if k.lower() in known})
+        values.update(_app_settings(os.environ if environ is None else environ))
         return cls.from_values(values)
 
     # ---- derived ------------------------------------------------------------------------
@@ -377,6 +372,14 @@ def refuse_retired(names: Mapping[str, Any]) -> None:
     if retired:
         replacements = "; ".join(f"{name} is replaced by {RETIRED_SETTINGS[name.upper()]}" for name in retired)
         raise ConfigurationError(f"retired setting(s) still set: {replacements}; remove them")
+
+
+def _app_settings(environ: Mapping[str, str]) -> dict[str, str]:
+    """This app's settings among the environment's variables (the host sets many of its own),
+    which are otherwise ignored; a retired setting among them is refused like one in a file."""
+    refuse_retired(environ)
+    known = _known_names()
+    return {name: value for name, value in environ.items() if name.lower() in known}
 
 
 def setting_names() -> list[str]:

@@ -65,6 +65,13 @@ def test_a_retired_setting_still_set_is_refused_naming_its_replacement() -> None
     assert Settings.from_environment({"EVENTS_LOOKBACK_MINUTES": "90"}).events_lookback_minutes == 90
 
 
+def test_a_retired_setting_in_the_environment_is_refused_beside_a_local_settings_file(tmp_path: Path) -> None:
+    file = tmp_path / "local.settings.json"
+    file.write_text(json.dumps({"Values": {"EVENTS_LOOKBACK_MINUTES": "90"}}))
+    with pytest.raises(ConfigurationError, match="EVENTS_LOOKBACK_DAYS is replaced by EVENTS_LOOKBACK_MINUTES"):
+        Settings.from_local_settings(file, environ={"EVENTS_LOOKBACK_DAYS": "5"})
+
+
 def test_empty_setting_means_not_set() -> None:
     assert (
         Settings.from_values({"AZURE_SQL_CONNECTION_STRING": "", "DUCKDB_PATH": " "}).azure_sql_connection_string
