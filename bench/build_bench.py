@@ -20,6 +20,18 @@ warehouse file, and reported as medians of repeats with the ratio:
    ``build_wall_cpu_s_by_step``: where a build's time goes (per SQL file and COMMIT, per build);
    the SQL is translated before the first timed build, as in a warm worker.
 
+Beside each comparison, the **keyed write floor**: the rows our build wrote, copied (in the
+order it wrote them, same columns and types) into a copy of analytics.company_daily_activity
+with its primary key, in the same pieces and the same COMMITs as the build (and, for the daily
+builds, the same deferred checkpoint), timed in the same process right after it. The range's
+copy starts empty, as the range's dates are; the daily builds' copy first gets the month of rows
+before them (untimed), as a keyed table's commits cost more as its index grows. SPEC section 3
+fixes that key, so no correct build writes for less; the bare queries write 7-8 unkeyed columns
+instead. ``floor_over_bare`` is what the spec's keyed write alone costs against the whole bare
+query; ``above_floor_over_bare`` = (ours - floor) / bare is what is ours; both [wall, cpu]. The
+same copy into an unkeyed table (``unkeyed_floor``) shows the key's share. The floor includes
+reading the rows back from the table (a scan of compressed columns: small beside the insert).
+
 Staging is generated inside DuckDB once into files under ``--data-dir`` and reused (delete
 them to regenerate). Every timed run works on a fresh copy, in its own process, so each
 reports its own peak RSS (``ru_maxrss``); bare and builder runs alternate, so load from other
@@ -56,6 +68,7 @@ from shared.settings import Settings
 
 BUILD_DAY = dt.date(2025, 6, 30)  # the end of a month: the longest month-to-date read
 LOADED_AT = dt.datetime(2025, 7, 1, 2, 0)
+FLOOR_HISTORY_DAYS = 30  # rows the daily floor's copies hold before the built days (write_floor)
 
 
 class NoVersions:
@@ -266,6 +279,7 @@ def daily_builds(wh: DuckDBWarehouse, days: int) -> dict[str, Any]:
     forget_days(wh, first)
     warm_translations()
     steps = time_steps(wh)
+    parts = record_writes(wh)
     seconds, cpu_seconds, rows = [], [], 0
     for offset in range(days):
         day = first + dt.timedelta(days=offset)
@@ -286,9 +300,11 @@ def daily_builds(wh: DuckDBWarehouse, days: int) -> dict[str, Any]:
         for step, (wall, cpu) in sorted(steps.items(), key=lambda kv: -kv[1][0])
         if step != "<inline>"
     }
+    peak = peak_rss_mb()  # the builds', not the floor's copies after them
+    floors = write_floor(wh, parts, checkpoint=True, history_days=FLOOR_HISTORY_DAYS)
     return {
         "rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds, "deferred_checkpoint": deferred,
-        "steps_wall_cpu_s": by_step,
+        "steps_wall_cpu_s": by_step, "peak_rss_mb": peak, "floors": floors,
     }  # fmt: skip
 
 
@@ -319,14 +335,111 @@ def time_steps(wh: DuckDBWarehouse) -> dict[str, list[float]]:
     return spent
 
 
+def record_writes(wh: DuckDBWarehouse) -> list[list[tuple[dt.date, dt.date]]]:
+    """The pieces (date ranges) the build SQL writes from now on, grouped by the COMMIT that
+    made them durable (filled as ``wh`` runs): the shape the keyed write floor repeats."""
+    parts: list[list[tuple[dt.date, dt.date]]] = []
+    open_part: list[tuple[dt.date, dt.date]] = []
+    execute, commit = wh._execute, wh._commit_transaction
+
+    def recorded(statement: Any, params: Mapping[str, Any]) -> Any:
+        piece = (params.get("date_from"), params.get("date_to"))
+        if statement.sql_file == builder._BUILD_SQL and (not open_part or open_part[-1] != piece):
+            open_part.append(piece)  # type: ignore[arg-type]
+        return execute(statement, params)
+
+    def committed() -> None:
+        commit()
+        if open_part:
+            parts.append(list(open_part))
+            open_part.clear()
+
+    wh._execute = recorded  # type: ignore[method-assign]
+    wh._commit_transaction = committed  # type: ignore[method-assign]
+    return parts
+
+
+def write_floor(
+    wh: DuckDBWarehouse,
+    parts: Sequence[Sequence[tuple[dt.date, dt.date]]],
+    *,
+    checkpoint: bool,
+    history_days: int = 0,
+) -> dict[str, Any]:
+    """Copy the rows the build wrote into copies of the analytics table, keyed and unkeyed, piece
+    by piece and committed part by part as the build did (then CHECKPOINT, when the build's
+    figure counts its deferred checkpoint): the least any build of these rows writes for.
+
+    The copies first get, untimed, the table's rows of the ``history_days`` days before the first
+    built day (a day at a time): a keyed table's commits cost more as its index grows (100,000
+    companies a day: after a month of rows, one commit in 7 took ~0.65 CPU-s instead of ~0.17,
+    whether or not rows had been deleted; never so into an empty copy), so the daily floor meets
+    a month of rows as the daily build does."""
+    con = wh._con
+    con.execute("CHECKPOINT")  # untimed: the copies start from a clean WAL, as the build did
+    ddl = con.execute(
+        "SELECT sql FROM duckdb_tables() WHERE schema_name = 'analytics' AND table_name = 'company_daily_activity'"
+    ).fetchone()[0]  # type: ignore[index]
+    first_built = min((piece[0] for part in parts for piece in part), default=BUILD_DAY)
+    floors: dict[str, Any] = {}
+    for name, keyed in (("floor", True), ("unkeyed_floor", False)):
+        copy = ddl.replace("analytics.company_daily_activity(", f"analytics.bench_{name}(", 1)
+        if not keyed:
+            copy = copy[: copy.rindex(", PRIMARY KEY(")] + ");"
+        con.execute(copy)
+        for back in range(history_days, 0, -1):
+            con.execute(
+                f"INSERT INTO analytics.bench_{name} SELECT * FROM analytics.company_daily_activity "
+                "WHERE activity_date = $day",
+                {"day": first_built - dt.timedelta(days=back)},
+            )
+        con.execute("CHECKPOINT")
+        insert = [0.0, 0.0]
+        commit = [0.0, 0.0]
+        for part in parts:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            con.execute("BEGIN TRANSACTION")
+            for date_from, date_to in part:
+                # No ORDER BY: a scan returns the rows in the order the build inserted them.
+                con.execute(
+                    f"INSERT INTO analytics.bench_{name} SELECT * FROM analytics.company_daily_activity "
+                    "WHERE activity_date BETWEEN $from AND $to",
+                    {"from": date_from, "to": date_to},
+                )
+            middle, cpu_middle = time.perf_counter(), time.process_time()
+            con.execute("COMMIT")
+            insert = [insert[0] + middle - started, insert[1] + cpu_middle - cpu_started]
+            commit = [commit[0] + time.perf_counter() - middle, commit[1] + time.process_time() - cpu_middle]
+        deferred = [0.0, 0.0]
+        if checkpoint:
+            started, cpu_started = time.perf_counter(), time.process_time()
+            con.execute("CHECKPOINT")
+            deferred = [time.perf_counter() - started, time.process_time() - cpu_started]
+        rows = con.execute(
+            f"SELECT COUNT(*) FROM analytics.bench_{name} WHERE activity_date >= $first", {"first": first_built}
+        ).fetchone()[0]  # type: ignore[index]
+        floors[name] = {
+            "rows": rows,
+            "history_rows": con.execute(f"SELECT COUNT(*) FROM analytics.bench_{name}").fetchone()[0] - rows,  # type: ignore[index]
+            "wall_cpu_s": [insert[0] + commit[0] + deferred[0], insert[1] + commit[1] + deferred[1]],
+            "insert_wall_cpu_s": insert,
+            "commit_wall_cpu_s": commit,
+            "checkpoint_wall_cpu_s": deferred,
+            "commits": len(parts),
+        }
+        con.execute(f"DROP TABLE analytics.bench_{name}")
+    return floors
+
+
 def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_days: int, repeats: int) -> dict[str, Any]:
     """One process's measurement: ``kind`` is range-bare, range-build, day-bare or day-build."""
     wh = open_copy(source, scratch, memory_limit)
     if kind == "day-build":
         measured = daily_builds(wh, repeats)
         wh.close()
-        return {"kind": kind, **measured, "peak_rss_mb": peak_rss_mb()}
+        return {"kind": kind, **measured}
     steps = time_steps(wh) if kind == "range-build" else {}
+    parts = record_writes(wh) if kind == "range-build" else []
     seconds: list[float] = []
     cpu_seconds: list[float] = []
     rows = 0
@@ -346,13 +459,15 @@ def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_day
             rows = outcome.rows_written
         seconds.append(time.perf_counter() - started)
         cpu_seconds.append(time.process_time() - cpu_started)
+    peak = peak_rss_mb()  # the timed run's, not the floor's copies after it
+    floors = write_floor(wh, parts, checkpoint=False) if kind == "range-build" else {}
     wh.close()
     top = dict(
         sorted(((step, [round(s, 1) for s in both]) for step, both in steps.items()), key=lambda kv: -kv[1][0])[:4]
     )
     return {
         "kind": kind, "rows": rows, "seconds": seconds, "cpu_seconds": cpu_seconds,
-        "peak_rss_mb": peak_rss_mb(), "steps_s": top,
+        "peak_rss_mb": peak, "steps_s": top, "floors": floors,
     }  # fmt: skip
 
 
@@ -372,6 +487,29 @@ def in_child(kind: str, source: Path, args: argparse.Namespace) -> dict[str, Any
 
 
 # ---- the two comparisons ------------------------------------------------------------------------
+def floor_figures(
+    ours: Sequence[float], bare: Sequence[float], floors: Mapping[str, Any], per: int = 1
+) -> dict[str, Any]:
+    """The keyed write floor beside bare and ours ([wall, cpu] seconds each, per build when
+    ``per`` builds share the floor): what part of the gap is the spec's keyed write, what part ours."""
+    floor = [s / per for s in floors["floor"]["wall_cpu_s"]]
+    unkeyed = [s / per for s in floors["unkeyed_floor"]["wall_cpu_s"]]
+    return {
+        "floor_wall_cpu_s": [round(s, 3) for s in floor],
+        "floor_insert_commit_checkpoint_wall_cpu_s": [
+            [round(s / per, 3) for s in floors["floor"][step]]
+            for step in ("insert_wall_cpu_s", "commit_wall_cpu_s", "checkpoint_wall_cpu_s")
+        ],
+        "floor_rows": floors["floor"]["rows"],
+        "floor_history_rows": floors["floor"]["history_rows"],
+        "floor_commits": floors["floor"]["commits"],
+        "unkeyed_floor_wall_cpu_s": [round(s, 3) for s in unkeyed],
+        "floor_over_bare": [round(f / b, 2) for f, b in zip(floor, bare, strict=True)],
+        "above_floor_over_bare": [round((o - f) / b, 2) for o, f, b in zip(ours, floor, bare, strict=True)],
+        "ours_over_bare_plus_floor": [round(o / (b + f), 2) for o, f, b in zip(ours, floor, bare, strict=True)],
+    }
+
+
 def compare_range(args: argparse.Namespace) -> dict[str, Any]:
     source = prepared(args.data_dir, args.companies, args.range_days + 31, args.active_share, prefill=False)
     bare, ours = [], []
@@ -405,6 +543,13 @@ def compare_range(args: argparse.Namespace) -> dict[str, Any]:
                 / statistics.median(r["cpu_seconds"][0] for r in ours),
                 2,
             ),
+            # Each run's floor beside that run's build and the bare run before it, [wall, cpu].
+            "keyed_write_floor_runs": [
+                floor_figures(
+                    (o["seconds"][0], o["cpu_seconds"][0]), (b["seconds"][0], b["cpu_seconds"][0]), o["floors"]
+                )
+                for b, o in zip(bare, ours, strict=True)
+            ],
         }
     }
 
@@ -437,6 +582,10 @@ def compare_day(args: argparse.Namespace) -> list[dict[str, Any]]:
             "bare_peak_rss_mb": bare["peak_rss_mb"],
             "build_peak_rss_mb": ours["peak_rss_mb"],
             "build_wall_cpu_s_by_step": ours["steps_wall_cpu_s"],
+            # Per build, the deferred checkpoint spread over the builds as in build_s_amortised.
+            "keyed_write_floor": floor_figures(
+                (amortised_s, amortised_cpu_s), (bare_s, bare_cpu_s), ours["floors"], per=builds
+            ),
         }
     short, long = figures[30], figures[3 * 365]
     over_history = long["build_s_amortised"] / short["build_s_amortised"]
