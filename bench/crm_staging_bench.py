@@ -3,7 +3,9 @@
 Generates CRM CSVs (streamed to disk), then stages two consecutive snapshots through the same
 path as the blob trigger (shared.services.crm_staging.stage_crm_snapshot: streaming validation,
 bulk load, atomic swap, SCD2) with the blob store replaced by local files. The first snapshot
-fills an empty dim.companies; the second changes 1 % of the companies, the daily case.
+fills an empty dim.companies; the second changes 1 % of the companies, the daily case; the third
+is a re-upload of the second's date with other content (2 % changed against the first), which
+replaces every staged row of that date.
 
 The baseline is measured in the same run over the same file: a bare ``csv.reader`` loop (the
 parsing every CSV validator starts from). Each figure is the median of ``--repeats`` runs (each
@@ -108,19 +110,25 @@ class LocalFiles:
 
 
 class TimedWarehouse(DuckDBWarehouse):
-    """Accumulates wall time per SQL file and for the landing load (which includes validation,
-    since the validated batches are streamed straight into it)."""
+    """Accumulates wall and CPU seconds (the process's, all threads) per SQL file, for the
+    landing load (which includes validation, since the validated batches are streamed straight
+    into it) and for COMMITs."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.seconds: dict[str, float] = {}
+        self.seconds: dict[str, list[float]] = {}
 
     def _timed(self, key: str, call: Any) -> Any:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         try:
             return call()
         finally:
-            self.seconds[key] = self.seconds.get(key, 0.0) + time.perf_counter() - start
+            spent = self.seconds.setdefault(key, [0.0, 0.0])
+            spent[0] += time.perf_counter() - start
+            spent[1] += time.process_time() - cpu_start
+
+    def _commit_transaction(self) -> None:
+        self._timed("COMMIT", super()._commit_transaction)
 
     def run(self, name: str, params: Any = None) -> Any:
         return self._timed(name, lambda: super(TimedWarehouse, self).run(name, params))
@@ -149,8 +157,8 @@ def bare_csv_reader_seconds(path: Path) -> tuple[float, int]:
     return time.perf_counter() - start, records
 
 
-def stage_both(workdir: Path, blobs: LocalFiles, days: list[dt.date], memory_limit: str | None) -> list[dict[str, Any]]:
-    """One repeat: both snapshots into a fresh warehouse; seconds and phases per snapshot."""
+def stage_all(workdir: Path, blobs: LocalFiles, names: list[str], memory_limit: str | None) -> list[dict[str, Any]]:
+    """One repeat: the uploads in order into a fresh warehouse; seconds and phases per upload."""
     settings = Settings(crm_container="crm", quarantine_container="quarantine")
     path = workdir / "warehouse.duckdb"
     for leftover in workdir.glob("warehouse.duckdb*"):
@@ -158,11 +166,11 @@ def stage_both(workdir: Path, blobs: LocalFiles, days: list[dt.date], memory_lim
     warehouse = TimedWarehouse(path, memory_limit=memory_limit)
     warehouse.apply_schema()
     stages = []
-    for day in days:
+    for name in names:
         warehouse.seconds.clear()
         start, cpu_start = time.perf_counter(), time.process_time()
         result = stage_crm_snapshot(
-            f"crm_{day}.csv",
+            name,
             settings=settings,
             blobs=blobs,
             warehouse=warehouse,
@@ -179,7 +187,7 @@ def stage_both(workdir: Path, blobs: LocalFiles, days: list[dt.date], memory_lim
                 "duplicates": result.duplicate_rows,
                 "seconds": seconds,
                 "cpu_seconds": cpu_seconds,
-                "phases": dict(warehouse.seconds),
+                "phases": {k: list(v) for k, v in warehouse.seconds.items()},
             }
         )
     versions = warehouse.run_sql(
@@ -192,24 +200,28 @@ def stage_both(workdir: Path, blobs: LocalFiles, days: list[dt.date], memory_lim
 
 def run_one(rows: int, workdir: Path, memory_limit: str | None, repeats: int) -> dict[str, Any]:
     blobs = LocalFiles(workdir)
-    days = [dt.date(2025, 11, 29), dt.date(2025, 11, 30)]
-    for index, day in enumerate(days):
-        generate(blobs._path("crm", f"crm_{day}.csv"), rows, changed_share=0.01 * index, seed=index)
-    first = blobs._path("crm", f"crm_{days[0]}.csv")
+    days = [dt.date(2025, 11, 29), dt.date(2025, 11, 30), dt.date(2025, 11, 30)]
+    names = [f"crm_{days[0]}.csv", f"crm_{days[1]}.csv", f"crm_{days[2]}_reupload.csv"]
+    for index, name in enumerate(names):
+        generate(blobs._path("crm", name), rows, changed_share=0.01 * index, seed=index)
+    first = blobs._path("crm", names[0])
     bare, records = [], 0
     runs: list[list[dict[str, Any]]] = []
     for _ in range(repeats):  # interleaved, so both see the same machine load
         seconds, records = bare_csv_reader_seconds(first)
         bare.append(seconds)
-        runs.append(stage_both(workdir, blobs, days, memory_limit))
+        runs.append(stage_all(workdir, blobs, names, memory_limit))
     bare_rate = records / statistics.median(bare)
     snapshots = []
-    for index, label in enumerate(("initial (empty dim)", "daily (1 % changed)")):
+    for index, label in enumerate(("initial (empty dim)", "daily (1 % changed)", "re-upload of the date")):
         stages = [run[index] for run in runs]
         seconds = statistics.median(stage["seconds"] for stage in stages)
         cpu_seconds = statistics.median(stage["cpu_seconds"] for stage in stages)
         rate = stages[0]["data_rows"] / seconds
-        phases = {k: statistics.median(stage["phases"].get(k, 0.0) for stage in stages) for k in stages[0]["phases"]}
+        phases = {
+            k: [statistics.median(stage["phases"].get(k, [0.0, 0.0])[i] for stage in stages) for i in (0, 1)]
+            for k in stages[0]["phases"]
+        }
         snapshots.append(
             {
                 "label": label,
@@ -218,7 +230,7 @@ def run_one(rows: int, workdir: Path, memory_limit: str | None, repeats: int) ->
                 "rows_per_s": round(rate),
                 "ratio": round(rate / bare_rate, 3),
                 "counts": {k: stages[0][k] for k in ("data_rows", "staged", "rejected", "duplicates")},
-                "phases": {k: round(v, 2) for k, v in phases.items() if v >= 0.05},
+                "phases": {k: [round(v, 2) for v in pair] for k, pair in phases.items() if pair[0] >= 0.05},
                 "dim": stages[0].get("dim"),
             }
         )
@@ -276,12 +288,12 @@ def main() -> None:
         for snap in figures["snapshots"]:
             counts = snap["counts"]
             print(
-                f"  staging, {snap['label']:<20} {snap['rows_per_s']:>10,} rows/s  {snap['seconds']:>6} s "
+                f"  staging, {snap['label']:<21} {snap['rows_per_s']:>10,} rows/s  {snap['seconds']:>6} s "
                 f"(CPU {snap['cpu_seconds']} s)  "
                 f"ratio {snap['ratio']:.1%} of bare  (staged {counts['staged']:,}, rejected {counts['rejected']:,}, "
                 f"duplicates {counts['duplicates']:,})"
             )
-            print("      " + ", ".join(f"{k} {v} s" for k, v in snap["phases"].items()))
+            print("      " + ", ".join(f"{k} {wall} s (CPU {cpu})" for k, (wall, cpu) in snap["phases"].items()))
         print(f"  dim.companies            {figures['snapshots'][-1]['dim']}")
         print(f"  peak RSS                 {figures['peak_rss_mb']} MB")
     if len(peaks) > 1:

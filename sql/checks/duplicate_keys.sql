@@ -8,6 +8,8 @@
 --   except that trailing spaces are ignored. The primary keys already reject exact repeats;
 --   what can slip through on the embedded engine is the same id with trailing spaces, which
 --   Azure SQL would treat as one key. Ids differing in case are two companies.
+--   stg.crm_companies has no key on the embedded engine (migration 0016: its load SQL keeps
+--   the grain by construction): there this check is what catches an exact repeat too.
 --   One file over the three key sets instead of three copies: T-SQL cannot take a table name
 --   as a parameter, and each branch's @key_set test keeps the other two tables unread.
 -- Grain: one summary row for (@key_set, @check_date): observed_value = duplicated keys,

@@ -13,17 +13,20 @@ DELETE FROM stg.crm_companies
 WHERE snapshot_date = @snapshot_date;
 
 -- source_row is unique within a load, so the last occurrence is the row with the company's
--- highest source_row: a GROUP BY and a join, cheaper than numbering every row with a window.
--- The landing table is read twice rather than through a CTE of all its rows (DuckDB would
--- materialise that CTE: a copy of the whole load).
+-- highest source_row. Repeated companies are few (a handful per thousand rows), so they are found
+-- first and every landed row is joined to that small set: a row is kept unless its company is
+-- repeated and it is not the last occurrence. (Joining every row to every company's maximum
+-- built a hash table of the whole load.) The landing table is read twice rather than through a
+-- CTE of all its rows (DuckDB would materialise that CTE: a copy of the whole load).
 WITH
-last_occurrences AS (
+repeated_companies AS (
     SELECT
         company_id,
-        MAX(source_row) AS source_row
+        MAX(source_row) AS last_source_row
     FROM stg.crm_companies_landing
     WHERE load_id = @load_id
     GROUP BY company_id
+    HAVING COUNT(*) > 1
 )
 
 INSERT INTO stg.crm_companies (
@@ -43,11 +46,11 @@ SELECT
     @ingested_at AS ingested_at,
     @run_id AS run_id
 FROM stg.crm_companies_landing AS landed
-INNER JOIN last_occurrences
-    ON
-        landed.company_id = last_occurrences.company_id
-        AND landed.source_row = last_occurrences.source_row
-WHERE landed.load_id = @load_id;
+LEFT JOIN repeated_companies AS repeated
+    ON landed.company_id = repeated.company_id
+WHERE
+    landed.load_id = @load_id
+    AND (repeated.company_id IS NULL OR landed.source_row = repeated.last_source_row);
 
 DELETE FROM stg.crm_snapshots
 WHERE snapshot_date = @snapshot_date;

@@ -268,6 +268,23 @@ def test_staging_crm_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
     assert (result.status, result.offending_rows) == ("fail", 2)
 
 
+def test_staging_crm_exact_duplicate_key_fails_the_check_now_that_no_key_refuses_it(wh: DuckDBWarehouse) -> None:
+    """Migration 0016: on DuckDB stg.crm_companies has no key (Azure SQL keeps a unique index), so
+    an exact repeat of (snapshot_date, company_id) is stored; the check is what catches it."""
+    add_crm_snapshot(wh, D, ["acme", "globex"])
+    wh.bulk_load(  # the same key again: nothing refuses it on DuckDB
+        "stg.crm_companies",
+        ["snapshot_date", "company_id", "attributes_hash", "source_blob", "source_row", "ingested_at", "run_id"],
+        [(D, "acme", "hash", f"crm_{D}.csv", 9, LOADED_AT, "crm-run")],
+    )
+    assert wh.run_sql(
+        "SELECT COUNT(*) AS n FROM stg.crm_companies WHERE snapshot_date = @d AND company_id = 'acme'", {"d": D}
+    ) == [{"n": 2}]
+    result = check(wh, "stg_crm_duplicate_keys")
+    assert (result.status, result.observed_value, result.offending_rows) == ("fail", 1.0, 2)
+    assert check(wh, "stg_crm_duplicate_keys", D + dt.timedelta(days=1)).status == "pass"  # another date
+
+
 def test_analytics_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
     add_activity(wh, D, ["acme", "globex"])
     assert check(wh, "analytics_duplicate_keys").status == "pass"

@@ -168,6 +168,60 @@ def test_migration_0007_keeps_built_rows_and_leaves_the_new_columns_null_until_a
     ]
 
 
+def test_migration_0016_keeps_every_crm_row_and_drops_the_key_on_duckdb(tmp_path: Path) -> None:
+    """0016 rebuilds stg.crm_companies without its primary key (Azure SQL: a unique clustered
+    index instead; DuckDB: no index, the duplicate_keys check verifies the grain): a warehouse
+    at 0015 holding snapshots keeps every row and value, and the table then takes new ones."""
+    root = _copy_sql_root(tmp_path)
+    later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= 16)
+    held = {p: p.read_text() for p in later}
+    for path in later:
+        path.unlink()
+    engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
+    assert max(engine.apply_schema()) == 15
+    columns = (
+        "snapshot_date, company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, "
+        "source_blob, source_row, ingested_at, run_id"
+    )
+    at = dt.datetime(2025, 1, 2, 3, 4, 5, 678901)
+    for day in (dt.date(2025, 1, 1), dt.date(2025, 1, 2)):
+        for row, company in enumerate(("acme", "ACME", "globex"), start=2):
+            engine.run_sql(
+                f"INSERT INTO stg.crm_companies ({columns}) VALUES "
+                "(@d, @c, @name, @country, NULL, @contact, @hash, 'crm.csv', @row, @at, 'r1')",
+                {
+                    "d": day,
+                    "c": company,
+                    "name": f"{company} Ltd" if row != 4 else None,
+                    "country": "DE",
+                    "contact": at if row == 2 else None,
+                    "hash": f"h-{company}-{day}",
+                    "row": row,
+                    "at": at,
+                },
+            )
+    order = "ORDER BY snapshot_date, company_id"
+    before = engine.run_sql(f"SELECT {columns} FROM stg.crm_companies {order}")
+    for path, text in held.items():
+        path.write_text(text)
+
+    assert 16 in engine.apply_schema()
+    assert engine.run_sql(f"SELECT {columns} FROM stg.crm_companies {order}") == before
+    assert len(before) == 6
+    keys = engine.run_sql(
+        "SELECT COUNT(*) AS n FROM duckdb_constraints() WHERE schema_name = 'stg' AND table_name = 'crm_companies'"
+        " AND constraint_type IN ('PRIMARY KEY', 'UNIQUE')"
+    )
+    assert keys == [{"n": 0}]
+    assert not engine.table_exists("stg", "crm_companies_unkeyed")
+    engine.run_sql(
+        f"INSERT INTO stg.crm_companies ({columns}) VALUES "
+        "(@d, 'initech', NULL, NULL, NULL, NULL, 'h', 'crm.csv', 2, @at, 'r2')",
+        {"d": dt.date(2025, 1, 3), "at": at},
+    )
+    assert engine.run_sql("SELECT COUNT(*) AS n FROM stg.crm_companies") == [{"n": 7}]
+
+
 # SHA-256 of each migration as applied to warehouses: a changed one makes the app refuse to start
 # (require_current_schema). Guards against a reformat (`sqlfluff fix sql`, an editor) rewriting
 # them; a new migration is added as a new file, and pinned here once it has been applied.

@@ -76,6 +76,21 @@ def translate(tsql: str) -> str | None:
         ),
         pytest.param("CREATE INDEX ix_t_a ON s.t (a, b)", None, id="secondary-index-skipped"),
         pytest.param("DROP INDEX ix_t_a ON s.t", None, id="secondary-index-drop-skipped"),
+        pytest.param("CREATE CLUSTERED INDEX ix_t_a ON s.t (a)", None, id="clustered-index-skipped"),
+        pytest.param(
+            "CREATE UNIQUE CLUSTERED INDEX ux_crm_companies_snapshot_company "
+            "ON stg.crm_companies (snapshot_date, company_id)",
+            None,
+            id="unique-index-skipped-where-a-check-verifies-the-key",
+        ),
+        pytest.param(
+            "EXEC sp_rename 'stg.crm_companies_unkeyed', 'crm_companies'",
+            "ALTER TABLE stg.crm_companies_unkeyed RENAME TO crm_companies",
+            id="sp-rename-table",
+        ),
+        pytest.param(
+            "EXEC sp_rename N's.t_new', N't'", "ALTER TABLE s.t_new RENAME TO t", id="sp-rename-table-nvarchar"
+        ),
     ],
 )
 def test_golden_translation(tsql: str, duckdb: str | None) -> None:
@@ -95,6 +110,15 @@ def test_golden_translation(tsql: str, duckdb: str | None) -> None:
         pytest.param("WITH RECURSIVE c AS (SELECT 1 AS n) SELECT n FROM c", "recursive", id="recursive-cte"),
         pytest.param("SELECT a FROM #scratch", "temp tables", id="temp-table"),
         pytest.param("SELEC a FROM s.t", "cannot parse", id="not-sql"),
+        pytest.param("CREATE UNIQUE INDEX ux_t_a ON s.t (a)", "lose its uniqueness", id="unique-index-unchecked"),
+        pytest.param(
+            "CREATE UNIQUE INDEX ux ON stg.crm_companies (company_id)",
+            "lose its uniqueness",
+            id="unique-index-other-key",
+        ),
+        pytest.param("EXEC s.do_something", "EXEC is supported only as sp_rename", id="exec-procedure"),
+        pytest.param("EXEC sp_rename 's.t.a', 'b', 'COLUMN'", "EXEC is supported only", id="sp-rename-column"),
+        pytest.param("EXEC sp_rename 't_new', 't'", "EXEC is supported only", id="sp-rename-without-schema"),
     ],
 )
 def test_untranslatable_constructs_fail_loudly_naming_file_and_statement(tsql: str, reason: str) -> None:

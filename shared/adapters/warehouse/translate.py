@@ -21,14 +21,21 @@ Rewrites (each has a golden test in tests/translation/):
 - ``CREATE INDEX``: skipped; DuckDB's zone maps serve our range filters, and ART indexes would
   only slow bulk loads and hold memory. (Primary keys are kept: they enforce the grain.)
   ``DROP INDEX`` is skipped with it: the index never existed on DuckDB.
+- ``CREATE UNIQUE INDEX``: skipped only for the keys listed in ``UNIQUE_KEYS_CHECKED``, each
+  kept unique by the SQL that writes the table and verified by a named data-quality check
+  (on DuckDB a key index made those writes and deletes many times slower). Any other unique
+  index is refused: dropping a uniqueness guarantee is never silent.
+- ``EXEC sp_rename 'schema.old', 'new'`` (a table) → ``ALTER TABLE schema.old RENAME TO new``.
 Refused with a clear error: reading the clock (SYSUTCDATETIME, GETDATE, CURRENT_TIMESTAMP:
 the run date and load time are parameters), IF/WHILE blocks, DECLARE, IDENTITY columns,
+``EXEC`` of anything but a table's ``sp_rename``,
 ``DELETE alias FROM ...``, recursive CTEs, temp tables (#t).
 """
 
 from __future__ import annotations
 
 import functools
+import re
 
 import sqlglot
 from sqlglot import ErrorLevel, exp
@@ -38,6 +45,16 @@ from shared.adapters.warehouse.sql_files import Statement
 from shared.errors import TranslationError
 
 _CLOCK_FUNCTIONS = {"SYSUTCDATETIME", "SYSDATETIME", "GETDATE", "GETUTCDATE", "SYSDATETIMEOFFSET", "NOW"}
+
+# Unique indexes DuckDB goes without: (table, key columns) -> the check that verifies the key
+# after every build. The SQL that writes the table keeps the key by construction.
+UNIQUE_KEYS_CHECKED: dict[tuple[str, tuple[str, ...]], str] = {
+    # sql/stg/crm_companies__load.sql: last occurrence per company, the date replaced in one
+    # transaction; verified by sql/checks/duplicate_keys.sql, key set stg_crm.
+    ("stg.crm_companies", ("snapshot_date", "company_id")): "stg_crm_duplicate_keys",
+}
+_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+_OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -50,8 +67,12 @@ def to_duckdb(statement: Statement) -> str | None:
     if len(parsed) != 1 or parsed[0] is None:
         raise TranslationError(statement.sql_file, statement.index, "expected exactly one statement")
     tree = parsed[0]
+    if isinstance(tree, exp.Execute):
+        return _table_rename(tree, statement)
     _refuse_unsupported(tree, statement)
-    if isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper() == "INDEX":
+    if isinstance(tree, (exp.Create, exp.Drop)) and str(tree.args.get("kind", "")).upper().endswith("INDEX"):
+        if isinstance(tree, exp.Create) and tree.args.get("unique"):
+            _require_checked_unique_key(tree, statement)
         return None
     rewritten = tree.transform(_rewrite)
     if rewritten is None:  # _rewrite drops only column constraints, never a whole statement
@@ -82,6 +103,50 @@ def _rewrite(node: exp.Expression) -> exp.Expression | None:
                     if isinstance(eq, exp.EQ) and isinstance(eq.this, exp.Column) and eq.this.table:
                         eq.set("this", exp.column(eq.this.name))
     return node
+
+
+def _table_rename(tree: exp.Execute, statement: Statement) -> str:
+    """``EXEC sp_rename 'schema.old', 'new'`` as DuckDB's ``ALTER TABLE schema.old RENAME TO new``:
+    the one procedure we call (a table's rename; sp_rename's column and index forms take a third
+    argument and are refused with everything else)."""
+    names = [arg.name if isinstance(arg, (exp.Literal, exp.National)) else None for arg in tree.expressions]
+    if (
+        tree.this.name.lower() != "sp_rename"
+        or len(names) != 2
+        or not _TABLE_NAME.match(names[0] or "")
+        or not _OBJECT_NAME.match(names[1] or "")
+    ):
+        raise TranslationError(
+            statement.sql_file,
+            statement.index,
+            "EXEC is supported only as sp_rename 'schema.table', 'new_name' (a table rename)",
+        )
+    schema, old = names[0].split(".")
+    rename = exp.Alter(
+        this=exp.table_(old, db=schema),
+        kind="TABLE",
+        actions=[exp.AlterRename(this=exp.table_(names[1]))],
+    )
+    return rename.sql(dialect="duckdb", unsupported_level=ErrorLevel.RAISE)
+
+
+def _require_checked_unique_key(tree: exp.Create, statement: Statement) -> None:
+    """A unique index is skipped only where UNIQUE_KEYS_CHECKED names the check that verifies it."""
+    index = tree.this
+    table = index.args.get("table")
+    params = index.args.get("params")
+    columns = tuple(
+        (column.this if isinstance(column, exp.Ordered) else column).name.lower()
+        for column in (params.args.get("columns") or [] if params else [])
+    )
+    name = f"{table.db}.{table.name}".lower() if isinstance(table, exp.Table) else ""
+    if (name, columns) not in UNIQUE_KEYS_CHECKED:
+        raise TranslationError(
+            statement.sql_file,
+            statement.index,
+            f"unique index on {name}({', '.join(columns)}) would lose its uniqueness on DuckDB: declare the key "
+            "in CREATE TABLE, or list it in translate.UNIQUE_KEYS_CHECKED with the check that verifies it",
+        )
 
 
 def _as_int_day_count(count: exp.Expression) -> exp.Expression:

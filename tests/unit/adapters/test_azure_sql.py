@@ -339,6 +339,24 @@ def test_run_outside_a_transaction_commits_once_after_all_statements(
     assert server.commits == 1
 
 
+def test_migration_0016_reaches_azure_sql_as_written_in_one_unit(engine: AzureSqlWarehouse, server: FakeServer) -> None:
+    """The unkeyed stg.crm_companies keeps its grain on Azure SQL by a unique clustered index:
+    the T-SQL (sp_rename included, which DuckDB gets as ALTER TABLE RENAME) goes to the server
+    unchanged, statement by statement, and commits once."""
+    engine.run("schema/0016_crm_companies_unique_index")
+    sent = [sql for sql, _ in server.executed]
+    assert sent[0].startswith("CREATE TABLE stg.crm_companies_unkeyed (")
+    assert "PRIMARY KEY" not in sent[0]
+    assert sent[1].startswith("INSERT INTO stg.crm_companies_unkeyed (")
+    assert sent[2:] == [
+        "DROP TABLE stg.crm_companies",
+        "EXEC sp_rename 'stg.crm_companies_unkeyed', 'crm_companies'",
+        "CREATE UNIQUE CLUSTERED INDEX ux_crm_companies_snapshot_company\n"
+        "ON stg.crm_companies (snapshot_date, company_id)",
+    ]
+    assert server.commits == 1
+
+
 def test_transient_error_is_retried_on_a_new_connection(engine: AzureSqlWarehouse, server: FakeServer) -> None:
     server.failures.append(FakeDriverError.of("08S01", 10054, "connection reset"))
     assert engine.run_sql("SELECT n FROM t") == [{"n": 1, "label": "one"}, {"n": 2, "label": "two"}]
