@@ -109,12 +109,13 @@ def _table_rename(tree: exp.Execute, statement: Statement) -> str:
     """``EXEC sp_rename 'schema.old', 'new'`` as DuckDB's ``ALTER TABLE schema.old RENAME TO new``:
     the one procedure we call (a table's rename; sp_rename's column and index forms take a third
     argument and are refused with everything else)."""
-    names = [arg.name if isinstance(arg, (exp.Literal, exp.National)) else None for arg in tree.expressions]
+    # A non-literal argument becomes "", which neither name pattern matches.
+    names = [arg.name if isinstance(arg, (exp.Literal, exp.National)) else "" for arg in tree.expressions]
     if (
         tree.this.name.lower() != "sp_rename"
         or len(names) != 2
-        or not _TABLE_NAME.match(names[0] or "")
-        or not _OBJECT_NAME.match(names[1] or "")
+        or not _TABLE_NAME.match(names[0])
+        or not _OBJECT_NAME.match(names[1])
     ):
         raise TranslationError(
             statement.sql_file,
