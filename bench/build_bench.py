@@ -59,6 +59,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.steps import time_steps
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.adapters.warehouse.sql_files import SQL_ROOT, load_statements
 from shared.adapters.warehouse.translate import to_duckdb
@@ -278,7 +279,7 @@ def daily_builds(wh: DuckDBWarehouse, days: int) -> dict[str, Any]:
     first = BUILD_DAY - dt.timedelta(days=days - 1)
     forget_days(wh, first)
     warm_translations()
-    steps = time_steps(wh)
+    steps = time_steps(wh, lambda statement: statement.sql_file)
     parts = record_writes(wh)
     seconds, cpu_seconds, rows = [], [], 0
     for offset in range(days):
@@ -314,25 +315,6 @@ def warm_translations() -> None:
     for path in sorted(path for layer in ("analytics", "ops", "stg") for path in (SQL_ROOT / layer).glob("*.sql")):
         for statement in load_statements(path.relative_to(SQL_ROOT).with_suffix("").as_posix()):
             to_duckdb(statement)
-
-
-def time_steps(wh: DuckDBWarehouse) -> dict[str, list[float]]:
-    """Wall and CPU seconds per SQL file and per COMMIT of what ``wh`` runs from now on (filled
-    as it runs): where a build's time goes, beside its total."""
-    spent: dict[str, list[float]] = {}
-    execute, commit = wh._execute, wh._commit_transaction
-
-    def timed(step: str, call: Any, *args: Any) -> Any:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        try:
-            return call(*args)
-        finally:
-            wall, cpu = spent.setdefault(step, [0.0, 0.0])
-            spent[step] = [wall + time.perf_counter() - started, cpu + time.process_time() - cpu_started]
-
-    wh._execute = lambda statement, params: timed(statement.sql_file, execute, statement, params)  # type: ignore[method-assign]
-    wh._commit_transaction = lambda: timed("COMMIT", commit)  # type: ignore[method-assign]
-    return spent
 
 
 def record_writes(wh: DuckDBWarehouse) -> list[list[tuple[dt.date, dt.date]]]:
@@ -438,7 +420,7 @@ def run_one(kind: str, source: Path, scratch: Path, memory_limit: str, range_day
         measured = daily_builds(wh, repeats)
         wh.close()
         return {"kind": kind, **measured}
-    steps = time_steps(wh) if kind == "range-build" else {}
+    steps = time_steps(wh, lambda statement: statement.sql_file) if kind == "range-build" else {}
     parts = record_writes(wh) if kind == "range-build" else []
     seconds: list[float] = []
     cpu_seconds: list[float] = []

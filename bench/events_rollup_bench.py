@@ -51,6 +51,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.steps import time_steps  # noqa: E402
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse  # noqa: E402
 from shared.adapters.warehouse.sql_files import load_statements  # noqa: E402
 from shared.adapters.warehouse.translate import to_duckdb  # noqa: E402
@@ -252,27 +253,6 @@ def wal_bytes(wh: DuckDBWarehouse) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
-def time_steps(wh: DuckDBWarehouse) -> dict[str, list[float]]:
-    """Wall and CPU seconds per SQL statement (``file#n``) and COMMIT of what ``wh`` runs from now
-    on, filled as it runs (clear it between refreshes): where a refresh's time goes."""
-    spent: dict[str, list[float]] = {}
-    execute, commit = wh._execute, wh._commit_transaction
-
-    def step(name: str, call: Callable[..., Any], *args: Any) -> Any:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        try:
-            return call(*args)
-        finally:
-            wall, cpu = spent.setdefault(name, [0.0, 0.0])
-            spent[name] = [wall + time.perf_counter() - started, cpu + time.process_time() - cpu_started]
-
-    wh._execute = lambda statement, params: step(  # type: ignore[method-assign]
-        f"{statement.sql_file.split('__')[-1]}#{statement.index}", execute, statement, params
-    )
-    wh._commit_transaction = lambda: step("COMMIT", commit)  # type: ignore[method-assign]
-    return spent
-
-
 def timed(action: Callable[[], Any], cpu: list[float] | None = None) -> tuple[float, Any]:
     """Wall seconds and the result; CPU seconds of this process appended to ``cpu``."""
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -303,7 +283,7 @@ def run(path: Path, args: argparse.Namespace) -> None:
     refreshed: list[int] = []
     rss_start = peak_rss_mib()
     states: dict[str, list[float]] = {}
-    steps = time_steps(wh)
+    steps = time_steps(wh, lambda statement: f"{statement.sql_file.split('__')[-1]}#{statement.index}")
     for repeat in range(args.repeats):
         day = START.date() + dt.timedelta(days=HISTORY_DAYS + repeat)
         parts = [f"  day {day}"]
