@@ -12,6 +12,7 @@ from collections.abc import Iterable
 import pytest
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
+from shared.adapters.warehouse.translate import UNIQUE_KEYS_CHECKED
 from shared.services.quality import CheckResult, checks_named, evaluate
 from shared.settings import Settings
 
@@ -283,6 +284,14 @@ def test_staging_crm_exact_duplicate_key_fails_the_check_now_that_no_key_refuses
     result = check(wh, "stg_crm_duplicate_keys")
     assert (result.status, result.observed_value, result.offending_rows) == ("fail", 1.0, 2)
     assert check(wh, "stg_crm_duplicate_keys", D + dt.timedelta(days=1)).status == "pass"  # another date
+
+
+def test_every_unique_key_duckdb_goes_without_names_a_check_that_runs_after_each_build() -> None:
+    """translate.py skips a unique index on DuckDB only with the check that verifies its key: the
+    named check must be one the builds run (CHECKS), else the grain would go unchecked there."""
+    named = list(UNIQUE_KEYS_CHECKED.values())
+    assert named
+    assert [check.name for check in checks_named(*named)] == named
 
 
 def test_analytics_duplicate_keys_pass_and_fail(wh: DuckDBWarehouse) -> None:
