@@ -57,6 +57,24 @@ def _copy_sql_root(tmp_path: Path) -> Path:
     return root
 
 
+def _warehouse_before(tmp_path: Path, version: int) -> tuple[DuckDBWarehouse, dict[Path, str]]:
+    """A warehouse migrated to just before migration ``version``, and the migrations held back
+    from it (path -> text): ``_release`` them and apply again to migrate a warehouse with rows."""
+    root = _copy_sql_root(tmp_path)
+    later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= version)
+    held = {p: p.read_text() for p in later}
+    for path in later:
+        path.unlink()
+    engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
+    assert max(engine.apply_schema()) == version - 1
+    return engine, held
+
+
+def _release(held: dict[Path, str]) -> None:
+    for path, text in held.items():
+        path.write_text(text)
+
+
 def test_new_migration_adds_a_column_without_losing_rows(tmp_path: Path) -> None:
     root = _copy_sql_root(tmp_path)
     engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
@@ -133,21 +151,14 @@ def test_crm_snapshot_version_migration_fills_existing_builds_from_staging(tmp_p
 
 
 def test_migration_0007_keeps_built_rows_and_leaves_the_new_columns_null_until_a_rebuild(tmp_path: Path) -> None:
-    root = _copy_sql_root(tmp_path)
-    later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= 7)
-    held = {p: p.read_text() for p in later}
-    for path in later:
-        path.unlink()
-    engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
-    engine.apply_schema()
+    engine, held = _warehouse_before(tmp_path, 7)
     engine.run_sql(
         "INSERT INTO analytics.company_daily_activity (activity_date, company_id, active_users, events,"
         " active_users_7d, events_7d, active_days_7d, is_churn_risk, data_quality_flags, record_loaded_at, run_id)"
         " VALUES (@d, 'acme', 1, 2, 1, 2, 1, 0, '', @at, 'r1')",
         {"d": dt.date(2025, 1, 1), "at": dt.datetime(2025, 1, 2)},
     )
-    for path, text in held.items():
-        path.write_text(text)
+    _release(held)
 
     assert 7 in engine.apply_schema()
     rows = engine.run_sql(
@@ -172,13 +183,7 @@ def test_migration_0016_keeps_every_crm_row_and_drops_the_key_on_duckdb(tmp_path
     """0016 rebuilds stg.crm_companies without its primary key (Azure SQL: a unique clustered
     index instead; DuckDB: no index, the duplicate_keys check verifies the grain): a warehouse
     at 0015 holding snapshots keeps every row and value, and the table then takes new ones."""
-    root = _copy_sql_root(tmp_path)
-    later = sorted(p for p in (root / "schema").glob("*.sql") if int(p.name.split("_", 1)[0]) >= 16)
-    held = {p: p.read_text() for p in later}
-    for path in later:
-        path.unlink()
-    engine = DuckDBWarehouse(tmp_path / "w.duckdb", sql_root=root)
-    assert max(engine.apply_schema()) == 15
+    engine, held = _warehouse_before(tmp_path, 16)
     columns = (
         "snapshot_date, company_id, company_name, country, industry_tag, last_contact_at, attributes_hash, "
         "source_blob, source_row, ingested_at, run_id"
@@ -202,8 +207,7 @@ def test_migration_0016_keeps_every_crm_row_and_drops_the_key_on_duckdb(tmp_path
             )
     order = "ORDER BY snapshot_date, company_id"
     before = engine.run_sql(f"SELECT {columns} FROM stg.crm_companies {order}")
-    for path, text in held.items():
-        path.write_text(text)
+    _release(held)
 
     assert 16 in engine.apply_schema()
     assert engine.run_sql(f"SELECT {columns} FROM stg.crm_companies {order}") == before
