@@ -35,12 +35,12 @@ the run date and load time are parameters), IF/WHILE blocks, DECLARE, IDENTITY c
 from __future__ import annotations
 
 import functools
-import re
 
 import sqlglot
 from sqlglot import ErrorLevel, exp
 from sqlglot.errors import ParseError, UnsupportedError
 
+from shared.adapters.warehouse.base import checked_table_name
 from shared.adapters.warehouse.sql_files import Statement
 from shared.errors import TranslationError
 
@@ -53,8 +53,6 @@ UNIQUE_KEYS_CHECKED: dict[tuple[str, tuple[str, ...]], str] = {
     # transaction; verified by sql/checks/duplicate_keys.sql, key set stg_crm.
     ("stg.crm_companies", ("snapshot_date", "company_id")): "stg_crm_duplicate_keys",
 }
-_TABLE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
-_OBJECT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -108,21 +106,21 @@ def _rewrite(node: exp.Expression) -> exp.Expression | None:
 def _table_rename(tree: exp.Execute, statement: Statement) -> str:
     """``EXEC sp_rename 'schema.old', 'new'`` as DuckDB's ``ALTER TABLE schema.old RENAME TO new``:
     the one procedure we call (a table's rename; sp_rename's column and index forms take a third
-    argument and are refused with everything else)."""
-    # A non-literal argument becomes "", which neither name pattern matches.
+    argument and are refused with everything else). Both names must be table names our code
+    could write (``checked_table_name``), the new one in the old one's schema, as sp_rename keeps it."""
+    # A non-literal argument becomes "", which is no table name.
     names = [arg.name if isinstance(arg, (exp.Literal, exp.National)) else "" for arg in tree.expressions]
-    if (
-        tree.this.name.lower() != "sp_rename"
-        or len(names) != 2
-        or not _TABLE_NAME.match(names[0])
-        or not _OBJECT_NAME.match(names[1])
-    ):
+    try:
+        if tree.this.name.lower() != "sp_rename" or len(names) != 2:
+            raise ValueError("not a table's sp_rename")
+        schema, old = checked_table_name(names[0]).split(".")
+        checked_table_name(f"{schema}.{names[1]}")
+    except ValueError as exc:
         raise TranslationError(
             statement.sql_file,
             statement.index,
             "EXEC is supported only as sp_rename 'schema.table', 'new_name' (a table rename)",
-        )
-    schema, old = names[0].split(".")
+        ) from exc
     rename = exp.Alter(
         this=exp.table_(old, db=schema),
         kind="TABLE",
