@@ -59,7 +59,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.steps import time_steps
+from bench.steps import time_steps, wall_cpu
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.adapters.warehouse.sql_files import SQL_ROOT, load_statements
 from shared.adapters.warehouse.translate import to_duckdb
@@ -376,27 +376,22 @@ def write_floor(
                 {"day": first_built - dt.timedelta(days=back)},
             )
         con.execute("CHECKPOINT")
-        insert = [0.0, 0.0]
-        commit = [0.0, 0.0]
+        insert, commit, deferred = [0.0, 0.0], [0.0, 0.0], [0.0, 0.0]
         for part in parts:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            con.execute("BEGIN TRANSACTION")
-            for date_from, date_to in part:
-                # No ORDER BY: a scan returns the rows in the order the build inserted them.
-                con.execute(
-                    f"INSERT INTO analytics.bench_{name} SELECT * FROM analytics.company_daily_activity "
-                    "WHERE activity_date BETWEEN $from AND $to",
-                    {"from": date_from, "to": date_to},
-                )
-            middle, cpu_middle = time.perf_counter(), time.process_time()
-            con.execute("COMMIT")
-            insert = [insert[0] + middle - started, insert[1] + cpu_middle - cpu_started]
-            commit = [commit[0] + time.perf_counter() - middle, commit[1] + time.process_time() - cpu_middle]
-        deferred = [0.0, 0.0]
+            with wall_cpu(insert):
+                con.execute("BEGIN TRANSACTION")
+                for date_from, date_to in part:
+                    # No ORDER BY: a scan returns the rows in the order the build inserted them.
+                    con.execute(
+                        f"INSERT INTO analytics.bench_{name} SELECT * FROM analytics.company_daily_activity "
+                        "WHERE activity_date BETWEEN $from AND $to",
+                        {"from": date_from, "to": date_to},
+                    )
+            with wall_cpu(commit):
+                con.execute("COMMIT")
         if checkpoint:
-            started, cpu_started = time.perf_counter(), time.process_time()
-            con.execute("CHECKPOINT")
-            deferred = [time.perf_counter() - started, time.process_time() - cpu_started]
+            with wall_cpu(deferred):
+                con.execute("CHECKPOINT")
         rows = con.execute(
             f"SELECT COUNT(*) FROM analytics.bench_{name} WHERE activity_date >= $first", {"first": first_built}
         ).fetchone()[0]  # type: ignore[index]

@@ -7,11 +7,23 @@ wraps one warehouse instance's statement and commit calls, so the code under tes
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.adapters.warehouse.sql_files import Statement
+
+
+@contextmanager
+def wall_cpu(spent: list[float]) -> Iterator[None]:
+    """Add the block's wall and CPU seconds (this process, all threads) to ``spent`` = [wall, cpu]."""
+    started, cpu_started = time.perf_counter(), time.process_time()
+    try:
+        yield
+    finally:
+        spent[0] += time.perf_counter() - started
+        spent[1] += time.process_time() - cpu_started
 
 
 def time_steps(wh: DuckDBWarehouse, step_of: Callable[[Statement], str]) -> dict[str, list[float]]:
@@ -21,12 +33,8 @@ def time_steps(wh: DuckDBWarehouse, step_of: Callable[[Statement], str]) -> dict
     execute, commit = wh._execute, wh._commit_transaction
 
     def timed(step: str, call: Callable[..., Any], *args: Any) -> Any:
-        started, cpu_started = time.perf_counter(), time.process_time()
-        try:
+        with wall_cpu(spent.setdefault(step, [0.0, 0.0])):
             return call(*args)
-        finally:
-            wall, cpu = spent.setdefault(step, [0.0, 0.0])
-            spent[step] = [wall + time.perf_counter() - started, cpu + time.process_time() - cpu_started]
 
     wh._execute = lambda statement, params: timed(step_of(statement), execute, statement, params)  # type: ignore[method-assign]
     wh._commit_transaction = lambda: timed("COMMIT", commit)  # type: ignore[method-assign]
