@@ -39,6 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.steps import wall_cpu
 from shared.adapters.blob_store import BlobInfo
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.services.alerts import RecordingAlertSink
@@ -119,13 +120,8 @@ class TimedWarehouse(DuckDBWarehouse):
         self.seconds: dict[str, list[float]] = {}
 
     def _timed(self, key: str, call: Any) -> Any:
-        start, cpu_start = time.perf_counter(), time.process_time()
-        try:
+        with wall_cpu(self.seconds.setdefault(key, [0.0, 0.0])):
             return call()
-        finally:
-            spent = self.seconds.setdefault(key, [0.0, 0.0])
-            spent[0] += time.perf_counter() - start
-            spent[1] += time.process_time() - cpu_start
 
     def _commit_transaction(self) -> None:
         self._timed("COMMIT", super()._commit_transaction)
