@@ -54,6 +54,7 @@ from shared.rules.crm_rows import (
     ParseStats,
     RowBatch,
     RowRejection,
+    attributes_text,
     map_header,
     truncate,
     validate_record,
@@ -278,11 +279,14 @@ def validate_arrow_batch(raw: list[pa.Array], first_row: int, header: HeaderMap)
     stamps, stamp_texts, stamp_doubtful = _timestamps(trimmed[4])
     doubtful = pc.or_(doubtful, stamp_doubtful)
     names, countries, industries = (_nulls(values) for values in trimmed[1:4])
-    hashes = _hashes(names, countries, industries, stamp_texts)
-    columns = [trimmed[0], names, countries, industries, stamps, hashes, rows]
-    if not pc.any(doubtful).as_py():
-        return RowBatch.from_columns(columns, [])
-    return _settle_doubtful(columns, raw, doubtful, header)
+    texts = _attribute_texts(names, countries, industries, stamp_texts)
+    columns = [trimmed[0], names, countries, industries, stamps, texts, rows]
+    if pc.any(doubtful).as_py():
+        batch = _settle_doubtful(columns, raw, doubtful, header)
+    else:
+        batch = RowBatch.from_columns(columns, [])
+    batch.hash_pending = _sha256_hex  # hashed by the thread that loads the batch (RowBatch.columns)
+    return batch
 
 
 def _nulls(values: pa.Array) -> pa.Array:
@@ -343,12 +347,11 @@ def _isoformat(stamps: pa.Array) -> pa.Array:
     return pc.replace_substring(text, " ", "T", max_replacements=1)
 
 
-def _hashes(names: pa.Array, countries: pa.Array, industries: pa.Array, stamp_texts: pa.Array) -> pa.Array:
-    """attributes_hash (crm_rows.attributes_hash's text form), the joining done by column."""
-    joined = pc.binary_join_element_wise(
+def _attribute_texts(names: pa.Array, countries: pa.Array, industries: pa.Array, stamp_texts: pa.Array) -> pa.Array:
+    """crm_rows.attributes_text by column: what the attributes hash is taken of."""
+    return pc.binary_join_element_wise(
         *(pc.fill_null(values, _NULL) for values in (names, countries, industries, stamp_texts)), _SEP
     )
-    return _sha256_hex(joined)
 
 
 _HASHER = threading.local()
@@ -371,7 +374,8 @@ def _sha256_hex(values: pa.Array) -> pa.Array:
 
 def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.Array, header: HeaderMap) -> RowBatch:
     """validate_record on the doubtful rows: its rejections are the batch's, its valid rows
-    join the others (row order kept)."""
+    join the others (row order kept), with their attributes_text where the hash goes, as the
+    others have."""
     indices = pc.indices_nonzero(doubtful).to_pylist()
     raw_values = [column.take(pa.array(indices)).to_pylist() for column in raw]
     rows = columns[6].take(pa.array(indices)).to_pylist()
@@ -382,7 +386,8 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
         if isinstance(result, RowRejection):
             rejections.append(result)
         else:
-            settled.append(tuple(result))
+            text = attributes_text(result.company_name, result.country, result.industry_tag, result.last_contact_at)
+            settled.append(tuple(result._replace(attributes_hash=text)))
     kept = pc.invert(doubtful)
     table = pa.table([pc.filter(column, kept) for column in columns], names=_FIELDS)
     if settled:
