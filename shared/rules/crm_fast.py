@@ -310,7 +310,7 @@ def _timestamps(texts: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     try:
         stamps = _utc_stamps(texts, shaped)
     except pa.ArrowInvalid:
-        shaped = pc.and_(shaped, _real_dates(texts))
+        shaped = pc.and_(shaped, _real_dates(texts, shaped))
         try:
             stamps = _utc_stamps(texts, shaped)
         except pa.ArrowInvalid as exc:  # not expected: the exact path reads the file instead
@@ -330,10 +330,10 @@ def _utc_stamps(texts: pa.Array, shaped: pa.Array) -> pa.Array:
     return pc.if_else(shaped, stamps, pa.scalar(None, pa.timestamp("us")))
 
 
-def _real_dates(texts: pa.Array) -> pa.Array:
-    """False where a value's date does not exist: strptime rolls 02-30 over into 03-02, so the
-    day it gives back differs from the text's."""
-    days = pc.if_else(pc.match_substring_regex(texts, _STAMP), texts, "2000-01-01")
+def _real_dates(texts: pa.Array, shaped: pa.Array) -> pa.Array:
+    """False where a shaped value's date does not exist: strptime rolls 02-30 over into 03-02, so
+    the day it gives back differs from the text's."""
+    days = pc.if_else(shaped, texts, "2000-01-01")
     parsed = pc.strptime(pc.utf8_slice_codeunits(days, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
     same_day = pc.equal(pc.day(parsed), pc.cast(pc.utf8_slice_codeunits(days, 8, 10), pa.int64()))
     return pc.fill_null(same_day, False)
