@@ -54,6 +54,7 @@ from shared.rules.crm_rows import (
     ParseStats,
     RowBatch,
     RowRejection,
+    attributes_text,
     map_header,
     truncate,
     validate_record,
@@ -71,7 +72,6 @@ _STAMP = (
     r"^[1-9]\d{3}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])T(?:[01]\d|2[0-3]):[0-5]\d:[0-5]\d"
     r"(?:\.\d{1,6})?(?:Z|[+-](?:[01]\d|2[0-3]):[0-5]\d)?$"
 )
-_BASE_FORMAT = "%Y-%m-%dT%H:%M:%S"
 _NON_ASCII_EDGE = r"^[^\x00-\x7F]|[^\x00-\x7F]$"
 # Arrow's reader needs a record to fit a block; records are bounded well below it.
 _BLOCK_BYTES = 4 * 1024 * 1024
@@ -275,15 +275,21 @@ def validate_arrow_batch(raw: list[pa.Array], first_row: int, header: HeaderMap)
             doubtful = pc.or_(doubtful, pc.match_substring_regex(values, _NON_ASCII_EDGE))
         if column in MAX_LENGTHS:
             half = MAX_LENGTHS[column] // 2  # NVARCHAR counts an astral character twice
-            doubtful = pc.or_(doubtful, pc.greater(pc.utf8_length(values), half))
+            # A value of at most ``half`` bytes has at most ``half`` characters: the byte lengths
+            # (read from the offsets) spare most batches the count of characters.
+            if (pc.max(pc.binary_length(values)).as_py() or 0) > half:
+                doubtful = pc.or_(doubtful, pc.greater(pc.utf8_length(values), half))
     stamps, stamp_texts, stamp_doubtful = _timestamps(trimmed[4])
     doubtful = pc.or_(doubtful, stamp_doubtful)
     names, countries, industries = (_nulls(values) for values in trimmed[1:4])
-    hashes = _hashes(names, countries, industries, stamp_texts)
-    columns = [trimmed[0], names, countries, industries, stamps, hashes, rows]
-    if not pc.any(doubtful).as_py():
-        return RowBatch.from_columns(columns, [])
-    return _settle_doubtful(columns, raw, doubtful, header)
+    texts = _attribute_texts(names, countries, industries, stamp_texts)
+    columns = [trimmed[0], names, countries, industries, stamps, texts, rows]
+    if pc.any(doubtful).as_py():
+        batch = _settle_doubtful(columns, raw, doubtful, header)
+    else:
+        batch = RowBatch.from_columns(columns, [])
+    batch.hash_pending = _sha256_hex  # hashed by the thread that loads the batch (RowBatch.columns)
+    return batch
 
 
 def _nulls(values: pa.Array) -> pa.Array:
@@ -294,66 +300,61 @@ def _timestamps(texts: pa.Array) -> tuple[pa.Array, pa.Array, pa.Array]:
     """parse_timestamp by column for the common shape: naive UTC values, their isoformat text
     (NULL for an empty value), and which non-empty values were not computed (doubtful).
 
-    A value of the shape is read by position: "YYYY-MM-DDTHH:MM:SS" (19 characters), then an
-    optional fraction ".f" to ".ffffff", then an optional "Z" or "±HH:MM" (the last 6 characters:
-    a fraction holds no sign)."""
+    A value of the shape is parsed by Arrow's ISO-8601 cast to a UTC timestamp, which applies
+    the fraction and the offset in one pass; a value without a zone is naive UTC, so it gets a
+    "Z". Years 1000 and 9999 are left to Python, so no conversion to UTC leaves the years
+    1000-9998 that are written with four digits. The cast refuses a date that does not exist
+    (02-30) for the whole batch: then those values are found and left to Python too."""
     empty = pc.equal(texts, "")
-    shaped = pc.match_substring_regex(texts, _STAMP)  # no captures: RE2's fast matcher
-    # Values of other shapes are replaced by a harmless one, so the casts below never fail.
-    texts = pc.if_else(shaped, texts, "2000-01-01T00:00:00")
-    base = pc.utf8_slice_codeunits(texts, 0, 19)
-    naive = pc.strptime(base, format=_BASE_FORMAT, unit="s", error_is_null=True)
-    # strptime rolls 02-30 over into 03-02: the day must come back unchanged (the pattern already
-    # bounds the month, hours, minutes and seconds). Years 1000 and 9999 are left to Python, so
-    # no conversion to UTC leaves the years 0999-9999 that are written with four digits.
-    exact = pc.and_(
-        pc.equal(pc.day(naive), pc.cast(pc.utf8_slice_codeunits(texts, 8, 10), pa.int64())),
-        pc.invert(pc.or_(pc.starts_with(base, "1000-"), pc.starts_with(base, "9999-"))),
+    shaped = pc.and_(
+        pc.match_substring_regex(texts, _STAMP),  # no captures: RE2's fast matcher
+        pc.invert(pc.or_(pc.starts_with(texts, "1000-"), pc.starts_with(texts, "9999-"))),
     )
-    sign_text = pc.utf8_slice_codeunits(texts, -6, -5)
-    has_offset = pc.is_in(sign_text, pa.array(["+", "-"]))
-    has_z = pc.ends_with(texts, "Z")
-    unzoned = pc.if_else(
-        has_offset,
-        pc.utf8_slice_codeunits(texts, 0, -6),
-        pc.if_else(has_z, pc.utf8_slice_codeunits(texts, 0, -1), texts),
-    )
-    fraction = pc.cast(pc.utf8_rpad(pc.utf8_slice_codeunits(unzoned, 20, 26), 6, "0"), pa.int64())
-    offset_hours, offset_minutes = (
-        pc.cast(pc.if_else(has_offset, pc.utf8_slice_codeunits(texts, start, stop), "0"), pa.int64())
-        for start, stop in ((-5, -3), (-2, 100))
-    )
-    offset_us = pc.multiply(
-        pc.if_else(pc.equal(sign_text, "-"), -1, 1),
-        pc.add(pc.multiply(offset_hours, 3_600_000_000), pc.multiply(offset_minutes, 60_000_000)),
-    )
-    micros = pc.subtract(pc.add(pc.cast(pc.cast(naive, pa.timestamp("us")), pa.int64()), fraction), offset_us)
-    computed = pc.and_(shaped, pc.fill_null(exact, False))
-    stamps = pc.if_else(computed, pc.cast(micros, pa.timestamp("us")), pa.scalar(None, pa.timestamp("us")))
-    doubtful = pc.and_(pc.invert(empty), pc.invert(computed))
-    return stamps, _isoformat(stamps), pc.fill_null(doubtful, True)
+    try:
+        stamps = _utc_stamps(texts, shaped)
+    except pa.ArrowInvalid:
+        shaped = pc.and_(shaped, _real_dates(texts, shaped))
+        try:
+            stamps = _utc_stamps(texts, shaped)
+        except pa.ArrowInvalid as exc:  # not expected: the exact path reads the file instead
+            raise FastPathRefused(f"a timestamp Arrow's cast refused: {str(exc)[:200]}") from None
+    doubtful = pc.and_(pc.invert(empty), pc.invert(shaped))
+    return stamps, _isoformat(stamps), doubtful
+
+
+def _utc_stamps(texts: pa.Array, shaped: pa.Array) -> pa.Array:
+    """The shaped values as naive UTC timestamps, NULL elsewhere (others are cast as a harmless
+    value, so that the cast fails only on a shaped one)."""
+    texts = pc.if_else(shaped, texts, "2000-01-01T00:00:00Z")
+    raw = texts.cast(pa.binary())  # byte slices: the shape is ASCII
+    zoned = pc.or_(pc.ends_with(raw, b"Z"), pc.is_in(pc.binary_slice(raw, -6, -5), pa.array([b"+", b"-"])))
+    utc = pc.if_else(zoned, texts, pc.binary_join_element_wise(texts, "Z", ""))
+    stamps = pc.cast(pc.cast(utc, pa.timestamp("us", "UTC")), pa.timestamp("us"))
+    return pc.if_else(shaped, stamps, pa.scalar(None, pa.timestamp("us")))
+
+
+def _real_dates(texts: pa.Array, shaped: pa.Array) -> pa.Array:
+    """False where a shaped value's date does not exist: strptime rolls 02-30 over into 03-02, so
+    the day it gives back differs from the text's."""
+    days = pc.if_else(shaped, texts, "2000-01-01")
+    parsed = pc.strptime(pc.utf8_slice_codeunits(days, 0, 10), format="%Y-%m-%d", unit="s", error_is_null=True)
+    same_day = pc.equal(pc.day(parsed), pc.cast(pc.utf8_slice_codeunits(days, 8, 10), pa.int64()))
+    return pc.fill_null(same_day, False)
 
 
 def _isoformat(stamps: pa.Array) -> pa.Array:
-    """datetime.isoformat by column: Arrow's text "YYYY-MM-DD HH:MM:SS.ffffff" (years 0999-9999)
+    """datetime.isoformat by column: Arrow's text "YYYY-MM-DD HH:MM:SS.ffffff" (years 1000-9998)
     with a T, the microseconds only when not zero."""
     text = pc.cast(stamps, pa.string())
-    fraction = pc.utf8_slice_codeunits(text, 19, 26)
+    text = pc.if_else(pc.ends_with(text, ".000000"), pc.utf8_slice_codeunits(text, 0, 19), text)
+    return pc.replace_substring(text, " ", "T", max_replacements=1)
+
+
+def _attribute_texts(names: pa.Array, countries: pa.Array, industries: pa.Array, stamp_texts: pa.Array) -> pa.Array:
+    """crm_rows.attributes_text by column: what the attributes hash is taken of."""
     return pc.binary_join_element_wise(
-        pc.utf8_slice_codeunits(text, 0, 10),
-        "T",
-        pc.utf8_slice_codeunits(text, 11, 19),
-        pc.if_else(pc.equal(fraction, ".000000"), "", fraction),
-        "",
-    )
-
-
-def _hashes(names: pa.Array, countries: pa.Array, industries: pa.Array, stamp_texts: pa.Array) -> pa.Array:
-    """attributes_hash (crm_rows.attributes_hash's text form), the joining done by column."""
-    joined = pc.binary_join_element_wise(
         *(pc.fill_null(values, _NULL) for values in (names, countries, industries, stamp_texts)), _SEP
     )
-    return _sha256_hex(joined)
 
 
 _HASHER = threading.local()
@@ -376,7 +377,8 @@ def _sha256_hex(values: pa.Array) -> pa.Array:
 
 def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.Array, header: HeaderMap) -> RowBatch:
     """validate_record on the doubtful rows: its rejections are the batch's, its valid rows
-    join the others (row order kept)."""
+    join the others (row order kept), with their attributes_text where the hash goes, as the
+    others have."""
     indices = pc.indices_nonzero(doubtful).to_pylist()
     raw_values = [column.take(pa.array(indices)).to_pylist() for column in raw]
     rows = columns[6].take(pa.array(indices)).to_pylist()
@@ -387,7 +389,8 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
         if isinstance(result, RowRejection):
             rejections.append(result)
         else:
-            settled.append(tuple(result))
+            text = attributes_text(result.company_name, result.country, result.industry_tag, result.last_contact_at)
+            settled.append(tuple(result._replace(attributes_hash=text)))
     kept = pc.invert(doubtful)
     table = pa.table([pc.filter(column, kept) for column in columns], names=_FIELDS)
     if settled:

@@ -31,7 +31,7 @@ import csv
 import datetime as dt
 import io
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from hashlib import sha256
 from itertools import compress, islice
@@ -112,9 +112,16 @@ def attributes_hash(
     company_name: str | None, country: str | None, industry_tag: str | None, last_contact_at: dt.datetime | None
 ) -> str:
     """sha256 of the attributes that make a dim.companies version; NULL differs from any value."""
+    return sha256(attributes_text(company_name, country, industry_tag, last_contact_at).encode("utf-8")).hexdigest()
+
+
+def attributes_text(
+    company_name: str | None, country: str | None, industry_tag: str | None, last_contact_at: dt.datetime | None
+) -> str:
+    """What attributes_hash hashes: the four attributes joined, NULL as a character no value holds."""
     stamp = last_contact_at.isoformat() if last_contact_at is not None else _NULL
     parts = [_NULL if v is None else v for v in (company_name, country, industry_tag)]
-    return sha256(_SEP.join((*parts, stamp)).encode("utf-8")).hexdigest()
+    return _SEP.join((*parts, stamp))
 
 
 def parse_timestamp(text: str) -> dt.datetime:
@@ -300,7 +307,10 @@ def validate_record(record: list[str], header: HeaderMap, row: int) -> CrmRow | 
 class RowBatch:
     """The validated rows of one batch of records, by column (what the landing table takes), and
     the batch's rejected rows; both in row order. The fast path (crm_fast.py) gives the columns
-    as Arrow arrays of the same values."""
+    as Arrow arrays of the same values, and leaves the hashing to ``columns()``: until then
+    ``attributes_hash`` holds each row's attributes_text and ``hash_pending`` the function that
+    hashes them, so the hashing runs in the thread that takes the columns (the load's, beside the
+    next batch's read)."""
 
     company_id: list[str]
     company_name: list[str | None]
@@ -310,6 +320,7 @@ class RowBatch:
     attributes_hash: list[str]
     source_row: list[int]
     rejections: list[RowRejection]
+    hash_pending: Callable[[Any], Any] | None = None
 
     @classmethod
     def from_columns(cls, columns: Sequence[Any], rejections: list[RowRejection]) -> RowBatch:
@@ -324,6 +335,8 @@ class RowBatch:
 
     def columns(self) -> tuple[list[Any], ...]:
         """The valid rows' values in CrmRow's field order, one list per field."""
+        if self.hash_pending is not None:
+            self.attributes_hash, self.hash_pending = self.hash_pending(self.attributes_hash), None
         return (
             self.company_id,
             self.company_name,

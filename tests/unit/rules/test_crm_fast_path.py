@@ -237,3 +237,23 @@ def test_common_values_are_settled_by_column_without_the_per_row_rules(monkeypat
     rows = [[f"c{i}", f"Company {i}, Ltd", "DE", "", stamps[i % 5]] for i in range(50)]
     rows.append(["c9", " Zoë Ltd ", "FR", "saas", " 2025-01-01T00:01:00-05:30 "])  # non-ASCII inside a value
     assert fast_or_refused(csv_bytes(rows)) is not None
+
+
+def test_a_date_that_does_not_exist_is_left_to_the_per_row_rules_and_the_rest_settled_by_column(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Arrow's ISO-8601 cast refuses 02-30 for the whole batch: only that row may reach validate_record.
+    doubted: list[list[Any]] = []
+    settle = crm_fast._settle_doubtful
+
+    def recording(columns: Any, raw: Any, doubtful: Any, header: Any) -> Any:
+        doubted.append([value.as_py() for value, doubt in zip(raw[4], doubtful, strict=True) if doubt.as_py()])
+        return settle(columns, raw, doubtful, header)
+
+    monkeypatch.setattr(crm_fast, "_settle_doubtful", recording)
+    rows = [[f"c{i}", "Acme", "DE", "saas", f"2025-02-{i % 28 + 1:02d}T10:00:00+02:00"] for i in range(30)]
+    rows[7][4] = "2025-02-30T10:00:00"
+    taken = fast_or_refused(csv_bytes(rows))
+    assert taken is not None
+    assert doubted == [["2025-02-30T10:00:00"]]
+    assert taken[1].rejected_rows == 1
