@@ -43,11 +43,12 @@ _FACT_COLUMNS = ("event_id", "company_id", "event_ts", "event_date", "loaded_at"
 # An hourly load (thousands of rows, fewer than a DuckDB row group) goes through DuckDB's
 # write-ahead log, which a checkpoint later writes into the file. DuckDB runs it at the first
 # commit whose estimated write would take the log past 16 MiB: in practice the refresh's, as it
-# writes a day's company-days (~75k, estimated ~6.5 MiB) after a day's loads left ~7 MiB, so the
-# refresh paid for writing out the loads' rows (0.3-0.5 s). A load that leaves more than this
-# in the log writes it out itself (Warehouse.write_out_log; nothing on Azure SQL). Measured
-# (bench/events_rollup_bench.py): at 4 MiB no refresh checkpointed and the loads did about
-# twice a day; at 8 MiB the loads did once a day but 2 refreshes of 4 still did.
+# writes a day's company-days (~75k: 2.7 MiB of log, estimated at 6.5 MiB or more) after a
+# day's loads left ~7 MiB, so the refresh paid for writing out the loads' rows (0.3-0.5 s). A
+# load that leaves more than this in the log writes it out itself (Warehouse.write_out_log;
+# nothing on Azure SQL). Measured (bench/events_rollup_bench.py): at 4 MiB no refresh
+# checkpointed and the loads did about twice a day; at 8 MiB the loads did once a day but 2
+# refreshes of 4 still did.
 LOAD_LOG_BYTES = 4 * 1024 * 1024
 
 
