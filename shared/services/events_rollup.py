@@ -40,6 +40,16 @@ ROLLUP_NAME = "company_daily_events"
 # re-deliver within minutes or hours; a week is Amplitude's insert_id window.
 DEDUP_WINDOW_DAYS = 7
 _FACT_COLUMNS = ("event_id", "company_id", "event_ts", "event_date", "loaded_at")
+# An hourly load (thousands of rows, fewer than a DuckDB row group) goes through DuckDB's
+# write-ahead log, which a checkpoint later writes into the file. DuckDB runs it at the first
+# commit whose estimated write would take the log past 16 MiB: in practice the refresh's, as it
+# writes a day's company-days (~75k: 2.7 MiB of log, estimated at 6.5 MiB or more) after a
+# day's loads left ~7 MiB, so the refresh paid for writing out the loads' rows (0.3-0.5 s). A
+# load that leaves more than this in the log writes it out itself (Warehouse.write_out_log;
+# nothing on Azure SQL). Measured (bench/events_rollup_bench.py): at 4 MiB no refresh
+# checkpointed and the loads did about twice a day; at 8 MiB the loads did once a day but 2
+# refreshes of 4 still did.
+LOAD_LOG_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -65,14 +75,17 @@ def load_fact_events(
     warehouse: Warehouse, events: Iterable[tuple[str, str, str | dt.datetime]], loaded_at: dt.datetime
 ) -> int:
     """Append raw (event_id, company_id, timestamp) events, streaming; duplicates are kept
-    (the refresh de-duplicates). Returns the number of rows loaded."""
+    (the refresh de-duplicates). A load that leaves more than LOAD_LOG_BYTES in DuckDB's log
+    writes it out before returning. Returns the number of rows loaded."""
 
     def rows() -> Iterable[tuple[object, ...]]:
         for event_id, company_id, timestamp in events:
             event_ts = utc_event_time(timestamp)
             yield (event_id, company_id, event_ts, event_ts.date(), loaded_at)
 
-    return warehouse.bulk_load("agg.fact_events", _FACT_COLUMNS, rows())
+    loaded = warehouse.bulk_load("agg.fact_events", _FACT_COLUMNS, rows())
+    warehouse.write_out_log(LOAD_LOG_BYTES)
+    return loaded
 
 
 def recount_from(watermark: dt.datetime | None, lookback: dt.timedelta) -> dt.datetime | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from pathlib import Path
 from typing import NamedTuple
 
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 
 from shared.adapters.warehouse.duckdb_engine import DuckDBWarehouse
 from shared.errors import RejectedInput
+from shared.services import events_rollup
 from shared.services.events_rollup import (
     DEDUP_WINDOW_DAYS,
     load_fact_events,
@@ -72,6 +74,33 @@ def test_event_times_with_an_offset_are_converted_to_utc() -> None:
 def test_rows_are_read_from_the_look_back_before_the_watermark_or_all_before_the_first_refresh() -> None:
     assert recount_from(NOW, LOOKBACK) == NOW - LOOKBACK
     assert recount_from(None, LOOKBACK) is None
+
+
+# ---- loading ----------------------------------------------------------------------------------
+def test_a_load_that_leaves_a_large_log_writes_it_out_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On DuckDB a load leaving more than LOAD_LOG_BYTES in the write-ahead log checkpoints it,
+    so the next commit (the refresh's) does not write the loads' rows out; inside a
+    transaction it cannot, and leaves the log to the commit."""
+    engine = DuckDBWarehouse(tmp_path / "w.duckdb")
+    engine.apply_schema()
+    log = tmp_path / "w.duckdb.wal"
+    try:
+        monkeypatch.setattr(events_rollup, "LOAD_LOG_BYTES", 1 << 30)
+        load_fact_events(engine, [("e1", "acme", at(D, 1))], NOW)
+        assert log.stat().st_size > 0
+        monkeypatch.setattr(events_rollup, "LOAD_LOG_BYTES", 0)
+        with engine.transaction():
+            load_fact_events(engine, [("e2", "acme", at(D, 2))], NOW)
+        assert log.stat().st_size > 0
+        load_fact_events(engine, [("e3", "acme", at(D, 3))], NOW)
+        assert not log.exists() or log.stat().st_size == 0
+        assert engine.run_sql("SELECT COUNT(*) AS n FROM agg.fact_events")[0]["n"] == 3
+    finally:
+        engine.close()
+
+
+def test_an_in_memory_warehouse_has_no_log_to_write_out(wh: DuckDBWarehouse) -> None:
+    assert not wh.write_out_log(0)
 
 
 # ---- refresh ----------------------------------------------------------------------------------

@@ -154,6 +154,12 @@ class Warehouse(abc.ABC):
             (row for batch in batches for row in zip(*map(_python_values, batch), strict=True)),
         )
 
+    def write_out_log(self, over_bytes: int) -> bool:
+        """Engines that keep committed rows in a write-ahead log until a checkpoint writes them
+        into the database file (DuckDB) do that now, if the log holds more than ``over_bytes``
+        and no transaction is open; returns whether they did. Azure SQL manages its own log."""
+        return False
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
         """A transaction; re-entrant (an inner block joins the outer one)."""

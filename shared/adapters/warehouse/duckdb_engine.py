@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import logging
 import os
 import re
 import tempfile
@@ -26,6 +27,8 @@ from shared.adapters.warehouse.sql_files import SQL_ROOT, Statement
 from shared.adapters.warehouse.translate import to_duckdb
 from shared.clock import naive_utc
 from shared.errors import BuildError, ConfigurationError, WarehouseTransientError
+
+log = logging.getLogger(__name__)
 
 _COLUMN = "abcdefghijklmnopqrstuvwxyz0123456789_"
 # Fixed CSV dialect for bulk loads: no sniffing, RFC 4180 quoting, empty field = NULL,
@@ -185,6 +188,21 @@ class DuckDBWarehouse(Warehouse):
                 self._con.execute("RESET force_compression")
                 self._con.unregister("bulk_batch")
         return arrow.num_rows
+
+    def write_out_log(self, over_bytes: int) -> bool:
+        """CHECKPOINT if the log (<path>.wal) holds more than ``over_bytes``: DuckDB otherwise
+        writes it out at whichever later commit its own estimate pushes past
+        ``checkpoint_threshold`` (16 MiB), which is then slower by the whole checkpoint."""
+        wal = Path(self.path + ".wal")
+        with self._lock:
+            if self._depth or self.path == ":memory:" or not wal.exists() or wal.stat().st_size <= over_bytes:
+                return False
+            try:
+                self._con.execute("CHECKPOINT")
+            except duckdb.Error as exc:  # the rows are committed; a later commit checkpoints them
+                log.warning("checkpoint after a load failed: %s", exc)
+                return False
+        return True
 
     def close(self) -> None:
         with self._lock:
