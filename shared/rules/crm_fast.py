@@ -50,6 +50,7 @@ from shared.rules.crm_rows import (
     REQUIRED_COLUMNS,
     CrmFileRejection,
     CrmRow,
+    DeferredHashes,
     HeaderMap,
     ParseStats,
     RowBatch,
@@ -285,11 +286,12 @@ def validate_arrow_batch(raw: list[pa.Array], first_row: int, header: HeaderMap)
     texts = _attribute_texts(names, countries, industries, stamp_texts)
     columns = [trimmed[0], names, countries, industries, stamps, texts, rows]
     if pc.any(doubtful).as_py():
-        batch = _settle_doubtful(columns, raw, doubtful, header)
+        columns, rejections = _settle_doubtful(columns, raw, doubtful, header)
     else:
-        batch = RowBatch.from_columns(columns, [])
-    batch.hash_pending = _sha256_hex  # hashed by the thread that loads the batch (RowBatch.columns)
-    return batch
+        rejections = []
+    # Hashed by the thread that loads the batch (RowBatch.columns), beside the next batch's read.
+    columns[5] = DeferredHashes(columns[5], _sha256_hex)
+    return RowBatch.from_columns(columns, rejections)
 
 
 def _nulls(values: pa.Array) -> pa.Array:
@@ -375,10 +377,12 @@ def _sha256_hex(values: pa.Array) -> pa.Array:
     return hashed.column("digest").combine_chunks().cast(pa.string())
 
 
-def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.Array, header: HeaderMap) -> RowBatch:
-    """validate_record on the doubtful rows: its rejections are the batch's, its valid rows
-    join the others (row order kept), with their attributes_text where the hash goes, as the
-    others have."""
+def _settle_doubtful(
+    columns: list[Any], raw: list[pa.Array], doubtful: pa.Array, header: HeaderMap
+) -> tuple[list[Any], list[RowRejection]]:
+    """validate_record on the doubtful rows: the batch's columns (``_TEXT_FIELDS``: the
+    attributes_text where the hash goes) with its valid rows joined to the others in row order,
+    and its rejections."""
     indices = pc.indices_nonzero(doubtful).to_pylist()
     raw_values = [column.take(pa.array(indices)).to_pylist() for column in raw]
     rows = columns[6].take(pa.array(indices)).to_pylist()
@@ -390,16 +394,17 @@ def _settle_doubtful(columns: list[pa.Array], raw: list[pa.Array], doubtful: pa.
             rejections.append(result)
         else:
             text = attributes_text(result.company_name, result.country, result.industry_tag, result.last_contact_at)
-            settled.append(tuple(result._replace(attributes_hash=text)))
+            settled.append((*result[:5], text, result.source_row))
     kept = pc.invert(doubtful)
-    table = pa.table([pc.filter(column, kept) for column in columns], names=_FIELDS)
+    table = pa.table([pc.filter(column, kept) for column in columns], names=_TEXT_FIELDS)
     if settled:
         extra = pa.table(
             [pa.array(values, table.schema.field(i).type) for i, values in enumerate(zip(*settled, strict=True))],
-            names=_FIELDS,
+            names=_TEXT_FIELDS,
         )
         table = pa.concat_tables([table, extra]).sort_by("source_row")
-    return RowBatch.from_columns([table.column(name).combine_chunks() for name in _FIELDS], rejections)
+    return [table.column(name).combine_chunks() for name in _TEXT_FIELDS], rejections
 
 
-_FIELDS = list(CrmRow._fields)  # RowBatch's columns, in the same order
+# RowBatch's columns, in the same order, with each row's attributes_text where its hash goes.
+_TEXT_FIELDS = [name if name != "attributes_hash" else "attributes_text" for name in CrmRow._fields]

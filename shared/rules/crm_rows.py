@@ -303,24 +303,30 @@ def validate_record(record: list[str], header: HeaderMap, row: int) -> CrmRow | 
     )
 
 
+@dataclass(frozen=True)
+class DeferredHashes:
+    """A batch's attributes hashes not taken yet: each row's attributes_text and the function
+    that hashes them all. The fast path (crm_fast.py) leaves them so, and ``RowBatch.columns()``
+    takes them in the thread that loads the batch, beside the next batch's read."""
+
+    texts: Any
+    hash_texts: Callable[[Any], Any]
+
+
 @dataclass
 class RowBatch:
     """The validated rows of one batch of records, by column (what the landing table takes), and
     the batch's rejected rows; both in row order. The fast path (crm_fast.py) gives the columns
-    as Arrow arrays of the same values, and leaves the hashing to ``columns()``: until then
-    ``attributes_hash`` holds each row's attributes_text and ``hash_pending`` the function that
-    hashes them, so the hashing runs in the thread that takes the columns (the load's, beside the
-    next batch's read)."""
+    as Arrow arrays of the same values, its hashes deferred until ``columns()``."""
 
     company_id: list[str]
     company_name: list[str | None]
     country: list[str | None]
     industry_tag: list[str | None]
     last_contact_at: list[dt.datetime | None]
-    attributes_hash: list[str]
+    attributes_hash: list[str] | DeferredHashes
     source_row: list[int]
     rejections: list[RowRejection]
-    hash_pending: Callable[[Any], Any] | None = None
 
     @classmethod
     def from_columns(cls, columns: Sequence[Any], rejections: list[RowRejection]) -> RowBatch:
@@ -335,15 +341,16 @@ class RowBatch:
 
     def columns(self) -> tuple[list[Any], ...]:
         """The valid rows' values in CrmRow's field order, one list per field."""
-        if self.hash_pending is not None:
-            self.attributes_hash, self.hash_pending = self.hash_pending(self.attributes_hash), None
+        hashes = self.attributes_hash
+        if isinstance(hashes, DeferredHashes):
+            self.attributes_hash = hashes = hashes.hash_texts(hashes.texts)
         return (
             self.company_id,
             self.company_name,
             self.country,
             self.industry_tag,
             self.last_contact_at,
-            self.attributes_hash,
+            hashes,
             self.source_row,
         )
 
