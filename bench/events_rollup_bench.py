@@ -220,13 +220,13 @@ def land_day(wh: DuckDBWarehouse, day: dt.date, events: int, companies: int) -> 
     loads.sort(key=itemgetter(0))  # stable: the noon re-deliveries after the noon load
     landed = Landed(0, len(loads), 0.0, 0.0, 0)
     for loaded_at, rows in loads:
-        wal_before = wal_bytes(wh)
+        wal_before = wh.log_bytes()
         spent = [0.0, 0.0]
         with wall_cpu(spent):
             landed.rows += load_fact_events(wh, rows, loaded_at)
         landed.wall += spent[0]
         landed.cpu += spent[1]
-        landed.checkpoints += wal_bytes(wh) < wal_before
+        landed.checkpoints += wh.log_bytes() < wal_before
     return landed
 
 
@@ -277,11 +277,6 @@ actual AS (
 )
 SELECT COUNT(*) FROM ((FROM expected EXCEPT FROM actual) UNION ALL (FROM actual EXCEPT FROM expected))
 """
-
-
-def wal_bytes(wh: DuckDBWarehouse) -> int:
-    wal = Path(wh.path + ".wal")
-    return wal.stat().st_size if wal.exists() else 0
 
 
 def timed(action: Callable[[], Any], cpu: list[float] | None = None) -> tuple[float, Any]:
@@ -338,13 +333,13 @@ def run(path: Path, args: argparse.Namespace) -> None:
 
         run_id = f"bench-{repeat}"
         steps.clear()
-        wal_before = wal_bytes(wh)
+        wal_before = wh.log_bytes()
         refresh, result = timed(
             lambda: refresh_company_daily_events(wh, run_id, now, lookback),  # noqa: B023
             refresh_cpu,
         )
         refresh_steps = {name: spent for name, spent in steps.items() if spent[0] >= 0.005}
-        wal_after = wal_bytes(wh)
+        wal_after = wh.log_bytes()
         checkpointed = wal_after == 0 or wal_after < wal_before  # the COMMIT checkpointed: the log starts over
         add_api_events(wh, day)
         check, outcome = timed(lambda: evaluate(wh, reconciliation, day, now, settings))  # noqa: B023

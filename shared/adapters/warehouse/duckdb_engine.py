@@ -189,13 +189,18 @@ class DuckDBWarehouse(Warehouse):
                 self._con.unregister("bulk_batch")
         return arrow.num_rows
 
-    def write_out_log(self, over_bytes: int) -> bool:
-        """CHECKPOINT if the log (<path>.wal) holds more than ``over_bytes``: DuckDB otherwise
-        writes it out at whichever later commit its own estimate pushes past
-        ``checkpoint_threshold`` (16 MiB), which is then slower by the whole checkpoint."""
+    def log_bytes(self) -> int:
+        """The size of the write-ahead log (<path>.wal): committed rows not yet checkpointed into
+        the database file; 0 without one (in memory, or just checkpointed)."""
         wal = Path(self.path + ".wal")
+        return wal.stat().st_size if self.path != ":memory:" and wal.exists() else 0
+
+    def write_out_log(self, over_bytes: int) -> bool:
+        """CHECKPOINT if the log holds more than ``over_bytes``: DuckDB otherwise writes it out at
+        whichever later commit its own estimate pushes past ``checkpoint_threshold`` (16 MiB),
+        which is then slower by the whole checkpoint."""
         with self._lock:
-            if self._depth or self.path == ":memory:" or not wal.exists() or wal.stat().st_size <= over_bytes:
+            if self._depth or self.log_bytes() <= over_bytes:
                 return False
             try:
                 self._con.execute("CHECKPOINT")
