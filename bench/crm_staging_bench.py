@@ -164,16 +164,17 @@ def stage_all(workdir: Path, blobs: LocalFiles, names: list[str], memory_limit: 
     stages = []
     for name in names:
         warehouse.seconds.clear()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        result = stage_crm_snapshot(
-            name,
-            settings=settings,
-            blobs=blobs,
-            warehouse=warehouse,
-            readiness=NoReadiness(),
-            alerts=RecordingAlertSink(),
-        )
-        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        spent = [0.0, 0.0]
+        with wall_cpu(spent):
+            result = stage_crm_snapshot(
+                name,
+                settings=settings,
+                blobs=blobs,
+                warehouse=warehouse,
+                readiness=NoReadiness(),
+                alerts=RecordingAlertSink(),
+            )
+        seconds, cpu_seconds = spent
         assert result.status == "staged", result
         stages.append(
             {

@@ -182,8 +182,7 @@ class Landed:
 
     rows: int
     loads: int
-    wall: float
-    cpu: float
+    spent: list[float]  # [wall, CPU] seconds
     checkpoints: int
 
 
@@ -218,14 +217,11 @@ def land_day(wh: DuckDBWarehouse, day: dt.date, events: int, companies: int) -> 
     ]
     loads.append((after + dt.timedelta(hours=12), redelivered))
     loads.sort(key=itemgetter(0))  # stable: the noon re-deliveries after the noon load
-    landed = Landed(0, len(loads), 0.0, 0.0, 0)
+    landed = Landed(0, len(loads), [0.0, 0.0], 0)
     for loaded_at, rows in loads:
         wal_before = wh.log_bytes()
-        spent = [0.0, 0.0]
-        with wall_cpu(spent):
+        with wall_cpu(landed.spent):
             landed.rows += load_fact_events(wh, rows, loaded_at)
-        landed.wall += spent[0]
-        landed.cpu += spent[1]
         landed.checkpoints += wh.log_bytes() < wal_before
     return landed
 
@@ -281,11 +277,12 @@ SELECT COUNT(*) FROM ((FROM expected EXCEPT FROM actual) UNION ALL (FROM actual 
 
 def timed(action: Callable[[], Any], cpu: list[float] | None = None) -> tuple[float, Any]:
     """Wall seconds and the result; CPU seconds of this process appended to ``cpu``."""
-    started, started_cpu = time.perf_counter(), time.process_time()
-    result = action()
+    spent = [0.0, 0.0]
+    with wall_cpu(spent):
+        result = action()
     if cpu is not None:
-        cpu.append(time.process_time() - started_cpu)
-    return time.perf_counter() - started, result
+        cpu.append(spent[1])
+    return spent[0], result
 
 
 def run(path: Path, args: argparse.Namespace) -> None:
@@ -324,10 +321,10 @@ def run(path: Path, args: argparse.Namespace) -> None:
         landed = land_day(wh, day, args.events, args.companies)
         parts.insert(
             1,
-            f"+{landed.rows:,} rows in {landed.loads} loads ({landed.wall:.2f} s, CPU {landed.cpu:.2f} s; "
+            f"+{landed.rows:,} rows in {landed.loads} loads ({landed.spent[0]:.2f} s, CPU {landed.spent[1]:.2f} s; "
             f"{landed.checkpoints} checkpointed)",
         )
-        load_times.append(landed.wall)
+        load_times.append(landed.spent[0])
         load_checkpoints += landed.checkpoints
         now = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0, 5))
 
